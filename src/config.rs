@@ -1,0 +1,565 @@
+//! [`EfficientNetConfig`]: the baseline stage table, the scaling multipliers and every
+//! setting that depends on where the weights came from.
+
+use burn::config::Config;
+
+use crate::error::Error;
+use crate::model::activation::Activation;
+use crate::model::conv_bn_act::{ConvBnActConfig, Padding};
+use crate::model::mbconv::MBConvConfig;
+use crate::scaling::{CompoundScaling, round_channels, round_repeats};
+
+/// One stage of the baseline network: `repeats` MBConv blocks of one shape.
+///
+/// Only the first block of a stage has the stage's stride and changes the channel count.
+#[derive(Config, Debug, PartialEq, Copy)]
+pub struct StageConfig {
+    /// Expansion ratio of the MBConv blocks (1 = MBConv1, 6 = MBConv6).
+    pub expand_ratio: usize,
+    /// Depthwise kernel size.
+    pub kernel_size: usize,
+    /// Stride of the stage's first block.
+    pub stride: usize,
+    /// Input channels of the stage, before width scaling.
+    pub in_channels: usize,
+    /// Output channels of the stage, before width scaling.
+    pub out_channels: usize,
+    /// Number of blocks, before depth scaling.
+    pub repeats: usize,
+}
+
+const fn stage(
+    expand_ratio: usize,
+    kernel_size: usize,
+    stride: usize,
+    in_channels: usize,
+    out_channels: usize,
+    repeats: usize,
+) -> StageConfig {
+    StageConfig {
+        expand_ratio,
+        kernel_size,
+        stride,
+        in_channels,
+        out_channels,
+        repeats,
+    }
+}
+
+/// The EfficientNet-B0 baseline, one row per MBConv stage: Table 1 of the paper.
+///
+/// The stem (3x3 conv, stride 2, 32 channels) and the head (1x1 conv to 1280 channels,
+/// pooling, dropout, classifier) are [`EfficientNetConfig`] fields.
+pub const B0_STAGES: [StageConfig; 7] = [
+    //    expand kernel stride  in  out repeats
+    stage(1, 3, 1, 32, 16, 1),
+    stage(6, 3, 2, 16, 24, 2),
+    stage(6, 5, 2, 24, 40, 2),
+    stage(6, 3, 2, 40, 80, 3),
+    stage(6, 5, 1, 80, 112, 3),
+    stage(6, 5, 2, 112, 192, 4),
+    stage(6, 3, 1, 192, 320, 1),
+];
+
+/// How the head's channel count follows the width multiplier.
+///
+/// The two rules agree on every published preset and differ on custom widths
+/// (w = 1.13: 1440 vs 1448).
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum HeadRule {
+    /// TF and timm: `round_channels(head_channels, width)`.
+    RoundFilters,
+    /// torchvision: four times the last stage's output channels.
+    FourTimesLast,
+}
+
+/// Configuration of an [`EfficientNet`](crate::EfficientNet).
+///
+/// The published variants come from [`Variant`](crate::Variant) (`EfficientNetConfig::b3()`),
+/// custom ones from [`EfficientNetConfig::from_scaling`]. Every field can be changed with its
+/// `with_*` builder. [`validate`](Self::validate) says what is wrong with a config;
+/// [`init`](Self::init) panics with that message and [`try_init`](Self::try_init) returns it.
+#[derive(Config, Debug, PartialEq)]
+pub struct EfficientNetConfig {
+    /// Classes of the classifier. Default: 1000 (ImageNet-1k).
+    #[config(default = 1000)]
+    pub num_classes: usize,
+    /// Width multiplier applied to every channel count. Default: 1.0.
+    #[config(default = 1.0)]
+    pub width: f64,
+    /// Depth multiplier applied to every stage's repeats. Default: 1.0.
+    #[config(default = 1.0)]
+    pub depth: f64,
+    /// Input resolution the variant is trained at (metadata; any size runs). Default: 224.
+    #[config(default = 224)]
+    pub resolution: usize,
+    /// Dropout before the classifier. Default: 0.2.
+    #[config(default = 0.2)]
+    pub dropout: f64,
+    /// Stochastic-depth drop probability of the last block; block `i` of `n` drops with
+    /// `stochastic_depth_prob * i / n`. Default: 0.2.
+    #[config(default = 0.2)]
+    pub stochastic_depth_prob: f64,
+    /// The unscaled stage table. Default: [`B0_STAGES`].
+    #[config(default = "B0_STAGES.to_vec()")]
+    pub stages: Vec<StageConfig>,
+    /// Stem output channels before width scaling. Default: 32.
+    #[config(default = 32)]
+    pub stem_channels: usize,
+    /// Head channels before width scaling. Default: 1280.
+    #[config(default = 1280)]
+    pub head_channels: usize,
+    /// Channels of the input image. Default: 3.
+    #[config(default = 3)]
+    pub in_channels: usize,
+    /// Squeeze-excitation ratio relative to each block's input channels; 0 disables SE.
+    /// Default: 0.25.
+    #[config(default = 0.25)]
+    pub se_ratio: f64,
+    /// Activation everywhere. Default: SiLU (swish).
+    #[config(default = "Activation::SiLU")]
+    pub activation: Activation,
+    /// Keep the stem and head at `stem_channels` / `head_channels` whatever the width (Lite).
+    /// Default: false.
+    #[config(default = false)]
+    pub fixed_stem_head: bool,
+    /// Keep the first and last stages' repeats unscaled (Lite). Default: false.
+    #[config(default = false)]
+    pub fixed_edge_repeats: bool,
+    /// How the head width scales. Default: [`HeadRule::RoundFilters`].
+    #[config(default = "HeadRule::RoundFilters")]
+    pub head_rule: HeadRule,
+    /// Padding style: symmetric for PyTorch-trained weights, TF "SAME" for TF-ported ones.
+    /// Default: [`Padding::Symmetric`].
+    #[config(default = "Padding::Symmetric")]
+    pub padding: Padding,
+    /// Batch-norm epsilon: 1e-5 for PyTorch-trained weights, 1e-3 for TF-ported ones.
+    /// Default: 1e-5.
+    #[config(default = 1e-5)]
+    pub bn_epsilon: f64,
+    /// Batch-norm momentum in PyTorch's sense (TF's 0.99 is 0.01 here). Default: 0.1.
+    #[config(default = 0.1)]
+    pub bn_momentum: f64,
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidConfig(message)
+}
+
+impl EfficientNetConfig {
+    /// A custom model scaled from the B0 baseline by the paper's rule (Eq. 3):
+    /// width `beta^phi`, depth `alpha^phi`, resolution `round(224 gamma^phi)`.
+    ///
+    /// This is **not** how the published B1..B7 were made (their multipliers were rounded by
+    /// hand); use the presets for those.
+    pub fn from_scaling(scaling: CompoundScaling) -> Result<Self, Error> {
+        scaling.validate()?;
+        let config = Self::new()
+            .with_width(scaling.width_coefficient())
+            .with_depth(scaling.depth_coefficient())
+            .with_resolution(scaling.resolution(224));
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the config describes a buildable network; the error says exactly what is wrong.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.blocks().map(|_| ())
+    }
+
+    fn validate_fields(&self) -> Result<(), Error> {
+        for (name, value) in [
+            ("num_classes", self.num_classes),
+            ("in_channels", self.in_channels),
+            ("stem_channels", self.stem_channels),
+            ("head_channels", self.head_channels),
+            ("resolution", self.resolution),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("{name} must be at least 1, got 0")));
+            }
+        }
+        if !self.width.is_finite() || self.width <= 0.0 {
+            return Err(invalid(format!(
+                "width multiplier must be finite and positive, got {}",
+                self.width
+            )));
+        }
+        // A depth that is zero, negative or underflowed shows as a stage of 0 blocks.
+        if !self.depth.is_finite() {
+            return Err(invalid(format!(
+                "depth multiplier must be finite, got {}",
+                self.depth
+            )));
+        }
+        for (name, value) in [
+            ("dropout", self.dropout),
+            ("stochastic_depth_prob", self.stochastic_depth_prob),
+        ] {
+            if !value.is_finite() || !(0.0..1.0).contains(&value) {
+                return Err(invalid(format!("{name} must be in [0, 1), got {value}")));
+            }
+        }
+        if !self.se_ratio.is_finite() || !(0.0..=1.0).contains(&self.se_ratio) {
+            return Err(invalid(format!(
+                "se_ratio must be in [0, 1], got {}",
+                self.se_ratio
+            )));
+        }
+        if !self.bn_epsilon.is_finite() || self.bn_epsilon <= 0.0 {
+            return Err(invalid(format!(
+                "bn_epsilon must be finite and positive, got {}",
+                self.bn_epsilon
+            )));
+        }
+        if !self.bn_momentum.is_finite() || !(0.0..=1.0).contains(&self.bn_momentum) {
+            return Err(invalid(format!(
+                "bn_momentum must be in [0, 1], got {}",
+                self.bn_momentum
+            )));
+        }
+        if self.stages.is_empty() {
+            return Err(invalid("at least one stage is needed".to_string()));
+        }
+        let mut previous_out = self.stem_channels;
+        for (index, stage) in self.stages.iter().enumerate() {
+            let n = index + 1;
+            if stage.in_channels == 0 || stage.out_channels == 0 {
+                return Err(invalid(format!(
+                    "stage {n} has zero channels ({} -> {})",
+                    stage.in_channels, stage.out_channels
+                )));
+            }
+            if stage.in_channels != previous_out {
+                return Err(invalid(format!(
+                    "stage {n} takes {} channels but receives {previous_out}",
+                    stage.in_channels
+                )));
+            }
+            if stage.kernel_size % 2 == 0 {
+                return Err(invalid(format!(
+                    "stage {n} has kernel size {}; kernel sizes must be odd",
+                    stage.kernel_size
+                )));
+            }
+            if stage.stride != 1 && stage.stride != 2 {
+                return Err(invalid(format!(
+                    "stage {n} has stride {}; strides must be 1 or 2",
+                    stage.stride
+                )));
+            }
+            if stage.expand_ratio == 0 {
+                return Err(invalid(format!("stage {n} has expand ratio 0")));
+            }
+            if stage.repeats == 0 {
+                return Err(invalid(format!("stage {n} has 0 repeats")));
+            }
+            previous_out = stage.out_channels;
+        }
+        Ok(())
+    }
+
+    /// Stem output channels after width scaling.
+    pub fn scaled_stem_channels(&self) -> usize {
+        if self.fixed_stem_head {
+            self.stem_channels
+        } else {
+            round_channels(self.stem_channels, self.width)
+        }
+    }
+
+    /// Output channels of stage `index` (0-based) after width scaling.
+    fn scaled_stage_channels(&self, index: usize) -> usize {
+        round_channels(self.stages[index].out_channels, self.width)
+    }
+
+    /// Head channels after width scaling (the [`HeadRule`], unless fixed).
+    pub fn scaled_head_channels(&self) -> usize {
+        if self.fixed_stem_head {
+            return self.head_channels;
+        }
+        match self.head_rule {
+            HeadRule::RoundFilters => round_channels(self.head_channels, self.width),
+            HeadRule::FourTimesLast => 4 * self.scaled_stage_channels(self.stages.len() - 1),
+        }
+    }
+
+    /// Blocks of each stage after depth scaling.
+    ///
+    /// # Panics
+    ///
+    /// If the config is invalid (see [`validate`](Self::validate)).
+    pub fn stage_repeats(&self) -> Vec<usize> {
+        self.unwrap_valid(self.blocks())
+            .iter()
+            .map(Vec::len)
+            .collect()
+    }
+
+    fn scaled_repeats(&self, index: usize) -> usize {
+        let repeats = self.stages[index].repeats;
+        let edge = index == 0 || index + 1 == self.stages.len();
+        if self.fixed_edge_repeats && edge {
+            repeats
+        } else {
+            round_repeats(repeats, self.depth)
+        }
+    }
+
+    /// The stem: 3x3 convolution, stride 2.
+    pub fn stem(&self) -> ConvBnActConfig {
+        self.conv_bn_act(self.in_channels, self.scaled_stem_channels(), 3)
+            .with_stride(2)
+    }
+
+    /// The head: 1x1 convolution from the last stage to the head channels.
+    pub fn head(&self) -> ConvBnActConfig {
+        let last = self.scaled_stage_channels(self.stages.len() - 1);
+        self.conv_bn_act(last, self.scaled_head_channels(), 1)
+    }
+
+    fn conv_bn_act(&self, in_channels: usize, out_channels: usize, k: usize) -> ConvBnActConfig {
+        ConvBnActConfig::new(in_channels, out_channels, k)
+            .with_padding(self.padding)
+            .with_bn_epsilon(self.bn_epsilon)
+            .with_bn_momentum(self.bn_momentum)
+            .with_activation(Some(self.activation))
+    }
+
+    /// The scaled network: one list of MBConv configs per stage, with stochastic depth
+    /// rising linearly over the blocks. Fails with the reason when the config is invalid.
+    pub fn blocks(&self) -> Result<Vec<Vec<MBConvConfig>>, Error> {
+        self.validate_fields()?;
+        let repeats: Vec<usize> = (0..self.stages.len())
+            .map(|i| self.scaled_repeats(i))
+            .collect();
+        if let Some(index) = repeats.iter().position(|&r| r == 0) {
+            return Err(invalid(format!(
+                "stage {} rounds to 0 blocks ({} repeats x depth {})",
+                index + 1,
+                self.stages[index].repeats,
+                self.depth
+            )));
+        }
+        let total: usize = repeats.iter().sum();
+        let mut block_index = 0;
+        let mut in_channels = self.scaled_stem_channels();
+        let mut plan = Vec::with_capacity(self.stages.len());
+        for (index, stage) in self.stages.iter().enumerate() {
+            let out_channels = self.scaled_stage_channels(index);
+            let mut blocks = Vec::with_capacity(repeats[index]);
+            for j in 0..repeats[index] {
+                let (block_in, stride) = match j {
+                    0 => (in_channels, stage.stride),
+                    _ => (out_channels, 1),
+                };
+                blocks.push(
+                    MBConvConfig::new(
+                        block_in,
+                        out_channels,
+                        stage.expand_ratio,
+                        stage.kernel_size,
+                        stride,
+                    )
+                    .with_se_ratio(self.se_ratio)
+                    .with_activation(self.activation)
+                    .with_padding(self.padding)
+                    .with_bn_epsilon(self.bn_epsilon)
+                    .with_bn_momentum(self.bn_momentum)
+                    .with_drop_path_prob(
+                        self.stochastic_depth_prob * block_index as f64 / total as f64,
+                    ),
+                );
+                block_index += 1;
+            }
+            plan.push(blocks);
+            in_channels = out_channels;
+        }
+        Ok(plan)
+    }
+
+    /// Indices of the stages whose outputs are the multi-scale endpoints: the last stage at
+    /// each resolution (before every stride-2 stage, and the final one).
+    pub fn endpoint_stages(&self) -> Vec<usize> {
+        let n = self.stages.len();
+        (0..n)
+            .filter(|&i| i + 1 == n || self.stages[i + 1].stride == 2)
+            .collect()
+    }
+
+    /// Trainable parameters with this config, counted without building the model
+    /// (batch-norm running statistics are not parameters and are not counted).
+    ///
+    /// # Panics
+    ///
+    /// If the config is invalid (see [`validate`](Self::validate)).
+    pub fn num_params(&self) -> usize {
+        let blocks = self.unwrap_valid(self.blocks());
+        let head = self.scaled_head_channels();
+        self.stem().num_params()
+            + blocks
+                .iter()
+                .flatten()
+                .map(MBConvConfig::num_params)
+                .sum::<usize>()
+            + self.head().num_params()
+            + head * self.num_classes
+            + self.num_classes
+    }
+
+    /// Multiply-adds of one forward pass over a `height x width` image: every convolution
+    /// and the classifier (norms, activations, pooling and additions are not counted).
+    ///
+    /// # Panics
+    ///
+    /// If the config is invalid (see [`validate`](Self::validate)).
+    pub fn macs(&self, height: usize, width: usize) -> u64 {
+        let blocks = self.unwrap_valid(self.blocks());
+        let (mut total, mut h, mut w) = self.stem().macs(height, width);
+        for block in blocks.iter().flatten() {
+            let (macs, out_h, out_w) = block.macs(h, w);
+            total += macs;
+            (h, w) = (out_h, out_w);
+        }
+        let (head_macs, _, _) = self.head().macs(h, w);
+        total + head_macs + (self.scaled_head_channels() * self.num_classes) as u64
+    }
+
+    /// Builds the model on `device`.
+    ///
+    /// # Panics
+    ///
+    /// With the [`validate`](Self::validate) message if the config is invalid.
+    pub fn init(&self, device: &burn::tensor::Device) -> crate::EfficientNet {
+        self.unwrap_valid(self.try_init(device))
+    }
+
+    /// Builds the model on `device`, or says why the config is invalid.
+    pub fn try_init(&self, device: &burn::tensor::Device) -> Result<crate::EfficientNet, Error> {
+        crate::EfficientNet::from_config(self, device)
+    }
+
+    fn unwrap_valid<T>(&self, result: Result<T, Error>) -> T {
+        result.unwrap_or_else(|error| panic!("{error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(config: EfficientNetConfig) -> String {
+        config.validate().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn default_is_b0() {
+        let config = EfficientNetConfig::new();
+        assert_eq!(config.stage_repeats(), [1, 2, 2, 3, 3, 4, 1]);
+        assert_eq!(config.scaled_stem_channels(), 32);
+        assert_eq!(config.scaled_head_channels(), 1280);
+        // Reductions 2, 4, 8, 16, 32 end stages 1, 2, 3, 5, 7.
+        assert_eq!(config.endpoint_stages(), [0, 1, 2, 4, 6]);
+    }
+
+    #[test]
+    fn head_rules_differ_on_custom_widths() {
+        // w = 1.13: round(1280 * 1.13 = 1446.4) = 1448; 4 * round(320 * 1.13 = 361.6) = 4 * 360.
+        let config = EfficientNetConfig::new().with_width(1.13);
+        assert_eq!(config.scaled_head_channels(), 1448);
+        let config = config.with_head_rule(HeadRule::FourTimesLast);
+        assert_eq!(config.scaled_head_channels(), 1440);
+    }
+
+    #[test]
+    fn stochastic_depth_rises_linearly() {
+        let blocks = EfficientNetConfig::new().blocks().unwrap();
+        let probs: Vec<f64> = blocks.iter().flatten().map(|b| b.drop_path_prob).collect();
+        assert_eq!(probs.len(), 16);
+        assert_eq!(probs[0], 0.0);
+        // Block 15 of 16: 0.2 * 15 / 16 = 0.1875.
+        assert!((probs[15] - 0.1875).abs() < 1e-12);
+    }
+
+    #[test]
+    fn invalid_configs_are_rejected_with_exact_messages() {
+        let mut stages = B0_STAGES.to_vec();
+        stages[2].kernel_size = 4;
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stages(stages)),
+            "invalid EfficientNet config: stage 3 has kernel size 4; kernel sizes must be odd"
+        );
+
+        let mut stages = B0_STAGES.to_vec();
+        stages[1].stride = 3;
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stages(stages)),
+            "invalid EfficientNet config: stage 2 has stride 3; strides must be 1 or 2"
+        );
+
+        let mut stages = B0_STAGES.to_vec();
+        stages[6].out_channels = 0;
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stages(stages)),
+            "invalid EfficientNet config: stage 7 has zero channels (192 -> 0)"
+        );
+
+        let mut stages = B0_STAGES.to_vec();
+        stages[3].in_channels = 48;
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stages(stages)),
+            "invalid EfficientNet config: stage 4 takes 48 channels but receives 40"
+        );
+
+        assert_eq!(
+            message(EfficientNetConfig::new().with_num_classes(0)),
+            "invalid EfficientNet config: num_classes must be at least 1, got 0"
+        );
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stem_channels(0)),
+            "invalid EfficientNet config: stem_channels must be at least 1, got 0"
+        );
+        assert_eq!(
+            message(EfficientNetConfig::new().with_width(f64::NAN)),
+            "invalid EfficientNet config: width multiplier must be finite and positive, got NaN"
+        );
+        assert_eq!(
+            message(EfficientNetConfig::new().with_dropout(1.0)),
+            "invalid EfficientNet config: dropout must be in [0, 1), got 1"
+        );
+    }
+
+    #[test]
+    fn a_scaling_that_rounds_a_stage_to_zero_is_rejected() {
+        // (1e10)^-40 = 1e-400 underflows to 0: every stage would have ceil(r * 0) = 0 blocks.
+        let scaling = CompoundScaling::new(-40.0).with_alpha(1e10);
+        let err = EfficientNetConfig::from_scaling(scaling).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid EfficientNet config: stage 1 rounds to 0 blocks (1 repeats x depth 0)"
+        );
+        // 224 * 1.15^-50 = 0.206 rounds the input resolution to 0.
+        let err = EfficientNetConfig::from_scaling(CompoundScaling::new(-50.0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid EfficientNet config: resolution must be at least 1, got 0"
+        );
+        // Scaling down is allowed: phi = -1 gives w = 1/1.1, d = 1/1.2, r = 195.
+        let small = EfficientNetConfig::from_scaling(CompoundScaling::new(-1.0)).unwrap();
+        assert_eq!(small.resolution, 195);
+        assert_eq!(small.stage_repeats(), [1, 2, 2, 3, 3, 4, 1]);
+        // A tiny but positive depth rounds up to one block per stage: ceil(4 * 1e-9) = 1.
+        let config = EfficientNetConfig::new().with_depth(1e-9);
+        assert_eq!(config.stage_repeats(), [1; 7]);
+    }
+
+    #[test]
+    #[should_panic = "invalid EfficientNet config: stage 1 has expand ratio 0"]
+    fn init_panics_with_the_validation_message() {
+        let mut stages = B0_STAGES.to_vec();
+        stages[0].expand_ratio = 0;
+        EfficientNetConfig::new()
+            .with_stages(stages)
+            .init(&burn::tensor::Device::default());
+    }
+}

@@ -1,0 +1,44 @@
+#![warn(missing_docs)]
+//! # efficientnet-burn
+//!
+//! EfficientNet (Tan & Le, ICML 2019) for the [Burn](https://burn.dev) deep-learning
+//! framework: B0..B8, L2 and Lite0..4 with their published parameter counts, a
+//! [`CompoundScaling`] rule for custom models, and every setting that depends on where
+//! weights came from (padding, batch-norm epsilon, head rule) as a config field.
+//!
+//! Models take no backend type parameter: in Burn 0.22 the backend lives in the
+//! [`Device`](burn::tensor::Device), chosen by this crate's Cargo features (`flex`, the
+//! default CPU backend; `ndarray`; `wgpu`; `cuda`).
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use efficientnet_burn::{EfficientNet, EfficientNetConfig};
+//!
+//! let device = Device::default();
+//! let model = EfficientNet::b0(&device);
+//! assert_eq!(model.num_trainable_params(), 5_288_548);
+//!
+//! // A ten-class B3 for fine-tuning, and its feature pyramid.
+//! let model = EfficientNetConfig::b3().with_num_classes(10).init(&device);
+//! let images = Tensor::<4>::zeros([1, 3, 64, 64], &device);
+//! assert_eq!(model.forward(images.clone()).dims(), [1, 10]);
+//! let pyramid = model.endpoints(images);
+//! assert_eq!(pyramid[4].dims(), [1, 384, 2, 2]); // reduction 32
+//! ```
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod scaling;
+pub mod variant;
+
+pub use config::{B0_STAGES, EfficientNetConfig, HeadRule, StageConfig};
+pub use error::Error;
+pub use model::activation::Activation;
+pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};
+pub use model::efficientnet::EfficientNet;
+pub use model::mbconv::{MBConv, MBConvConfig};
+pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
+pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
+pub use scaling::{CompoundScaling, round_channels, round_repeats};
+pub use variant::{PRESETS, Preset, Variant};

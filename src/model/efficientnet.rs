@@ -1,0 +1,239 @@
+//! The whole network: stem, MBConv stages, head, pooling, dropout and classifier.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::tensor::{Device, Tensor};
+
+use crate::config::EfficientNetConfig;
+use crate::error::Error;
+use crate::model::conv_bn_act::ConvBnAct;
+use crate::model::mbconv::MBConv;
+use crate::variant::Variant;
+
+/// EfficientNet (Tan & Le, ICML 2019).
+///
+/// Build it from a preset (`EfficientNet::b0(&device)`), from a config
+/// (`EfficientNetConfig::b3().with_num_classes(10).init(&device)`) or from compound scaling
+/// ([`EfficientNetConfig::from_scaling`]). The model works on any Burn device: the backend is
+/// chosen by the device, not by a type parameter.
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    /// 3x3 stride-2 convolution, norm, activation.
+    pub stem: ConvBnAct,
+    /// MBConv blocks, one `Vec` per stage.
+    pub stages: Vec<Vec<MBConv>>,
+    /// 1x1 convolution to the head channels, norm, activation.
+    pub head: ConvBnAct,
+    /// Dropout before the classifier.
+    pub dropout: Dropout,
+    /// The classifier.
+    pub classifier: Linear,
+    /// The config the model was built from.
+    #[module(skip)]
+    config: EfficientNetConfig,
+}
+
+macro_rules! preset_models {
+    ($($fn_name:ident => $variant:ident),* $(,)?) => {
+        $(
+            #[doc = concat!(
+                "EfficientNet-", stringify!($variant),
+                " with 1000 classes and fresh weights (initialised as torchvision does)."
+            )]
+            pub fn $fn_name(device: &Device) -> Self {
+                Variant::$variant.config().init(device)
+            }
+        )*
+    };
+}
+
+impl EfficientNet {
+    preset_models!(b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7);
+
+    pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
+        let blocks = config.blocks()?;
+        let stages = blocks
+            .iter()
+            .map(|stage| stage.iter().map(|block| block.init(device)).collect())
+            .collect();
+        let head_channels = config.scaled_head_channels();
+        // torchvision: uniform in +-1/sqrt(out_features), bias zero.
+        let range = 1.0 / (config.num_classes as f64).sqrt();
+        let mut classifier = LinearConfig::new(head_channels, config.num_classes)
+            .with_initializer(Initializer::Uniform {
+                min: -range,
+                max: range,
+            })
+            .init(device);
+        classifier.bias =
+            Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
+        Ok(Self {
+            stem: config.stem().init(device),
+            stages,
+            head: config.head().init(device),
+            dropout: DropoutConfig::new(config.dropout).init(),
+            classifier,
+            config: config.clone(),
+        })
+    }
+
+    /// The config the model was built from.
+    pub fn config(&self) -> &EfficientNetConfig {
+        &self.config
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`, normalised as the weights expect
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// If the input does not have `in_channels` channels.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(input))
+    }
+
+    /// The head's feature map, before pooling.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: `[batch, head_channels, height / 32, width / 32]` (rounded as the padding
+    ///   style rounds)
+    ///
+    /// # Panics
+    ///
+    /// If the input does not have `in_channels` channels.
+    pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
+        let x = self.run_stages(input, |_, _| {});
+        self.head.forward(x)
+    }
+
+    /// Pooled features, before dropout and the classifier (timm's `pre_logits`).
+    ///
+    /// # Shapes
+    ///
+    /// - `features`: `[batch, head_channels, height', width']`, from
+    ///   [`forward_features`](Self::forward_features)
+    /// - output: `[batch, head_channels]`
+    pub fn pre_logits(&self, features: Tensor<4>) -> Tensor<2> {
+        features.mean_dim(3).mean_dim(2).flatten(1, 3)
+    }
+
+    /// Global average pooling, dropout and the classifier.
+    ///
+    /// # Shapes
+    ///
+    /// - `features`: `[batch, head_channels, height', width']`, from
+    ///   [`forward_features`](Self::forward_features)
+    /// - output: `[batch, num_classes]`
+    pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
+        let pooled = self.pre_logits(features);
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// Multi-scale feature maps for detection and segmentation backbones: the output of the
+    /// last stage at each resolution, i.e. at reductions 2, 4, 8, 16 and 32 for the
+    /// published variants (channels 16, 24, 40, 112, 320 for B0), as timm's `features_only`.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: for each endpoint stage `s`, `[batch, channels_s, height / r_s, width / r_s]`
+    ///
+    /// # Panics
+    ///
+    /// If the input does not have `in_channels` channels.
+    pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
+        let wanted = self.config.endpoint_stages();
+        let mut endpoints = Vec::with_capacity(wanted.len());
+        self.run_stages(input, |stage, x| {
+            if wanted.contains(&stage) {
+                endpoints.push(x.clone());
+            }
+        });
+        endpoints
+    }
+
+    /// Stem and stages, calling `observe(stage_index, output)` after each stage.
+    fn run_stages(
+        &self,
+        input: Tensor<4>,
+        mut observe: impl FnMut(usize, &Tensor<4>),
+    ) -> Tensor<4> {
+        let [_, channels, _, _] = input.dims();
+        assert_eq!(
+            channels,
+            self.config.in_channels,
+            "EfficientNet expects input of shape [batch, {}, height, width], got {:?}",
+            self.config.in_channels,
+            input.dims()
+        );
+        let mut x = self.stem.forward(input);
+        for (index, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                x = block.forward(x);
+            }
+            observe(index, &x);
+        }
+        x
+    }
+
+    /// Trainable parameters (batch-norm running statistics excluded), which is the figure
+    /// the paper and torchvision publish. Burn's `num_params()` counts the statistics too.
+    pub fn num_trainable_params(&self) -> usize {
+        let mut counter = TrainableCounter::default();
+        self.visit(&mut counter);
+        counter.count
+    }
+
+    /// Multiply-adds of one forward pass over a `height x width` image (convolutions and
+    /// classifier), computed analytically from the config.
+    pub fn macs(&self, height: usize, width: usize) -> u64 {
+        self.config.macs(height, width)
+    }
+}
+
+/// Counts float parameters, skipping `running_mean` / `running_var` buffers.
+#[derive(Default)]
+struct TrainableCounter {
+    path: Vec<String>,
+    count: usize,
+}
+
+impl ModuleVisitor for TrainableCounter {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let is_running_stat = matches!(
+            self.path.last().map(String::as_str),
+            Some("running_mean" | "running_var")
+        );
+        if !is_running_stat {
+            self.count += param.lazy_shape().num_elements();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainable_count_excludes_running_statistics() {
+        let device = Device::default();
+        let model = EfficientNet::b0(&device);
+        // Burn counts running_mean and running_var: 2 x 21,008 BN channels more.
+        assert_eq!(model.num_trainable_params(), 5_288_548);
+        assert_eq!(model.num_params(), 5_288_548 + 2 * 21_008);
+    }
+}

@@ -1,0 +1,8 @@
+//! The model's building blocks, one file each, and the network assembled from them.
+
+pub mod activation;
+pub mod conv_bn_act;
+pub mod efficientnet;
+pub mod mbconv;
+pub mod squeeze_excitation;
+pub mod stochastic_depth;
