@@ -42,3 +42,8 @@ pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 pub use scaling::{CompoundScaling, round_channels, round_repeats};
 pub use variant::{PRESETS, Preset, Variant};
+
+// The README's Rust blocks are compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
