@@ -10,4 +10,68 @@ pub enum Error {
     /// A variant name that is not one of the published ones.
     #[error("unknown EfficientNet variant {0:?} (expected b0..b8, l2 or lite0..lite4)")]
     UnknownVariant(String),
+    /// A weight-source name that is not one of [`WeightSource`](crate::WeightSource)'s.
+    #[error(
+        "unknown weight source {0:?} (expected torchvision, timm, timm-tf or efficientnet-pytorch)"
+    )]
+    UnknownWeightSource(String),
+    /// A file could not be opened or read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A file was read but is not a usable checkpoint.
+    #[error("bad checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The checkpoint's keys match no known layout, or more than one.
+    #[error("unknown checkpoint layout: {0}")]
+    UnknownLayout(String),
+    /// The checkpoint has another layout than the caller said.
+    #[error("checkpoint has the {detected} key layout, but {expected} was expected")]
+    LayoutMismatch {
+        /// The layout the caller asked for.
+        expected: crate::KeyLayout,
+        /// The layout the keys show.
+        detected: crate::KeyLayout,
+    },
+    /// Keys the model needs are absent, or the file has keys the model does not.
+    #[error(
+        "checkpoint ({layout} layout) does not fit the model: {missing_count} missing [{missing}], \
+         {unexpected_count} unexpected [{unexpected}]"
+    )]
+    KeyMismatch {
+        /// The layout the keys were read as.
+        layout: crate::KeyLayout,
+        /// The first missing checkpoint keys.
+        missing: String,
+        /// How many are missing.
+        missing_count: usize,
+        /// The first unexpected checkpoint keys.
+        unexpected: String,
+        /// How many are unexpected.
+        unexpected_count: usize,
+    },
+    /// A tensor's shape differs from the model's: typically weights of another variant.
+    #[error(
+        "shape mismatch for `{key}` (model parameter `{ours}`): checkpoint {checkpoint:?}, \
+         model {model:?}; are these weights of another variant or width?"
+    )]
+    ShapeMismatch {
+        /// The checkpoint key.
+        key: String,
+        /// The model's parameter path.
+        ours: String,
+        /// The checkpoint's shape (PyTorch convention).
+        checkpoint: Vec<usize>,
+        /// The model's shape (PyTorch convention).
+        model: Vec<usize>,
+    },
 }

@@ -31,6 +31,7 @@ pub mod error;
 pub mod model;
 pub mod scaling;
 pub mod variant;
+pub mod weights;
 
 pub use config::{B0_STAGES, EfficientNetConfig, HeadRule, StageConfig};
 pub use error::Error;
@@ -42,6 +43,9 @@ pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 pub use scaling::{CompoundScaling, round_channels, round_repeats};
 pub use variant::{PRESETS, Preset, Variant};
+pub use weights::LoadOptions;
+pub use weights::layout::KeyLayout;
+pub use weights::source::WeightSource;
 
 // The README's Rust blocks are compiled and run as doc tests.
 #[cfg(doctest)]

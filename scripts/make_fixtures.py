@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Parity fixtures for efficientnet-burn, made by the reference implementations themselves.
+
+Run from the repository root (after scripts/setup_reference_env.sh):
+
+    .venv/bin/python scripts/make_fixtures.py
+
+For each weight source it builds small random-weight models through the library's own
+constructors, randomises every batch norm (so epsilon and running statistics matter), saves
+the checkpoint the way the library does (torch.save of the state dict; one also as
+safetensors), and stores input, logits, pre-logits features and the five endpoint maps in
+`tests/fixtures/<name>.io.safetensors`. It also writes the key-and-shape list of every
+full-size checkpoint each source offers to `tests/fixtures/keys/` (built on the meta device,
+so no weights are allocated).
+"""
+
+import json
+import os
+import sys
+from functools import partial
+
+import torch
+from torch import nn
+from safetensors.torch import save_file
+
+import timm
+from timm.models import efficientnet as timm_effnet
+import torchvision
+from torchvision.models import efficientnet as tv_effnet
+import efficientnet_pytorch
+from efficientnet_pytorch import EfficientNet as LukeEfficientNet
+from efficientnet_pytorch import utils as luke_utils
+from efficientnet_pytorch.utils import get_model_params
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+KEYS = os.path.join(FIXTURES, "keys")
+
+# Stages whose outputs are the endpoints (reductions 2, 4, 8, 16, 32), 0-based.
+ENDPOINT_STAGES = [0, 1, 2, 4, 6]
+
+
+def randomise(model, generator):
+    """Variance-preserving conv weights (std sqrt(1 / fan_in)), so an early error is not
+    squashed by later layers, and non-trivial BN affine parameters and running statistics,
+    so epsilon and the statistics are tested."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) / fan_in ** 0.5)
+            if isinstance(module, nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+
+
+# Each builder returns (model, run) where run(x) -> (logits, pre_logits, [endpoints]).
+
+def torchvision_small():
+    # B1's depth (stage 1 gets two MBConv1 blocks: expand ratio 1 *with* a residual) at 1/10 width.
+    setting, last_channel = tv_effnet._efficientnet_conf("efficientnet_b0", width_mult=0.1, depth_mult=1.1)
+    model = tv_effnet.EfficientNet(setting, dropout=0.2, num_classes=10, last_channel=last_channel)
+
+    def run(x):
+        x = model.features[0](x)
+        endpoints = []
+        for stage in range(7):
+            x = model.features[stage + 1](x)
+            if stage in ENDPOINT_STAGES:
+                endpoints.append(x)
+        x = model.features[8](x)
+        pre = torch.flatten(model.avgpool(x), 1)
+        return model.classifier(pre), pre, endpoints
+
+    return model, run
+
+
+def timm_run(model):
+    def run(x):
+        x = model.bn1(model.conv_stem(x))
+        endpoints = []
+        for stage, blocks in enumerate(model.blocks):
+            x = blocks(x)
+            if stage in ENDPOINT_STAGES:
+                endpoints.append(x)
+        x = model.bn2(model.conv_head(x))
+        pre = model.forward_head(x, pre_logits=True)
+        return model.classifier(pre), pre, endpoints
+
+    return run
+
+
+def timm_small():
+    model = timm_effnet._gen_efficientnet(
+        "efficientnet_b0", channel_multiplier=0.25, depth_multiplier=0.34, num_classes=10)
+    return model, timm_run(model)
+
+
+def timm_tf_small():
+    model = timm_effnet._gen_efficientnet(
+        "tf_efficientnet_b0", channel_multiplier=0.25, depth_multiplier=0.34, num_classes=10,
+        bn_eps=timm_effnet.BN_EPS_TF_DEFAULT, pad_type="same")
+    return model, timm_run(model)
+
+
+def timm_tf_lite_small():
+    model = timm_effnet._gen_efficientnet_lite(
+        "tf_efficientnet_lite0", channel_multiplier=0.25, depth_multiplier=0.34, num_classes=10,
+        bn_eps=timm_effnet.BN_EPS_TF_DEFAULT, pad_type="same")
+    return model, timm_run(model)
+
+
+def luke_run(model):
+    # The blocks are flattened; stage s has round_repeats(num_repeat) of them, as the library
+    # computes when it builds the model.
+    lengths = [luke_utils.round_repeats(b.num_repeat, model._global_params) for b in model._blocks_args]
+    stage_of_end = {sum(lengths[:s + 1]) - 1: s for s in range(len(lengths))}
+    assert sum(lengths) == len(model._blocks)
+
+    def run(x):
+        x = model._swish(model._bn0(model._conv_stem(x)))
+        endpoints = []
+        n = len(model._blocks)
+        for i, block in enumerate(model._blocks):
+            x = block(x, drop_connect_rate=model._global_params.drop_connect_rate * float(i) / n)
+            if stage_of_end.get(i) in ENDPOINT_STAGES:
+                endpoints.append(x)
+        x = model._swish(model._bn1(model._conv_head(x)))
+        pre = model._avg_pooling(x).flatten(start_dim=1)
+        return model._fc(pre), pre, endpoints
+
+    return run
+
+
+def luke_small():
+    # Width 0.5, not 0.25: efficientnet_pytorch never gives a stage's first block a residual
+    # (it compares the list stride [1] with 1), while timm and torchvision do when the block
+    # keeps its channels, which at width 0.25 happens (8 -> 8). At 0.5 every first block
+    # changes channels or stride, as in every published width.
+    model = LukeEfficientNet.from_name(
+        "efficientnet-b0", width_coefficient=0.5, depth_coefficient=0.34, image_size=64,
+        num_classes=10)
+    return model, luke_run(model)
+
+
+def luke_lite_small():
+    # A Lite-style checkpoint in efficientnet_pytorch's layout: no SE, ReLU6 (the library has
+    # no Lite constructor, so its own block args are edited and its swish swapped for ReLU6).
+    blocks_args, global_params = get_model_params(
+        "efficientnet-b0",
+        dict(width_coefficient=0.5, depth_coefficient=0.34, image_size=64, num_classes=10))
+    blocks_args = [b._replace(se_ratio=None) for b in blocks_args]
+    model = LukeEfficientNet(blocks_args, global_params)
+    model._swish = nn.ReLU6()
+    for block in model._blocks:
+        block._swish = nn.ReLU6()
+    return model, luke_run(model)
+
+
+# name -> (builder, input height, input width, also save safetensors)
+FIXTURE_MODELS = {
+    "torchvision_small": (torchvision_small, 64, 64, False),
+    "timm_small": (timm_small, 64, 64, True),
+    "timm_tf_small_odd": (timm_tf_small, 65, 67, False),
+    "timm_tf_lite_small": (timm_tf_lite_small, 64, 64, False),
+    "effnet_pytorch_small": (luke_small, 64, 64, False),
+    "effnet_pytorch_lite_small": (luke_lite_small, 64, 64, False),
+}
+
+
+def make_fixture(name, builder, height, width, also_safetensors):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    model, run = builder()
+    randomise(model, generator)
+    model.eval()
+    state = model.state_dict()
+    torch.save(state, os.path.join(FIXTURES, f"{name}.pth"))
+    if also_safetensors:
+        save_file({k: v.contiguous() for k, v in state.items()},
+                  os.path.join(FIXTURES, f"{name}.safetensors"))
+    x = torch.randn(2, 3, height, width, generator=generator)
+    with torch.no_grad():
+        logits, pre, endpoints = run(x)
+        reference = model(x)
+    # The staged run must be the library's own forward.
+    assert torch.allclose(logits, reference, atol=1e-6), (name, (logits - reference).abs().max())
+    tensors = {"input": x, "logits": logits, "pre_logits": pre}
+    for i, e in enumerate(endpoints):
+        tensors[f"endpoint.{i}"] = e
+    save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(FIXTURES, f"{name}.io.safetensors"))
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {len(state)} keys, {params} params, input {list(x.shape)}, "
+          f"endpoints {[list(e.shape) for e in endpoints]}, |logits| max {logits.abs().max():.3f}")
+
+
+def full_size_models():
+    """(file stem, constructor) for every full-size checkpoint each source offers."""
+    models = []
+    for b in range(8):
+        models.append((f"torchvision__efficientnet_b{b}", getattr(torchvision.models, f"efficientnet_b{b}")))
+    for b in range(9):
+        models.append((f"timm__efficientnet_b{b}", partial(timm.create_model, f"efficientnet_b{b}")))
+        models.append((f"timm__tf_efficientnet_b{b}", partial(timm.create_model, f"tf_efficientnet_b{b}")))
+    models.append(("timm__tf_efficientnet_l2", partial(timm.create_model, "tf_efficientnet_l2")))
+    for lite in range(5):
+        models.append((f"timm__tf_efficientnet_lite{lite}", partial(timm.create_model, f"tf_efficientnet_lite{lite}")))
+    for b in range(9):
+        models.append((f"effnet_pytorch__efficientnet-b{b}", partial(LukeEfficientNet.from_name, f"efficientnet-b{b}")))
+    return models
+
+
+def write_key_lists():
+    os.makedirs(KEYS, exist_ok=True)
+    for stem, constructor in full_size_models():
+        with torch.device("meta"):
+            model = constructor()
+        lines = [f"{k}\t{list(v.shape)}" for k, v in model.state_dict().items()]
+        with open(os.path.join(KEYS, f"{stem}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print(f"keys/{stem}.txt: {len(lines)} keys")
+
+
+def main():
+    os.makedirs(FIXTURES, exist_ok=True)
+    for name, (builder, h, w, st) in FIXTURE_MODELS.items():
+        make_fixture(name, builder, h, w, st)
+    write_key_lists()
+    versions = {
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "timm": timm.__version__, "efficientnet_pytorch": "0.7.1",
+        "command": ".venv/bin/python scripts/make_fixtures.py",
+    }
+    with open(os.path.join(FIXTURES, "VERSIONS.json"), "w") as f:
+        json.dump(versions, f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

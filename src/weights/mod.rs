@@ -1,0 +1,285 @@
+//! Loading PyTorch-ecosystem checkpoints (`.pth` / `.pt` / `.bin` from `torch.save`, and
+//! `.safetensors`) and saving / loading Burn's native burnpack format.
+//!
+//! ```no_run
+//! use burn::tensor::Device;
+//! use efficientnet_burn::{EfficientNet, EfficientNetConfig, WeightSource};
+//!
+//! let device = Device::default();
+//! // torchvision's efficientnet_b0 weights (IMAGENET1K_V1), saved with torch.save.
+//! let model = EfficientNet::from_pytorch(
+//!     "efficientnet_b0_rwightman-7f5810bc.pth",
+//!     EfficientNetConfig::b0(),
+//!     WeightSource::Torchvision,
+//!     &device,
+//! )?;
+//! # Ok::<(), efficientnet_burn::Error>(())
+//! ```
+
+pub mod layout;
+pub mod source;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+
+use burn::store::burn_pack::Tensor as PackTensor;
+use burn::store::{
+    BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
+};
+use burn::tensor::Device;
+
+use crate::config::EfficientNetConfig;
+use crate::error::Error;
+use crate::model::efficientnet::EfficientNet;
+use layout::{KeyLayout, key_table};
+use source::WeightSource;
+
+/// How [`EfficientNet::load_pytorch`] reads a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// The key layout; `None` detects it from the keys (and fails if it cannot).
+    pub layout: Option<KeyLayout>,
+    /// Load the backbone only and keep the model's own classifier (fine-tuning with a new
+    /// head, e.g. a 10-class model from ImageNet weights). Classifier keys in the file are
+    /// then ignored; all other keys stay strict.
+    pub skip_classifier: bool,
+}
+
+impl LoadOptions {
+    /// Strict loading with layout detection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Expects `layout` instead of detecting it.
+    pub fn with_layout(mut self, layout: KeyLayout) -> Self {
+        self.layout = Some(layout);
+        self
+    }
+
+    /// Loads the backbone only; see [`LoadOptions::skip_classifier`].
+    pub fn with_skip_classifier(mut self, skip: bool) -> Self {
+        self.skip_classifier = skip;
+        self
+    }
+}
+
+/// Reads every tensor of a `torch.save` or safetensors file, by extension.
+fn read_tensors(path: &Path) -> Result<BTreeMap<String, PackTensor>, Error> {
+    let checkpoint_error = |reason: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let is_safetensors = path
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("safetensors"));
+    let tensors = if is_safetensors {
+        SafetensorsStore::from_file(path)
+            .get_all_tensors()
+            .map(Clone::clone)
+            .map_err(|e| checkpoint_error(format!("not a readable safetensors file: {e}")))?
+    } else {
+        PytorchStore::from_file(path)
+            .map_indices_contiguous(false)
+            .get_all_tensors()
+            .map(Clone::clone)
+            .map_err(|e| checkpoint_error(format!("not a readable torch.save checkpoint: {e}")))?
+    };
+    if tensors.is_empty() {
+        return Err(checkpoint_error("it holds no tensors".to_string()));
+    }
+    Ok(tensors)
+}
+
+/// At most `n` items of a list, then how many more.
+fn abbreviate(items: &[String], n: usize) -> String {
+    let mut text = items.iter().take(n).cloned().collect::<Vec<_>>().join(", ");
+    if items.len() > n {
+        text.push_str(&format!(" and {} more", items.len() - n));
+    }
+    text
+}
+
+impl EfficientNet {
+    /// Builds `config` adjusted for `source` (padding, batch norm, head rule; see
+    /// [`WeightSource`]) and loads a PyTorch-ecosystem checkpoint into it, strictly.
+    ///
+    /// `path` is a `torch.save` file (`.pth`, `.pt`, `.bin`) or a `.safetensors` file.
+    pub fn from_pytorch(
+        path: impl AsRef<Path>,
+        config: EfficientNetConfig,
+        source: WeightSource,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        source
+            .configure(config)
+            .try_init(device)?
+            .load_pytorch(path, &LoadOptions::new().with_layout(source.layout()))
+    }
+
+    /// Loads a PyTorch-ecosystem checkpoint into this model.
+    ///
+    /// Strict: a key the model lacks, a tensor the file lacks, or a shape that differs is an
+    /// error naming them (weights of another variant fail on the first differing shape). The
+    /// model's config is used as it is: build it with [`WeightSource::configure`] (or use
+    /// [`from_pytorch`](Self::from_pytorch)) so padding and batch-norm epsilon match the
+    /// weights.
+    pub fn load_pytorch(
+        mut self,
+        path: impl AsRef<Path>,
+        options: &LoadOptions,
+    ) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let tensors = read_tensors(path)?;
+        let (detected, prefix) = KeyLayout::detect(tensors.keys().map(String::as_str))?;
+        if let Some(expected) = options.layout
+            && expected != detected
+        {
+            return Err(Error::LayoutMismatch { expected, detected });
+        }
+
+        // Checkpoint key -> our key, for every leaf tensor the model expects.
+        let mut wanted: HashMap<String, String> = HashMap::new();
+        let mut classifier_keys = BTreeSet::new();
+        for mapping in key_table(self.config(), detected)? {
+            for leaf in mapping.kind.leaves() {
+                let source = format!("{prefix}{}.{leaf}", mapping.source);
+                if mapping.target == "classifier" {
+                    classifier_keys.insert(source.clone());
+                    if options.skip_classifier {
+                        continue;
+                    }
+                }
+                wanted.insert(source, format!("{}.{leaf}", mapping.target));
+            }
+        }
+
+        let mut renamed = Vec::with_capacity(wanted.len());
+        let mut unexpected = Vec::new();
+        for (key, mut tensor) in tensors {
+            if let Some(target) = wanted.remove(&key) {
+                tensor.name = target;
+                renamed.push((key, tensor));
+            } else if key.ends_with(".num_batches_tracked")
+                || (options.skip_classifier && classifier_keys.contains(&key))
+            {
+                // Batch-norm step counters have no Burn counterpart; skipped heads are wanted.
+            } else {
+                unexpected.push(key);
+            }
+        }
+        let mut missing: Vec<String> = wanted.into_keys().collect();
+        missing.sort();
+        if !missing.is_empty() || !unexpected.is_empty() {
+            return Err(Error::KeyMismatch {
+                layout: detected,
+                missing: abbreviate(&missing, 8),
+                missing_count: missing.len(),
+                unexpected: abbreviate(&unexpected, 8),
+                unexpected_count: unexpected.len(),
+            });
+        }
+
+        // Shapes, before anything is applied, compared in PyTorch's convention: Burn's Linear
+        // stores [in, out] where PyTorch stores [out, in].
+        let ours: HashMap<String, Vec<usize>> = self
+            .collect(None, None, false)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .collect();
+        for (key, tensor) in &renamed {
+            let burn_name = burn_param_name(&tensor.name);
+            let mut model_shape = ours.get(&burn_name).cloned().unwrap_or_default();
+            if tensor.name == "classifier.weight" {
+                model_shape.reverse();
+            }
+            let file_shape = tensor.shape.to_vec();
+            if file_shape != model_shape {
+                return Err(Error::ShapeMismatch {
+                    key: key.clone(),
+                    ours: burn_name,
+                    checkpoint: file_shape,
+                    model: model_shape,
+                });
+            }
+        }
+
+        let tensors = renamed.into_iter().map(|(_, t)| t).collect();
+        let result = self.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+        let missing: Vec<String> = result
+            .missing
+            .iter()
+            .map(|(path, _)| path.clone())
+            .filter(|path| !(options.skip_classifier && path.starts_with("classifier.")))
+            .collect();
+        if !result.errors.is_empty() || !missing.is_empty() || !result.unused.is_empty() {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                reason: format!(
+                    "applying it failed: errors [{}], not loaded [{}], unused [{}]",
+                    abbreviate(
+                        &result
+                            .errors
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>(),
+                        4
+                    ),
+                    abbreviate(&missing, 4),
+                    abbreviate(&result.unused, 4)
+                ),
+            });
+        }
+        Ok(self)
+    }
+
+    /// Saves the weights in Burn's native burnpack format (`path`, conventionally `.bpk`).
+    /// The architecture is not stored: keep the config (it is serialisable, see
+    /// [`EfficientNetConfig::save`](burn::config::Config::save)).
+    pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        let path = path.as_ref();
+        let mut store = BurnpackStore::from_file(path).overwrite(true);
+        self.save_into(&mut store).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("writing burnpack failed: {e}"),
+        })
+    }
+
+    /// Loads weights saved by [`save_burnpack`](Self::save_burnpack) into a model built from
+    /// the same config; every tensor must match.
+    pub fn load_burnpack(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        std::fs::metadata(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut store = BurnpackStore::from_file(path);
+        let result = self.load_from(&mut store).map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("not a readable burnpack file for this model: {e}"),
+        })?;
+        if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                reason: format!("it does not match this model: {result}"),
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// Our parameter path for a renamed checkpoint key: batch-norm `weight`/`bias` are Burn's
+/// `gamma`/`beta`.
+fn burn_param_name(name: &str) -> String {
+    let is_bn = name.contains(".bn.");
+    match name.rsplit_once('.') {
+        Some((module, "weight")) if is_bn => format!("{module}.gamma"),
+        Some((module, "bias")) if is_bn => format!("{module}.beta"),
+        _ => name.to_string(),
+    }
+}

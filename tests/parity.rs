@@ -1,0 +1,170 @@
+//! Numerical parity with the reference implementations.
+//!
+//! Fixtures: `tests/fixtures/*.pth` (and one `.safetensors`) are small random-weight models
+//! built by torchvision, timm and efficientnet_pytorch themselves, with the input, logits,
+//! pre-logits and endpoint maps each library computed, in `*.io.safetensors`. Regenerate:
+//!
+//! ```text
+//! scripts/setup_reference_env.sh && .venv/bin/python scripts/make_fixtures.py
+//! ```
+
+mod common;
+
+use burn::tensor::Device;
+use common::{argmax_rows, max_abs_diff, read_reference, tensor};
+use efficientnet_burn::{Activation, EfficientNet, EfficientNetConfig, WeightSource};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn small(width: f64, depth: f64) -> EfficientNetConfig {
+    EfficientNetConfig::new()
+        .with_width(width)
+        .with_depth(depth)
+        .with_num_classes(10)
+}
+
+/// Loads `checkpoint` through the public API and compares every output with `name`'s
+/// reference. Returns the largest difference seen.
+fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: WeightSource) -> f32 {
+    let device = Device::default();
+    let model = EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
+        .unwrap_or_else(|e| panic!("{checkpoint}: {e}"));
+    let reference = read_reference(&format!("{name}.io.safetensors"));
+    let input = tensor::<4>(&reference["input"], &device);
+
+    let logits = model.forward(input.clone()).into_data();
+    let features = model.forward_features(input.clone());
+    let pre_logits = model.pre_logits(features).into_data();
+    let endpoints = model.endpoints(input);
+
+    let mut diffs = vec![
+        ("logits", max_abs_diff(&logits, &reference["logits"])),
+        (
+            "pre_logits",
+            max_abs_diff(&pre_logits, &reference["pre_logits"]),
+        ),
+    ];
+    assert_eq!(endpoints.len(), 5, "{name}: endpoints");
+    for (i, endpoint) in endpoints.into_iter().enumerate() {
+        let expected = &reference[&format!("endpoint.{i}")];
+        diffs.push(("endpoint", max_abs_diff(&endpoint.into_data(), expected)));
+    }
+    let worst = diffs.iter().map(|d| d.1).fold(0.0, f32::max);
+    println!("{name} ({checkpoint}): max abs diff {worst:.2e} {diffs:?}");
+    for (what, diff) in &diffs {
+        assert!(*diff <= TOLERANCE, "{name}: {what} differs by {diff}");
+    }
+    assert_eq!(
+        argmax_rows(&logits),
+        argmax_rows(&reference["logits"]),
+        "{name}: top-1"
+    );
+    worst
+}
+
+#[test]
+fn torchvision_parity() {
+    // Width 0.1, B1's depth: stage 1 has two MBConv1 blocks (expand ratio 1, SE, residual).
+    check(
+        "torchvision_small",
+        "torchvision_small.pth",
+        small(0.1, 1.1),
+        WeightSource::Torchvision,
+    );
+}
+
+#[test]
+fn timm_parity() {
+    check(
+        "timm_small",
+        "timm_small.pth",
+        small(0.25, 0.34),
+        WeightSource::Timm,
+    );
+}
+
+#[test]
+fn timm_parity_from_safetensors() {
+    check(
+        "timm_small",
+        "timm_small.safetensors",
+        small(0.25, 0.34),
+        WeightSource::Timm,
+    );
+}
+
+#[test]
+fn timm_tf_same_padding_parity_at_an_odd_size() {
+    // 65x67 input: TF "SAME" pads stride-2 layers asymmetrically (extra pixel bottom/right).
+    check(
+        "timm_tf_small_odd",
+        "timm_tf_small_odd.pth",
+        small(0.25, 0.34),
+        WeightSource::TimmTf,
+    );
+}
+
+#[test]
+fn timm_tf_lite_parity() {
+    let config = EfficientNetConfig::lite0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10);
+    check(
+        "timm_tf_lite_small",
+        "timm_tf_lite_small.pth",
+        config,
+        WeightSource::TimmTf,
+    );
+}
+
+#[test]
+fn efficientnet_pytorch_parity() {
+    check(
+        "effnet_pytorch_small",
+        "effnet_pytorch_small.pth",
+        small(0.5, 0.34),
+        WeightSource::EfficientNetPytorch,
+    );
+}
+
+#[test]
+fn efficientnet_pytorch_lite_layout_parity() {
+    // A Lite-style checkpoint (no SE keys, ReLU6) in efficientnet_pytorch's flat layout.
+    let config = small(0.5, 0.34)
+        .with_se_ratio(0.0)
+        .with_activation(Activation::ReLU6);
+    check(
+        "effnet_pytorch_lite_small",
+        "effnet_pytorch_lite_small.pth",
+        config,
+        WeightSource::EfficientNetPytorch,
+    );
+}
+
+#[test]
+fn wrong_padding_or_epsilon_breaks_parity() {
+    // The reason WeightSource sets them: TF-ported weights with PyTorch settings are wrong.
+    let device = Device::default();
+    // 64x64: every stride-2 layer pads TF-style asymmetrically (at odd sizes TF "SAME" is
+    // often symmetric: 65 -> 33 with k = 3 pads 1 and 1).
+    let reference = read_reference("timm_tf_lite_small.io.safetensors");
+    let config = EfficientNetConfig::lite0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10);
+    let model = config
+        .init(&device)
+        .load_pytorch(
+            common::fixture("timm_tf_lite_small.pth"),
+            &Default::default(),
+        )
+        .unwrap();
+    let endpoints = model.endpoints(tensor(&reference["input"], &device));
+    let diff = max_abs_diff(&endpoints[0].clone().into_data(), &reference["endpoint.0"]);
+    println!("TF weights with PyTorch settings: first endpoint off by {diff}");
+    assert!(
+        diff > 1e-2,
+        "symmetric padding and eps 1e-5 should not match TF weights: {diff}"
+    );
+}
