@@ -81,13 +81,13 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, PackTensor>, Error> {
     let tensors = if is_safetensors {
         SafetensorsStore::from_file(path)
             .get_all_tensors()
-            .map(Clone::clone)
+            .cloned()
             .map_err(|e| checkpoint_error(format!("not a readable safetensors file: {e}")))?
     } else {
         PytorchStore::from_file(path)
             .map_indices_contiguous(false)
             .get_all_tensors()
-            .map(Clone::clone)
+            .cloned()
             .map_err(|e| checkpoint_error(format!("not a readable torch.save checkpoint: {e}")))?
     };
     if tensors.is_empty() {
@@ -143,8 +143,8 @@ impl EfficientNet {
             return Err(Error::LayoutMismatch { expected, detected });
         }
 
-        // Checkpoint key -> our key, for every leaf tensor the model expects.
-        let mut wanted: HashMap<String, String> = HashMap::new();
+        // Checkpoint key -> (model order, our key), for every leaf tensor the model expects.
+        let mut wanted: HashMap<String, (usize, String)> = HashMap::new();
         let mut classifier_keys = BTreeSet::new();
         for mapping in key_table(self.config(), detected)? {
             for leaf in mapping.kind.leaves() {
@@ -155,16 +155,17 @@ impl EfficientNet {
                         continue;
                     }
                 }
-                wanted.insert(source, format!("{}.{leaf}", mapping.target));
+                let order = wanted.len();
+                wanted.insert(source, (order, format!("{}.{leaf}", mapping.target)));
             }
         }
 
         let mut renamed = Vec::with_capacity(wanted.len());
         let mut unexpected = Vec::new();
         for (key, mut tensor) in tensors {
-            if let Some(target) = wanted.remove(&key) {
+            if let Some((order, target)) = wanted.remove(&key) {
                 tensor.name = target;
-                renamed.push((key, tensor));
+                renamed.push((order, key, tensor));
             } else if key.ends_with(".num_batches_tracked")
                 || (options.skip_classifier && classifier_keys.contains(&key))
             {
@@ -173,8 +174,14 @@ impl EfficientNet {
                 unexpected.push(key);
             }
         }
-        let mut missing: Vec<String> = wanted.into_keys().collect();
+        let mut missing: Vec<(usize, String)> = wanted
+            .into_iter()
+            .map(|(key, (order, _))| (order, key))
+            .collect();
         missing.sort();
+        let missing: Vec<String> = missing.into_iter().map(|(_, key)| key).collect();
+        // Report in model order (stem first), the order a reader follows.
+        renamed.sort_by_key(|(order, _, _)| *order);
         if !missing.is_empty() || !unexpected.is_empty() {
             return Err(Error::KeyMismatch {
                 layout: detected,
@@ -192,7 +199,7 @@ impl EfficientNet {
             .into_iter()
             .map(|t| (t.name.clone(), t.shape.to_vec()))
             .collect();
-        for (key, tensor) in &renamed {
+        for (_, key, tensor) in &renamed {
             let burn_name = burn_param_name(&tensor.name);
             let mut model_shape = ours.get(&burn_name).cloned().unwrap_or_default();
             if tensor.name == "classifier.weight" {
@@ -209,7 +216,7 @@ impl EfficientNet {
             }
         }
 
-        let tensors = renamed.into_iter().map(|(_, t)| t).collect();
+        let tensors = renamed.into_iter().map(|(_, _, t)| t).collect();
         let result = self.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
         let missing: Vec<String> = result
             .missing

@@ -15,7 +15,8 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The f32 tensors of a safetensors file written by `scripts/make_fixtures.py`.
+/// The f32 tensors of a safetensors file written by `scripts/make_fixtures.py` (a fixture
+/// name, or an absolute path).
 pub fn read_reference(name: &str) -> HashMap<String, TensorData> {
     let bytes = std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");

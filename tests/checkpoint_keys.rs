@@ -1,0 +1,136 @@
+//! The remap table covers every full-size checkpoint each source publishes, one to one, with
+//! the right shapes, so a real checkpoint loads without its weights being needed here.
+//!
+//! `tests/fixtures/keys/<source>__<model>.txt` lists `key<TAB>[shape]` as the reference
+//! library's own `state_dict()` has it (built on the meta device by
+//! `scripts/make_fixtures.py`).
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use burn::store::ModuleSnapshot;
+use burn::tensor::Device;
+use efficientnet_burn::weights::layout::{LayerKind, key_table};
+use efficientnet_burn::{EfficientNetConfig, Variant, WeightSource};
+
+/// Reference key list -> (key -> shape).
+fn read_keys(file: &str) -> BTreeMap<String, Vec<usize>> {
+    let path = common::fixture(&format!("keys/{file}"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    text.lines()
+        .map(|line| {
+            let (key, shape) = line.split_once('\t').expect("key<TAB>shape");
+            let dims = shape
+                .trim_matches(['[', ']'])
+                .split(',')
+                .filter(|d| !d.trim().is_empty())
+                .map(|d| d.trim().parse().expect("dimension"))
+                .collect();
+            (key.to_string(), dims)
+        })
+        .collect()
+}
+
+/// Our keys (PyTorch names, PyTorch shapes) for `config` in `source`'s layout.
+fn expected_keys(
+    config: &EfficientNetConfig,
+    source: WeightSource,
+) -> BTreeMap<String, Vec<usize>> {
+    let model = config.init(&Device::default());
+    let shapes: BTreeMap<String, Vec<usize>> = model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    let mut keys = BTreeMap::new();
+    for mapping in key_table(config, source.layout()).unwrap() {
+        for leaf in mapping.kind.leaves() {
+            let burn_leaf = match (mapping.kind, *leaf) {
+                (LayerKind::BatchNorm, "weight") => "gamma",
+                (LayerKind::BatchNorm, "bias") => "beta",
+                (_, other) => other,
+            };
+            let mut shape = shapes[&format!("{}.{burn_leaf}", mapping.target)].clone();
+            if mapping.kind == LayerKind::Linear && *leaf == "weight" {
+                shape.reverse(); // Burn [in, out], PyTorch [out, in]
+            }
+            keys.insert(format!("{}.{leaf}", mapping.source), shape);
+        }
+        if mapping.kind == LayerKind::BatchNorm {
+            keys.insert(format!("{}.num_batches_tracked", mapping.source), vec![]);
+        }
+    }
+    keys
+}
+
+fn assert_covers(file: &str, variant: Variant, source: WeightSource) {
+    let config = source.configure(variant.config());
+    let reference = read_keys(file);
+    let ours = expected_keys(&config, source);
+    let only_theirs: Vec<_> = reference
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .collect();
+    let only_ours: Vec<_> = ours
+        .keys()
+        .filter(|k| !reference.contains_key(*k))
+        .collect();
+    assert!(
+        only_theirs.is_empty() && only_ours.is_empty(),
+        "{file}: not one-to-one; only in checkpoint {only_theirs:?}, only in table {only_ours:?}"
+    );
+    for (key, shape) in &reference {
+        assert_eq!(&ours[key], shape, "{file}: shape of {key}");
+    }
+}
+
+#[test]
+fn torchvision_b0_to_b7() {
+    for (b, variant) in Variant::ALL[..8].iter().enumerate() {
+        let file = format!("torchvision__efficientnet_b{b}.txt");
+        assert_covers(&file, *variant, WeightSource::Torchvision);
+    }
+}
+
+#[test]
+fn timm_b0_to_b8() {
+    for (b, variant) in Variant::ALL[..9].iter().enumerate() {
+        assert_covers(
+            &format!("timm__efficientnet_b{b}.txt"),
+            *variant,
+            WeightSource::Timm,
+        );
+        assert_covers(
+            &format!("timm__tf_efficientnet_b{b}.txt"),
+            *variant,
+            WeightSource::TimmTf,
+        );
+    }
+}
+
+#[test]
+fn timm_l2() {
+    // 480M parameters, counted and shaped without allocating them (Burn initialises lazily).
+    assert_covers(
+        "timm__tf_efficientnet_l2.txt",
+        Variant::L2,
+        WeightSource::TimmTf,
+    );
+}
+
+#[test]
+fn timm_lite0_to_lite4() {
+    for (i, variant) in Variant::ALL[10..].iter().enumerate() {
+        let file = format!("timm__tf_efficientnet_lite{i}.txt");
+        assert_covers(&file, *variant, WeightSource::TimmTf);
+    }
+}
+
+#[test]
+fn efficientnet_pytorch_b0_to_b8() {
+    for (b, variant) in Variant::ALL[..9].iter().enumerate() {
+        let file = format!("effnet_pytorch__efficientnet-b{b}.txt");
+        assert_covers(&file, *variant, WeightSource::EfficientNetPytorch);
+    }
+}

@@ -1,0 +1,197 @@
+//! Loading beyond parity: strictness, clear errors, backbone-only loading, native round trip.
+
+mod common;
+
+use burn::tensor::{Device, Tensor};
+use common::{fixture, max_abs_diff, read_reference, tensor};
+use efficientnet_burn::{
+    EfficientNet, EfficientNetConfig, Error, KeyLayout, LoadOptions, WeightSource,
+};
+
+fn timm_small() -> EfficientNetConfig {
+    EfficientNetConfig::new()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10)
+}
+
+fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("efficientnet-burn-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn load(
+    path: impl AsRef<std::path::Path>,
+    config: EfficientNetConfig,
+) -> Result<EfficientNet, Error> {
+    EfficientNet::from_pytorch(path, config, WeightSource::Timm, &Device::default())
+}
+
+#[test]
+fn weights_of_another_width_name_the_key_and_both_shapes() {
+    // timm_small (width 0.25, stem 8 channels) into a width-0.5 model (stem 16 channels).
+    let err = load(fixture("timm_small.pth"), timm_small().with_width(0.5)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "shape mismatch for `conv_stem.weight` (model parameter `stem.conv.weight`): \
+         checkpoint [8, 3, 3, 3], model [16, 3, 3, 3]; are these weights of another variant \
+         or width?"
+    );
+}
+
+#[test]
+fn weights_of_another_depth_list_missing_and_unexpected_keys() {
+    // Depth 0.34 gives repeats [1, 1, 1, 2, 2, 2, 1]; depth 1.0 gives B0's [1, 2, 2, 3, 3, 4, 1].
+    let err = load(fixture("timm_small.pth"), timm_small().with_depth(1.0)).unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.starts_with("checkpoint (timm layout) does not fit the model: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("missing [blocks.1.1.conv_pw.weight, "),
+        "{message}"
+    );
+    assert!(message.contains(" 0 unexpected []"), "{message}");
+    // And the other way round: a shallower model than the file.
+    let err = load(fixture("torchvision_small.pth"), timm_small()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("checkpoint has the torchvision key layout"),
+        "{err}"
+    );
+    let err = EfficientNet::from_pytorch(
+        fixture("torchvision_small.pth"),
+        timm_small().with_width(0.1).with_depth(0.34),
+        WeightSource::Torchvision,
+        &Device::default(),
+    )
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains(" 0 missing []"), "{message}");
+    assert!(
+        message.contains("unexpected [features.1.1.block.0.0.weight"),
+        "{message}"
+    );
+}
+
+#[test]
+fn another_layout_than_the_source_says_is_an_error() {
+    let err = EfficientNet::from_pytorch(
+        fixture("timm_small.pth"),
+        timm_small(),
+        WeightSource::Torchvision,
+        &Device::default(),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "checkpoint has the timm key layout, but torchvision was expected"
+    );
+}
+
+#[test]
+fn layout_is_detected_when_not_given() {
+    let device = Device::default();
+    let model = WeightSource::EfficientNetPytorch
+        .configure(timm_small().with_width(0.5))
+        .init(&device)
+        .load_pytorch(fixture("effnet_pytorch_small.pth"), &LoadOptions::new())
+        .unwrap();
+    let reference = read_reference("effnet_pytorch_small.io.safetensors");
+    let logits = model
+        .forward(tensor(&reference["input"], &device))
+        .into_data();
+    assert!(max_abs_diff(&logits, &reference["logits"]) < 1e-4);
+}
+
+#[test]
+fn backbone_only_loading_keeps_a_new_head() {
+    let device = Device::default();
+    let reference = read_reference("timm_small.io.safetensors");
+    // Strict loading refuses a 10-class checkpoint into a 7-class model...
+    let err = load(fixture("timm_small.pth"), timm_small().with_num_classes(7)).unwrap_err();
+    assert!(err.to_string().contains("classifier.weight"), "{err}");
+    // ...backbone-only loading accepts it, and the features are the reference's.
+    let model = WeightSource::Timm
+        .configure(timm_small().with_num_classes(7))
+        .init(&device)
+        .load_pytorch(
+            fixture("timm_small.pth"),
+            &LoadOptions::new()
+                .with_layout(KeyLayout::Timm)
+                .with_skip_classifier(true),
+        )
+        .unwrap();
+    let input = tensor::<4>(&reference["input"], &device);
+    let pre = model
+        .pre_logits(model.forward_features(input.clone()))
+        .into_data();
+    assert!(max_abs_diff(&pre, &reference["pre_logits"]) < 1e-4);
+    assert_eq!(model.forward(input).dims(), [2, 7]);
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let err = load("/nonexistent/weights.pth", timm_small()).unwrap_err();
+    assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .starts_with("cannot read /nonexistent/weights.pth: "),
+        "{err}"
+    );
+}
+
+#[test]
+fn garbage_and_truncated_files_are_checkpoint_errors() {
+    let real = std::fs::read(fixture("timm_small.pth")).unwrap();
+    let cases = [
+        ("empty.pth", Vec::new()),
+        ("text.pth", b"this is not a checkpoint".to_vec()),
+        ("half.pth", real[..real.len() / 2].to_vec()),
+        ("no-tail.pth", real[..real.len() - 100].to_vec()),
+        ("garbage.safetensors", vec![0xff; 64]),
+    ];
+    for (name, bytes) in cases {
+        let path = temp_file(name, &bytes);
+        let result = std::panic::catch_unwind(|| load(&path, timm_small()));
+        let err = match result {
+            Ok(Err(err)) => err,
+            Ok(Ok(_)) => panic!("{name}: loaded"),
+            Err(_) => panic!("{name}: panicked"),
+        };
+        assert!(matches!(err, Error::Checkpoint { .. }), "{name}: {err:?}");
+        println!("{name}: {err}");
+    }
+}
+
+#[test]
+fn burnpack_round_trip_is_exact() {
+    let device = Device::default();
+    let config = WeightSource::Timm.configure(timm_small());
+    let model = EfficientNet::from_pytorch(
+        fixture("timm_small.pth"),
+        config.clone(),
+        WeightSource::Timm,
+        &device,
+    )
+    .unwrap();
+    let path = temp_file("round-trip.bpk", b"");
+    model.save_burnpack(&path).unwrap();
+    let reloaded = config.init(&device).load_burnpack(&path).unwrap();
+    let input = Tensor::<4>::ones([1, 3, 32, 32], &device);
+    model
+        .forward(input.clone())
+        .into_data()
+        .assert_eq(&reloaded.forward(input).into_data(), true);
+    // A burnpack of another width does not fit.
+    let err = timm_small()
+        .with_width(0.5)
+        .init(&device)
+        .load_burnpack(&path)
+        .unwrap_err();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{err:?}");
+}
