@@ -179,6 +179,10 @@ def make_fixture(name, builder, height, width, also_safetensors):
     model.eval()
     state = model.state_dict()
     torch.save(state, os.path.join(FIXTURES, f"{name}.pth"))
+    if name == "torchvision_small":
+        # As training scripts save it: wrapped in a dict, under DataParallel's `module.`.
+        wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items()}, "epoch": 7}
+        torch.save(wrapped, os.path.join(FIXTURES, f"{name}_wrapped.pth"))
     if also_safetensors:
         save_file({k: v.contiguous() for k, v in state.items()},
                   os.path.join(FIXTURES, f"{name}.safetensors"))

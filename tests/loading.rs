@@ -195,3 +195,26 @@ fn burnpack_round_trip_is_exact() {
         .unwrap_err();
     assert!(matches!(err, Error::Checkpoint { .. }), "{err:?}");
 }
+
+#[test]
+fn wrapped_training_checkpoints_load() {
+    // {"state_dict": {"module.features.0.0.weight": ...}, "epoch": 7}, as training scripts
+    // with DataParallel save it.
+    let device = Device::default();
+    let config = EfficientNetConfig::new()
+        .with_width(0.1)
+        .with_depth(1.1)
+        .with_num_classes(10);
+    let model = EfficientNet::from_pytorch(
+        fixture("torchvision_small_wrapped.pth"),
+        config,
+        WeightSource::Torchvision,
+        &device,
+    )
+    .unwrap();
+    let reference = read_reference("torchvision_small.io.safetensors");
+    let logits = model
+        .forward(tensor(&reference["input"], &device))
+        .into_data();
+    assert!(max_abs_diff(&logits, &reference["logits"]) < 1e-4);
+}
