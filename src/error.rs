@@ -31,6 +31,17 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An input (image, preprocessing parameter) that cannot be used.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// An image could not be decoded.
+    #[error("cannot decode image {path}: {reason}")]
+    Image {
+        /// The file.
+        path: String,
+        /// What the decoder said.
+        reason: String,
+    },
     /// The checkpoint's keys match no known layout, or more than one.
     #[error("unknown checkpoint layout: {0}")]
     UnknownLayout(String),

@@ -28,7 +28,9 @@
 
 pub mod config;
 pub mod error;
+pub mod imagenet;
 pub mod model;
+pub mod preprocess;
 pub mod scaling;
 pub mod variant;
 pub mod weights;
@@ -41,6 +43,7 @@ pub use model::efficientnet::EfficientNet;
 pub use model::mbconv::{MBConv, MBConvConfig};
 pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
+pub use preprocess::{Interpolation, Preprocess};
 pub use scaling::{CompoundScaling, round_channels, round_repeats};
 pub use variant::{PRESETS, Preset, Variant};
 pub use weights::LoadOptions;

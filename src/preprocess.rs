@@ -1,0 +1,202 @@
+//! Evaluation preprocessing, as torchvision's eval transforms do it: decode, resize the
+//! shorter side, center crop, scale to `[0, 1]`, normalise, batch.
+//!
+//! The parameters come from the weights' metadata ([`Preprocess`]), never a fixed 224.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use image::imageops::FilterType;
+use image::{DynamicImage, RgbImage};
+
+use crate::error::Error;
+
+/// ImageNet channel means (RGB), as torchvision normalises.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How the shorter side is resized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Interpolation {
+    /// Bilinear (triangle filter, antialiased when shrinking, like PIL).
+    Bilinear,
+    /// Bicubic (Catmull-Rom, `a = -0.5`, antialiased when shrinking, like PIL).
+    Bicubic,
+}
+
+impl Interpolation {
+    fn filter(self) -> FilterType {
+        match self {
+            Interpolation::Bilinear => FilterType::Triangle,
+            Interpolation::Bicubic => FilterType::CatmullRom,
+        }
+    }
+}
+
+/// An evaluation transform: resize the shorter side to `resize`, center crop `crop x crop`,
+/// normalise with `mean` / `std`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Preprocess {
+    /// Target length of the shorter side.
+    pub resize: usize,
+    /// Side of the square center crop.
+    pub crop: usize,
+    /// Resize interpolation.
+    pub interpolation: Interpolation,
+    /// Per-channel mean subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after subtracting the mean.
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// ImageNet normalisation with the given resize, crop and interpolation.
+    pub fn imagenet(resize: usize, crop: usize, interpolation: Interpolation) -> Self {
+        Self {
+            resize,
+            crop,
+            interpolation,
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// Reads and decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame), converted to
+    /// 8-bit RGB (grayscale, alpha and 16-bit images are converted; alpha is dropped).
+    pub fn open(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::decode(&bytes).map_err(|reason| Error::Image {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// Decodes image bytes to 8-bit RGB; the error says why it could not.
+    pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
+        let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+        if image.width() == 0 || image.height() == 0 {
+            return Err("the image is empty (0 pixels)".to_string());
+        }
+        Ok(match image {
+            DynamicImage::ImageRgb8(rgb) => rgb,
+            other => other.to_rgb8(),
+        })
+    }
+
+    /// Resizes the shorter side to `resize` (the longer side keeps the aspect ratio, truncated
+    /// as torchvision does) and center-crops `crop x crop` (offsets rounded half to even, like
+    /// Python's `round`).
+    pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, Error> {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        if self.resize == 0 || self.crop == 0 {
+            return Err(Error::InvalidInput(format!(
+                "resize ({}) and crop ({}) must be at least 1",
+                self.resize, self.crop
+            )));
+        }
+        let (new_w, new_h) = if w <= h {
+            (self.resize, self.resize * h / w)
+        } else {
+            (self.resize * w / h, self.resize)
+        };
+        if self.crop > new_w || self.crop > new_h {
+            return Err(Error::InvalidInput(format!(
+                "crop {} is larger than the resized image {new_w}x{new_h}",
+                self.crop
+            )));
+        }
+        // Horizontal pass, then vertical, with the intermediate image rounded and clamped to
+        // 8 bits in between: PIL's order and precision. One combined `resize` keeps the
+        // intermediate in f32 (and goes vertical first), which differs from PIL by up to 5/255
+        // where bicubic overshoots at sharp edges. The extra pass of each call is the identity
+        // (a same-size resample with these kernels reproduces the input exactly).
+        let filter = self.interpolation.filter();
+        let (new_w, new_h) = (new_w as u32, new_h as u32);
+        let horizontal = image::imageops::resize(image, new_w, image.height(), filter);
+        let resized = image::imageops::resize(&horizontal, new_w, new_h, filter);
+        let crop = self.crop as u32;
+        let left = ((new_w - crop) as f64 / 2.0).round_ties_even() as u32;
+        let top = ((new_h - crop) as f64 / 2.0).round_ties_even() as u32;
+        Ok(image::imageops::crop_imm(&resized, left, top, crop, crop).to_image())
+    }
+
+    /// Scales a cropped image to `[0, 1]` and normalises it, channel-first.
+    ///
+    /// # Shapes
+    ///
+    /// - output: `[3, height, width]`
+    pub fn normalize(&self, image: &RgbImage) -> TensorData {
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        let mut values = vec![0.0f32; 3 * h * w];
+        for (x, y, pixel) in image.enumerate_pixels() {
+            for c in 0..3 {
+                let v = pixel.0[c] as f32 / 255.0;
+                values[c * h * w + y as usize * w + x as usize] = (v - self.mean[c]) / self.std[c];
+            }
+        }
+        TensorData::new(values, [3, h, w])
+    }
+
+    /// The whole transform on decoded images, batched on `device`.
+    ///
+    /// # Shapes
+    ///
+    /// - output: `[images.len(), 3, crop, crop]`
+    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>, Error> {
+        let mut items = Vec::with_capacity(images.len());
+        for image in images {
+            let data = self.normalize(&self.resize_and_crop(image)?);
+            items.push(Tensor::<3>::from_data(data, device));
+        }
+        if items.is_empty() {
+            return Err(Error::InvalidInput("no images to batch".to_string()));
+        }
+        Ok(Tensor::stack(items, 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shorter_side_and_crop_follow_torchvision() {
+        let p = Preprocess::imagenet(256, 224, Interpolation::Bicubic);
+        // 451x300 -> shorter side 300 -> 256, longer int(256 * 451 / 300) = 384.
+        let out = p.resize_and_crop(&RgbImage::new(451, 300)).unwrap();
+        assert_eq!(out.dimensions(), (224, 224));
+    }
+
+    #[test]
+    fn normalization_is_channel_first() {
+        let p = Preprocess::imagenet(1, 1, Interpolation::Bilinear);
+        let image = RgbImage::from_pixel(2, 1, image::Rgb([255, 0, 128]));
+        let data = p.normalize(&image);
+        assert_eq!(data.shape().to_vec(), vec![3, 1, 2]);
+        let v = data.try_to_vec::<f32>().unwrap();
+        assert!((v[0] - (1.0 - 0.485) / 0.229).abs() < 1e-6);
+        assert!((v[2] - (0.0 - 0.456) / 0.224).abs() < 1e-6);
+        assert!((v[4] - (128.0 / 255.0 - 0.406) / 0.225).abs() < 1e-6);
+    }
+
+    #[test]
+    fn crop_larger_than_the_image_is_an_error() {
+        let p = Preprocess::imagenet(100, 120, Interpolation::Bilinear);
+        let err = p.resize_and_crop(&RgbImage::new(200, 100)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: crop 120 is larger than the resized image 200x100"
+        );
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error() {
+        let err = Preprocess::decode(b"not an image").unwrap_err();
+        assert!(!err.is_empty());
+    }
+}
