@@ -15,6 +15,11 @@ pub enum Error {
         "unknown weight source {0:?} (expected torchvision, timm, timm-tf or efficientnet-pytorch)"
     )]
     UnknownWeightSource(String),
+    /// A pretrained-weights name that is not in the registry.
+    #[error(
+        "unknown pretrained weights {0:?} (the `classify --list` example prints the known ones)"
+    )]
+    UnknownPretrained(String),
     /// A file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {

@@ -1,0 +1,149 @@
+//! Known pretrained weights, with their metadata as data: where to get them, how many
+//! parameters, how accurate, and the exact eval transform they were measured with.
+//!
+//! The table (`table.rs`) is generated from torchvision's and timm's own metadata by
+//! `scripts/make_registry.py`.
+
+mod table;
+
+use core::fmt;
+use core::str::FromStr;
+
+use crate::config::EfficientNetConfig;
+use crate::error::Error;
+use crate::preprocess::{Interpolation, Preprocess};
+use crate::variant::Variant;
+use crate::weights::source::WeightSource;
+
+pub use table::Pretrained;
+
+/// Metadata of one set of pretrained weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PretrainedInfo {
+    /// `library/model.tag`, e.g. `torchvision/efficientnet_b0.IMAGENET1K_V1`.
+    pub name: &'static str,
+    /// The architecture.
+    pub variant: Variant,
+    /// Where the checkpoint comes from (fixes padding, BN epsilon, key layout).
+    pub source: WeightSource,
+    /// Download address.
+    pub url: &'static str,
+    /// The hash prefix in the file name (the first hex digits of the file's SHA-256), where
+    /// that is all the publisher gives.
+    pub hash_prefix: Option<&'static str>,
+    /// Trainable parameters.
+    pub num_params: usize,
+    /// Published ImageNet top-1 accuracy (%), where the library ships it.
+    pub top1: Option<f64>,
+    /// Published ImageNet top-5 accuracy (%), where the library ships it.
+    pub top5: Option<f64>,
+    /// Shorter side after resizing.
+    pub resize: usize,
+    /// Center crop.
+    pub crop: usize,
+    /// Resize interpolation.
+    pub interpolation: Interpolation,
+    /// Normalisation mean.
+    pub mean: [f64; 3],
+    /// Normalisation standard deviation.
+    pub std: [f64; 3],
+    /// Classes of the classifier.
+    pub num_classes: usize,
+    /// License of the weights as the publisher states it.
+    pub license: &'static str,
+}
+
+impl Pretrained {
+    /// Every known entry.
+    pub fn all() -> impl Iterator<Item = Pretrained> {
+        table::TABLE.iter().map(|(p, _)| *p)
+    }
+
+    /// The entry's metadata.
+    pub fn info(self) -> &'static PretrainedInfo {
+        table::TABLE
+            .iter()
+            .find(|(p, _)| *p == self)
+            .map(|(_, info)| info)
+            .unwrap_or_else(|| unreachable!("TABLE has a row for every entry"))
+    }
+
+    /// The config the weights load into (variant, classes, and the source's settings).
+    pub fn config(self) -> EfficientNetConfig {
+        let info = self.info();
+        info.source
+            .configure(info.variant.config().with_num_classes(info.num_classes))
+    }
+
+    /// The eval transform the weights were measured with.
+    pub fn preprocess(self) -> Preprocess {
+        let info = self.info();
+        Preprocess {
+            resize: info.resize,
+            crop: info.crop,
+            interpolation: info.interpolation,
+            mean: info.mean.map(|v| v as f32),
+            std: info.std.map(|v| v as f32),
+        }
+    }
+}
+
+impl fmt::Display for Pretrained {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.info().name)
+    }
+}
+
+impl FromStr for Pretrained {
+    type Err = Error;
+
+    /// Parses a full name (`timm/tf_efficientnet_b3.ns_jft_in1k`) or the part after the
+    /// library (`efficientnet_b0.IMAGENET1K_V1`).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Pretrained::all()
+            .find(|p| {
+                let name = p.info().name;
+                name == s || name.split_once('/').is_some_and(|(_, short)| short == s)
+            })
+            .ok_or_else(|| Error::UnknownPretrained(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_entry_builds_a_model_with_its_published_parameter_count() {
+        let device = burn::tensor::Device::default();
+        for p in Pretrained::all() {
+            // Lazy initialisation: counting allocates nothing, even for L2.
+            let model = p.config().init(&device);
+            assert_eq!(model.num_trainable_params(), p.info().num_params, "{p}");
+        }
+    }
+
+    #[test]
+    fn torchvision_entries_carry_their_eval_transforms() {
+        let b0: Pretrained = "torchvision/efficientnet_b0.IMAGENET1K_V1".parse().unwrap();
+        let info = b0.info();
+        assert_eq!((info.resize, info.crop), (256, 224));
+        assert_eq!(info.top1, Some(77.692));
+        assert_eq!(info.hash_prefix, Some("7f5810bc"));
+        let b1v2: Pretrained = "efficientnet_b1.IMAGENET1K_V2".parse().unwrap();
+        assert_eq!(b1v2.preprocess().interpolation, Interpolation::Bilinear);
+        assert_eq!((b1v2.info().resize, b1v2.info().crop), (255, 240));
+        // TF ports get TF settings.
+        let tf: Pretrained = "timm/tf_efficientnet_b3.ns_jft_in1k".parse().unwrap();
+        assert_eq!(tf.config().bn_epsilon, 1e-3);
+    }
+
+    #[test]
+    fn unknown_names_are_errors() {
+        let err = "resnet50".parse::<Pretrained>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown pretrained weights \"resnet50\" (the `classify --list` example prints the known ones)"
+        );
+    }
+}
