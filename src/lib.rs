@@ -27,6 +27,7 @@
 //! ```
 
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod imagenet;
 pub mod model;
@@ -37,6 +38,7 @@ pub mod variant;
 pub mod weights;
 
 pub use config::{B0_STAGES, EfficientNetConfig, HeadRule, StageConfig};
+pub use device::DeviceChoice;
 pub use error::Error;
 pub use model::activation::Activation;
 pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};

@@ -1,0 +1,84 @@
+//! Choosing a device by name, for programs with a `--device` flag.
+
+use core::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::Error;
+
+/// A backend a program can ask for. Which ones work depends on the Cargo features the crate
+/// was built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DeviceChoice {
+    /// Burn's `flex` CPU backend (feature `flex`, the default).
+    Cpu,
+    /// Burn's deprecated `ndarray` CPU backend (feature `ndarray`).
+    Ndarray,
+    /// The default wgpu adapter (feature `wgpu`).
+    Wgpu,
+    /// CUDA device 0 (feature `cuda`).
+    Cuda,
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s.to_ascii_lowercase().as_str() {
+            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            "ndarray" => Ok(DeviceChoice::Ndarray),
+            "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
+            "cuda" => Ok(DeviceChoice::Cuda),
+            _ => Err(Error::InvalidInput(format!(
+                "unknown device {s:?} (expected cpu, ndarray, wgpu or cuda)"
+            ))),
+        }
+    }
+}
+
+fn not_built(choice: &str, feature: &str) -> Error {
+    Error::InvalidInput(format!(
+        "device {choice} is not compiled in: rebuild with `--features {feature}`"
+    ))
+}
+
+impl DeviceChoice {
+    /// The device, or an error naming the Cargo feature that would provide it.
+    pub fn device(self) -> Result<Device, Error> {
+        match self {
+            #[cfg(feature = "flex")]
+            DeviceChoice::Cpu => Ok(Device::flex()),
+            #[cfg(not(feature = "flex"))]
+            DeviceChoice::Cpu => Err(not_built("cpu", "flex")),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            DeviceChoice::Ndarray => Ok(Device::ndarray()),
+            #[cfg(not(feature = "ndarray"))]
+            DeviceChoice::Ndarray => Err(not_built("ndarray", "ndarray")),
+            #[cfg(feature = "wgpu")]
+            DeviceChoice::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(not(feature = "wgpu"))]
+            DeviceChoice::Wgpu => Err(not_built("wgpu", "wgpu")),
+            #[cfg(feature = "cuda")]
+            DeviceChoice::Cuda => Ok(Device::cuda(0)),
+            #[cfg(not(feature = "cuda"))]
+            DeviceChoice::Cuda => Err(not_built("cuda", "cuda")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_missing_backends_say_which_feature() {
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        #[cfg(not(feature = "cuda"))]
+        assert_eq!(
+            DeviceChoice::Cuda.device().unwrap_err().to_string(),
+            "invalid input: device cuda is not compiled in: rebuild with `--features cuda`"
+        );
+    }
+}
