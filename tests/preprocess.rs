@@ -31,15 +31,7 @@ fn resize_and_crop_match_pil_within_two_levels() {
                 "images/{stem}.{name}_{resize}_{crop}.png"
             )))
             .unwrap();
-            assert_eq!(ours.dimensions(), reference.dimensions(), "{photo} {name}");
-            let diffs: Vec<u8> = ours
-                .as_raw()
-                .iter()
-                .zip(reference.as_raw())
-                .map(|(a, b)| a.abs_diff(*b))
-                .collect();
-            let max = *diffs.iter().max().unwrap();
-            let mean = diffs.iter().map(|&d| d as f64).sum::<f64>() / diffs.len() as f64;
+            let (max, mean) = diff(&ours, &reference);
             println!("{photo} {name} {resize}->{crop}: max {max}/255, mean {mean:.3}/255");
             assert!(max <= 2, "{photo} {name}: max diff {max}/255");
             assert!(mean <= 0.5, "{photo} {name}: mean diff {mean}/255");
@@ -51,7 +43,7 @@ fn resize_and_crop_match_pil_within_two_levels() {
 
 /// Max and mean absolute difference, in 1/255 steps.
 fn diff(a: &image::RgbImage, b: &image::RgbImage) -> (u8, f64) {
-    assert_eq!(a.dimensions(), b.dimensions());
+    assert_eq!(a.dimensions(), b.dimensions(), "sizes differ");
     let d: Vec<u8> = a
         .as_raw()
         .iter()
