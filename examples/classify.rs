@@ -1,6 +1,7 @@
 //! Classify images with EfficientNet.
 //!
 //! ```text
+//! cargo run --release --example classify -- photo.jpg   # torchvision B0, downloaded once
 //! cargo run --release --example classify -- --pretrained efficientnet_b0.IMAGENET1K_V1 \
 //!     --weights efficientnet_b0_rwightman-7f5810bc.pth photo.jpg
 //! cargo run --release --example classify -- --variant b3 --weights my.pth --source timm-tf photo.jpg
@@ -21,7 +22,8 @@ use efficientnet_burn::{
 };
 use serde_json::json;
 
-/// Classify images with a pretrained EfficientNet.
+/// Classify images with a pretrained EfficientNet (torchvision's B0 by default, downloaded
+/// and cached on first use; see EFFICIENTNET_CACHE and EFFICIENTNET_OFFLINE).
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
@@ -73,6 +75,20 @@ fn main() -> ExitCode {
     }
 }
 
+#[cfg(feature = "pretrained")]
+fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<EfficientNet, Error> {
+    use efficientnet_burn::pretrained::download::Cache;
+    pretrained.load(&Cache::from_env()?, device)
+}
+
+#[cfg(not(feature = "pretrained"))]
+fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<EfficientNet, Error> {
+    Err(Error::InvalidInput(format!(
+        "built without the `pretrained` feature: fetch {} and pass it with --weights",
+        pretrained.info().url
+    )))
+}
+
 fn run(args: Args) -> Result<(), Error> {
     if args.list {
         for p in Pretrained::all() {
@@ -104,10 +120,10 @@ fn run(args: Args) -> Result<(), Error> {
         }
         (Some(name), None) => {
             let pretrained: Pretrained = name.parse()?;
-            return Err(Error::InvalidInput(format!(
-                "downloading is not implemented yet: fetch {} and pass it with --weights",
-                pretrained.info().url
-            )));
+            (
+                download_and_load(pretrained, &device)?,
+                pretrained.preprocess(),
+            )
         }
         (None, Some(weights)) => {
             let variant: Variant = args.variant.parse()?;
@@ -124,9 +140,12 @@ fn run(args: Args) -> Result<(), Error> {
             (model, preprocess)
         }
         (None, None) => {
-            return Err(Error::InvalidInput(
-                "give --weights FILE (and --pretrained NAME for its metadata)".to_string(),
-            ));
+            // The default: torchvision's B0, downloaded on first use.
+            let pretrained = Pretrained::TorchvisionB0V1;
+            (
+                download_and_load(pretrained, &device)?,
+                pretrained.preprocess(),
+            )
         }
     };
     if let Some(resize) = args.resize {

@@ -20,6 +20,24 @@ pub enum Error {
         "unknown pretrained weights {0:?} (the `classify --list` example prints the known ones)"
     )]
     UnknownPretrained(String),
+    /// A download failed (network, HTTP status, connection cut, offline mode).
+    #[error("download of {url} failed: {reason}")]
+    Download {
+        /// What was being downloaded.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A downloaded file does not have the published hash; nothing was cached.
+    #[error("checksum mismatch for {url}: expected SHA-256 starting {expected}, got {actual}")]
+    ChecksumMismatch {
+        /// What was downloaded.
+        url: String,
+        /// The published hash or hash prefix.
+        expected: String,
+        /// The SHA-256 of what arrived.
+        actual: String,
+    },
     /// A file could not be opened or read.
     #[error("cannot read {path}: {source}")]
     Io {

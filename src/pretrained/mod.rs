@@ -4,6 +4,8 @@
 //! The table (`table.rs`) is generated from torchvision's and timm's own metadata by
 //! `scripts/make_registry.py`.
 
+#[cfg(feature = "pretrained")]
+pub mod download;
 mod table;
 
 use core::fmt;
@@ -85,6 +87,25 @@ impl Pretrained {
             mean: info.mean.map(|v| v as f32),
             std: info.std.map(|v| v as f32),
         }
+    }
+}
+
+#[cfg(feature = "pretrained")]
+impl Pretrained {
+    /// Downloads (or finds in `cache`) the weights and loads them into a fresh model.
+    pub fn load(
+        self,
+        cache: &download::Cache,
+        device: &burn::tensor::Device,
+    ) -> Result<crate::EfficientNet, Error> {
+        let info = self.info();
+        let path = cache.fetch(info.url, info.hash_prefix)?;
+        crate::EfficientNet::from_pytorch(
+            path,
+            info.variant.config().with_num_classes(info.num_classes),
+            info.source,
+            device,
+        )
     }
 }
 
