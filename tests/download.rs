@@ -190,17 +190,10 @@ fn a_downloaded_checkpoint_loads_with_parity() {
         .with_depth(0.34)
         .with_num_classes(10);
     let device = Device::default();
-    let model = EfficientNet::from_pytorch(path, config, WeightSource::Timm, &device).unwrap();
-    let original = EfficientNet::from_pytorch(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm_small.pth"),
-        EfficientNetConfig::new()
-            .with_width(0.25)
-            .with_depth(0.34)
-            .with_num_classes(10),
-        WeightSource::Timm,
-        &device,
-    )
-    .unwrap();
+    let model =
+        EfficientNet::from_pytorch(path, config.clone(), WeightSource::Timm, &device).unwrap();
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/timm_small.pth");
+    let original = EfficientNet::from_pytorch(local, config, WeightSource::Timm, &device).unwrap();
     let input = Tensor::<4>::from_data(
         TensorData::new(vec![0.5f32; 3 * 32 * 32], [1, 3, 32, 32]),
         &device,
