@@ -11,6 +11,13 @@ use image::{DynamicImage, RgbImage};
 
 use crate::error::Error;
 
+/// The largest width or height [`Preprocess::decode`] accepts. A larger declared size is
+/// refused before any pixel is decoded (decompression bombs).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+
+/// The most memory a decoder may allocate for one image, in bytes.
+pub const MAX_DECODE_BYTES: u64 = 1 << 30;
+
 /// ImageNet channel means (RGB), as torchvision normalises.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
@@ -76,9 +83,25 @@ impl Preprocess {
         })
     }
 
-    /// Decodes image bytes to 8-bit RGB; the error says why it could not.
+    /// Decodes image bytes to 8-bit RGB; the error says why it could not. Images wider or
+    /// taller than [`MAX_IMAGE_SIDE`], or needing more than [`MAX_DECODE_BYTES`] to decode,
+    /// are refused.
     pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
-        let image = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        limits.max_alloc = Some(MAX_DECODE_BYTES);
+        reader.limits(limits);
+        let image = reader.decode().map_err(|e| match e {
+            image::ImageError::Limits(_) => format!(
+                "the image is too large to decode (at most {MAX_IMAGE_SIDE} pixels a side and \
+                 {MAX_DECODE_BYTES} bytes): {e}"
+            ),
+            other => other.to_string(),
+        })?;
         if image.width() == 0 || image.height() == 0 {
             return Err("the image is empty (0 pixels)".to_string());
         }
@@ -192,6 +215,25 @@ mod tests {
             err.to_string(),
             "invalid input: crop 120 is larger than the resized image 200x100"
         );
+    }
+
+    #[test]
+    fn a_huge_declared_size_is_refused_before_decoding() {
+        // A 54-byte BMP header declaring 20000 x 20000 pixels (over MAX_IMAGE_SIDE) at 24 bits, and no pixels.
+        let mut bmp = Vec::new();
+        bmp.extend_from_slice(b"BM");
+        bmp.extend_from_slice(&54u32.to_le_bytes()); // file size (a lie; never reached)
+        bmp.extend_from_slice(&[0; 4]);
+        bmp.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+        bmp.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+        bmp.extend_from_slice(&20_000i32.to_le_bytes());
+        bmp.extend_from_slice(&20_000i32.to_le_bytes());
+        bmp.extend_from_slice(&1u16.to_le_bytes()); // planes
+        bmp.extend_from_slice(&24u16.to_le_bytes()); // bits per pixel
+        bmp.extend_from_slice(&[0; 24]);
+        let err = Preprocess::decode(&bmp).unwrap_err();
+        println!("{err}");
+        assert!(err.starts_with("the image is too large to decode"), "{err}");
     }
 
     #[test]
