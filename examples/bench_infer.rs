@@ -1,0 +1,81 @@
+//! Inference timing for the peer comparison (`scripts/bench_peers.sh`): builds a model with
+//! fresh weights, runs `--warmup` then `--runs` forwards on one input, and prints one JSON
+//! line with the median latency, images per second and peak RSS.
+//!
+//! ```text
+//! cargo run --release --example bench_infer -- --variant b0 --batch 1 --resolution 224
+//! ```
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::tensor::{Distribution, Tensor};
+use clap::Parser;
+use efficientnet_burn::{DeviceChoice, Variant};
+use serde_json::json;
+
+/// Time EfficientNet inference.
+#[derive(Parser)]
+struct Args {
+    /// Variant.
+    #[arg(long, default_value = "b0")]
+    variant: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Input resolution (square).
+    #[arg(long, default_value_t = 224)]
+    resolution: usize,
+    /// Untimed runs first.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// cpu, ndarray, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+/// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn main() -> Result<(), efficientnet_burn::Error> {
+    let args = Args::parse();
+    let device = args.device.parse::<DeviceChoice>()?.device()?;
+    let variant: Variant = args.variant.parse()?;
+    let model = variant.config().init(&device).valid();
+    let input = Tensor::<4>::random(
+        [args.batch, 3, args.resolution, args.resolution],
+        Distribution::Default,
+        &device,
+    );
+    for _ in 0..args.warmup {
+        let _ = model.forward(input.clone()).into_data();
+    }
+    let mut times = Vec::with_capacity(args.runs);
+    for _ in 0..args.runs {
+        let start = Instant::now();
+        let _ = model.forward(input.clone()).into_data();
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        json!({
+            "peer": "efficientnet-burn (flex)",
+            "variant": variant.name(),
+            "batch": args.batch,
+            "resolution": args.resolution,
+            "median_ms": median,
+            "images_per_s": args.batch as f64 * 1e3 / median,
+            "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
+        })
+    );
+    Ok(())
+}
