@@ -45,14 +45,10 @@ fn expected_keys(
         .collect();
     let mut keys = BTreeMap::new();
     for mapping in key_table(config, source.layout()).unwrap() {
-        for leaf in mapping.kind.leaves() {
-            let burn_leaf = match (mapping.kind, *leaf) {
-                (LayerKind::BatchNorm, "weight") => "gamma",
-                (LayerKind::BatchNorm, "bias") => "beta",
-                (_, other) => other,
-            };
-            let mut shape = shapes[&format!("{}.{burn_leaf}", mapping.target)].clone();
-            if mapping.kind == LayerKind::Linear && *leaf == "weight" {
+        for &leaf in mapping.kind.leaves() {
+            let param = format!("{}.{}", mapping.target, mapping.kind.burn_leaf(leaf));
+            let mut shape = shapes[&param].clone();
+            if mapping.kind.is_transposed(leaf) {
                 shape.reverse(); // Burn [in, out], PyTorch [out, in]
             }
             keys.insert(format!("{}.{leaf}", mapping.source), shape);

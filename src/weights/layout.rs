@@ -123,6 +123,22 @@ impl LayerKind {
             LayerKind::BatchNorm => &["weight", "bias", "running_mean", "running_var"],
         }
     }
+
+    /// Burn's name for one of [`leaves`](Self::leaves): batch-norm `weight` / `bias` are
+    /// Burn's `gamma` / `beta`; every other leaf keeps its name.
+    pub fn burn_leaf(self, leaf: &'static str) -> &'static str {
+        match (self, leaf) {
+            (LayerKind::BatchNorm, "weight") => "gamma",
+            (LayerKind::BatchNorm, "bias") => "beta",
+            _ => leaf,
+        }
+    }
+
+    /// Whether Burn stores the leaf transposed: a Linear weight is `[in, out]` in Burn and
+    /// `[out, in]` in PyTorch.
+    pub fn is_transposed(self, leaf: &str) -> bool {
+        self == LayerKind::Linear && leaf == "weight"
+    }
 }
 
 /// One row of the remap table: checkpoint prefix, our prefix, layer kind.

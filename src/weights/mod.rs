@@ -71,10 +71,7 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, PackTensor>, Error> {
         path: path.display().to_string(),
         reason,
     };
-    std::fs::metadata(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    std::fs::metadata(path).map_err(Error::io(path))?;
     let is_safetensors = path
         .extension()
         .is_some_and(|ext| ext.eq_ignore_ascii_case("safetensors"));
@@ -94,6 +91,18 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, PackTensor>, Error> {
         return Err(checkpoint_error("it holds no tensors".to_string()));
     }
     Ok(tensors)
+}
+
+/// Where a checkpoint tensor goes in the model.
+struct Target {
+    /// Position in the remap table (model order).
+    order: usize,
+    /// Our module path with the PyTorch leaf name, as the adapter expects it.
+    name: String,
+    /// Our parameter path (Burn's leaf name).
+    param: String,
+    /// Whether Burn stores it transposed.
+    transposed: bool,
 }
 
 /// At most `n` items of a list, then how many more.
@@ -143,11 +152,11 @@ impl EfficientNet {
             return Err(Error::LayoutMismatch { expected, detected });
         }
 
-        // Checkpoint key -> (model order, our key), for every leaf tensor the model expects.
-        let mut wanted: HashMap<String, (usize, String)> = HashMap::new();
+        // Checkpoint key -> where it goes, for every leaf tensor the model expects.
+        let mut wanted: HashMap<String, Target> = HashMap::new();
         let mut classifier_keys = BTreeSet::new();
         for mapping in key_table(self.config(), detected)? {
-            for leaf in mapping.kind.leaves() {
+            for &leaf in mapping.kind.leaves() {
                 let source = format!("{prefix}{}.{leaf}", mapping.source);
                 if mapping.target == "classifier" {
                     classifier_keys.insert(source.clone());
@@ -155,17 +164,23 @@ impl EfficientNet {
                         continue;
                     }
                 }
-                let order = wanted.len();
-                wanted.insert(source, (order, format!("{}.{leaf}", mapping.target)));
+                let target = Target {
+                    order: wanted.len(),
+                    name: format!("{}.{leaf}", mapping.target),
+                    param: format!("{}.{}", mapping.target, mapping.kind.burn_leaf(leaf)),
+                    transposed: mapping.kind.is_transposed(leaf),
+                };
+                wanted.insert(source, target);
             }
         }
 
         let mut renamed = Vec::with_capacity(wanted.len());
         let mut unexpected = Vec::new();
         for (key, mut tensor) in tensors {
-            if let Some((order, target)) = wanted.remove(&key) {
-                tensor.name = target;
-                renamed.push((order, key, tensor));
+            if let Some(target) = wanted.remove(&key) {
+                // The adapter turns the PyTorch leaf name into Burn's when applying.
+                tensor.name = target.name.clone();
+                renamed.push((target, key, tensor));
             } else if key.ends_with(".num_batches_tracked")
                 || (options.skip_classifier && classifier_keys.contains(&key))
             {
@@ -176,12 +191,12 @@ impl EfficientNet {
         }
         let mut missing: Vec<(usize, String)> = wanted
             .into_iter()
-            .map(|(key, (order, _))| (order, key))
+            .map(|(key, target)| (target.order, key))
             .collect();
         missing.sort();
         let missing: Vec<String> = missing.into_iter().map(|(_, key)| key).collect();
         // Report in model order (stem first), the order a reader follows.
-        renamed.sort_by_key(|(order, _, _)| *order);
+        renamed.sort_by_key(|(target, _, _)| target.order);
         if !missing.is_empty() || !unexpected.is_empty() {
             return Err(Error::KeyMismatch {
                 layout: detected,
@@ -192,24 +207,22 @@ impl EfficientNet {
             });
         }
 
-        // Shapes, before anything is applied, compared in PyTorch's convention: Burn's Linear
-        // stores [in, out] where PyTorch stores [out, in].
+        // Shapes, before anything is applied, compared in PyTorch's convention.
         let ours: HashMap<String, Vec<usize>> = self
             .collect(None, None, false)
             .into_iter()
             .map(|t| (t.name.clone(), t.shape.to_vec()))
             .collect();
-        for (_, key, tensor) in &renamed {
-            let burn_name = burn_param_name(&tensor.name);
-            let mut model_shape = ours.get(&burn_name).cloned().unwrap_or_default();
-            if tensor.name == "classifier.weight" {
+        for (target, key, tensor) in &renamed {
+            let mut model_shape = ours.get(&target.param).cloned().unwrap_or_default();
+            if target.transposed {
                 model_shape.reverse();
             }
             let file_shape = tensor.shape.to_vec();
             if file_shape != model_shape {
                 return Err(Error::ShapeMismatch {
                     key: key.clone(),
-                    ours: burn_name,
+                    ours: target.param.clone(),
                     checkpoint: file_shape,
                     model: model_shape,
                 });
@@ -261,10 +274,7 @@ impl EfficientNet {
     /// the same config; every tensor must match.
     pub fn load_burnpack(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        std::fs::metadata(path).map_err(Error::io(path))?;
         let mut store = BurnpackStore::from_file(path);
         let result = self.load_from(&mut store).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -277,16 +287,5 @@ impl EfficientNet {
             });
         }
         Ok(self)
-    }
-}
-
-/// Our parameter path for a renamed checkpoint key: batch-norm `weight`/`bias` are Burn's
-/// `gamma`/`beta`.
-fn burn_param_name(name: &str) -> String {
-    let is_bn = name.contains(".bn.");
-    match name.rsplit_once('.') {
-        Some((module, "weight")) if is_bn => format!("{module}.gamma"),
-        Some((module, "bias")) if is_bn => format!("{module}.beta"),
-        _ => name.to_string(),
     }
 }
