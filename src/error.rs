@@ -109,3 +109,13 @@ pub enum Error {
         model: Vec<usize>,
     },
 }
+
+impl Error {
+    /// Turns an I/O error on `path` into [`Error::Io`]: `.map_err(Error::io(path))`.
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -73,10 +73,7 @@ impl Preprocess {
     /// 8-bit RGB (grayscale, alpha and 16-bit images are converted; alpha is dropped).
     pub fn open(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(Error::io(path))?;
         Self::decode(&bytes).map_err(|reason| Error::Image {
             path: path.display().to_string(),
             reason,

@@ -81,10 +81,7 @@ impl Cache {
                 ),
             });
         }
-        std::fs::create_dir_all(&self.dir).map_err(|source| Error::Io {
-            path: self.dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&self.dir).map_err(Error::io(&self.dir))?;
         let partial = self.dir.join(format!(
             ".{}.partial-{}",
             target
@@ -93,12 +90,8 @@ impl Cache {
                 .unwrap_or("weights"),
             std::process::id()
         ));
-        let result = download(url, &partial, sha256_prefix).and_then(|()| {
-            std::fs::rename(&partial, &target).map_err(|source| Error::Io {
-                path: target.display().to_string(),
-                source,
-            })
-        });
+        let result = download(url, &partial, sha256_prefix)
+            .and_then(|()| std::fs::rename(&partial, &target).map_err(Error::io(&target)));
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
         }
@@ -116,10 +109,7 @@ fn download(url: &str, path: &Path, sha256_prefix: Option<&str>) -> Result<(), E
     let body = response.into_body();
     let length = body.content_length();
     let mut reader = body.into_reader();
-    let file = File::create(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    let file = File::create(path).map_err(Error::io(path))?;
     let mut writer = BufWriter::new(file);
     let progress = match length {
         Some(n) => ProgressBar::new(n),
@@ -143,17 +133,11 @@ fn download(url: &str, path: &Path, sha256_prefix: Option<&str>) -> Result<(), E
             break;
         }
         hasher.update(&buffer[..n]);
-        writer.write_all(&buffer[..n]).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        writer.write_all(&buffer[..n]).map_err(Error::io(path))?;
         received += n as u64;
         progress.set_position(received);
     }
-    writer.flush().map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
+    writer.flush().map_err(Error::io(path))?;
     progress.finish_and_clear();
     if let Some(expected) = length
         && expected != received
