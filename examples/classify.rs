@@ -109,14 +109,10 @@ fn run(args: Args) -> Result<(), Error> {
     let (model, mut preprocess) = match (&args.pretrained, &args.weights) {
         (Some(name), Some(weights)) => {
             let pretrained: Pretrained = name.parse()?;
-            let info = pretrained.info();
-            let model = EfficientNet::from_pytorch(
-                weights,
-                info.variant.config().with_num_classes(info.num_classes),
-                info.source,
-                &device,
-            )?;
-            (model, pretrained.preprocess())
+            (
+                pretrained.load_file(weights, &device)?,
+                pretrained.preprocess(),
+            )
         }
         (Some(name), None) => {
             let pretrained: Pretrained = name.parse()?;

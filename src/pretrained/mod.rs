@@ -77,6 +77,17 @@ impl Pretrained {
             .configure(info.variant.config().with_num_classes(info.num_classes))
     }
 
+    /// Loads these weights from a file already on disk into a fresh model ([`config`](
+    /// Self::config) with the entry's source settings).
+    pub fn load_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+        device: &burn::tensor::Device,
+    ) -> Result<crate::EfficientNet, Error> {
+        let info = self.info();
+        crate::EfficientNet::from_pytorch(path, self.config(), info.source, device)
+    }
+
     /// The eval transform the weights were measured with.
     pub fn preprocess(self) -> Preprocess {
         let info = self.info();
@@ -99,13 +110,7 @@ impl Pretrained {
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
         let info = self.info();
-        let path = cache.fetch(info.url, info.hash_prefix)?;
-        crate::EfficientNet::from_pytorch(
-            path,
-            info.variant.config().with_num_classes(info.num_classes),
-            info.source,
-            device,
-        )
+        self.load_file(cache.fetch(info.url, info.hash_prefix)?, device)
     }
 }
 
