@@ -23,27 +23,13 @@ import make_fixtures as mf  # noqa: E402
 
 CASES = {
     # name: (constructor, run builder)
-    "torchvision_b0": (lambda: torchvision.models.efficientnet_b0(), None),
-    "torchvision_b5": (lambda: torchvision.models.efficientnet_b5(), None),
+    "torchvision_b0": (lambda: torchvision.models.efficientnet_b0(), mf.torchvision_run),
+    "torchvision_b5": (lambda: torchvision.models.efficientnet_b5(), mf.torchvision_run),
     "timm_efficientnet_b2": (lambda: timm.create_model("efficientnet_b2"), mf.timm_run),
     "timm_tf_efficientnet_b3": (lambda: timm.create_model("tf_efficientnet_b3"), mf.timm_run),
     "timm_tf_efficientnet_lite2": (lambda: timm.create_model("tf_efficientnet_lite2"), mf.timm_run),
     "effnet_pytorch_b1": (lambda: LukeEfficientNet.from_name("efficientnet-b1", image_size=160), mf.luke_run),
 }
-
-
-def torchvision_run(model):
-    def run(x):
-        x = model.features[0](x)
-        endpoints = []
-        for stage in range(7):
-            x = model.features[stage + 1](x)
-            if stage in mf.ENDPOINT_STAGES:
-                endpoints.append(x)
-        x = model.features[8](x)
-        pre = torch.flatten(model.avgpool(x), 1)
-        return model.classifier(pre), pre, endpoints
-    return run
 
 
 def main():
@@ -52,7 +38,7 @@ def main():
     for name, (constructor, run_builder) in CASES.items():
         def builder(constructor=constructor, run_builder=run_builder):
             model = constructor()
-            return model, (run_builder or torchvision_run)(model)
+            return model, run_builder(model)
         mf.FIXTURES = out
         mf.make_fixture(name, builder, 160, 160, False)
 

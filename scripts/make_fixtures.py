@@ -59,11 +59,7 @@ def randomise(model, generator):
 
 # Each builder returns (model, run) where run(x) -> (logits, pre_logits, [endpoints]).
 
-def torchvision_small():
-    # B1's depth (stage 1 gets two MBConv1 blocks: expand ratio 1 *with* a residual) at 1/10 width.
-    setting, last_channel = tv_effnet._efficientnet_conf("efficientnet_b0", width_mult=0.1, depth_mult=1.1)
-    model = tv_effnet.EfficientNet(setting, dropout=0.2, num_classes=10, last_channel=last_channel)
-
+def torchvision_run(model):
     def run(x):
         x = model.features[0](x)
         endpoints = []
@@ -75,7 +71,14 @@ def torchvision_small():
         pre = torch.flatten(model.avgpool(x), 1)
         return model.classifier(pre), pre, endpoints
 
-    return model, run
+    return run
+
+
+def torchvision_small():
+    # B1's depth (stage 1 gets two MBConv1 blocks: expand ratio 1 *with* a residual) at 1/10 width.
+    setting, last_channel = tv_effnet._efficientnet_conf("efficientnet_b0", width_mult=0.1, depth_mult=1.1)
+    model = tv_effnet.EfficientNet(setting, dropout=0.2, num_classes=10, last_channel=last_channel)
+    return model, torchvision_run(model)
 
 
 def timm_run(model):
