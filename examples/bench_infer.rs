@@ -32,6 +32,10 @@ struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// Keep the batch norms as separate layers (by default they are folded into the
+    /// convolutions, as `classify` does).
+    #[arg(long)]
+    unfused: bool,
     /// cpu, ndarray, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -48,7 +52,10 @@ fn main() -> Result<(), efficientnet_burn::Error> {
     let args = Args::parse();
     let device = args.device.parse::<DeviceChoice>()?.device()?;
     let variant: Variant = args.variant.parse()?;
-    let model = variant.config().init(&device).valid();
+    let mut model = variant.config().init(&device).valid();
+    if !args.unfused {
+        model = model.fuse_batch_norm();
+    }
     let input = Tensor::<4>::random(
         [args.batch, 3, args.resolution, args.resolution],
         Distribution::Default,
@@ -68,7 +75,11 @@ fn main() -> Result<(), efficientnet_burn::Error> {
     println!(
         "{}",
         json!({
-            "peer": "efficientnet-burn (flex)",
+            "peer": format!(
+                "efficientnet-burn ({}{})",
+                args.device,
+                if args.unfused { ", BN unfused" } else { "" }
+            ),
             "variant": variant.name(),
             "batch": args.batch,
             "resolution": args.resolution,

@@ -10,7 +10,9 @@
 
 mod common;
 
-use burn::tensor::Device;
+use std::collections::HashMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
 use common::{argmax_rows, max_abs_diff, read_reference, tensor};
 use efficientnet_burn::{Activation, EfficientNet, EfficientNetConfig, WeightSource};
 
@@ -24,7 +26,8 @@ fn small(width: f64, depth: f64) -> EfficientNetConfig {
 }
 
 /// Loads `checkpoint` through the public API and compares every output with `name`'s
-/// reference. Returns the largest difference seen.
+/// reference, for the model as loaded and with its batch norms folded
+/// ([`EfficientNet::fuse_batch_norm`]). Returns the largest difference seen.
 fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: WeightSource) -> f32 {
     let device = Device::default();
     let model = EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
@@ -32,10 +35,35 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
     let reference = read_reference(&format!("{name}.io.safetensors"));
     let input = tensor::<4>(&reference["input"], &device);
 
+    let unfused = compare(
+        &format!("{name} ({checkpoint})"),
+        &model,
+        &input,
+        &reference,
+    );
+    let fused_model = model.clone().fuse_batch_norm();
+    assert!(fused_model.is_fused());
+    let fused = compare(&format!("{name} fused"), &fused_model, &input, &reference);
+    // Folding reorders float operations only: the two agree far inside the tolerance.
+    let between = max_abs_diff(
+        &fused_model.forward(input.clone()).into_data(),
+        &model.forward(input).into_data(),
+    );
+    println!("{name}: fused vs unfused logits {between:.2e}");
+    assert!(between <= 1e-5, "{name}: fused logits differ by {between}");
+    unfused.max(fused)
+}
+
+fn compare(
+    name: &str,
+    model: &EfficientNet,
+    input: &Tensor<4>,
+    reference: &HashMap<String, TensorData>,
+) -> f32 {
     let logits = model.forward(input.clone()).into_data();
     let features = model.forward_features(input.clone());
     let pre_logits = model.pre_logits(features).into_data();
-    let endpoints = model.endpoints(input);
+    let endpoints = model.endpoints(input.clone());
 
     let mut diffs = vec![
         ("logits", max_abs_diff(&logits, &reference["logits"])),
@@ -50,7 +78,7 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
         diffs.push(("endpoint", max_abs_diff(&endpoint.into_data(), expected)));
     }
     let worst = diffs.iter().map(|d| d.1).fold(0.0, f32::max);
-    println!("{name} ({checkpoint}): max abs diff {worst:.2e} {diffs:?}");
+    println!("{name}: max abs diff {worst:.2e} {diffs:?}");
     for (what, diff) in &diffs {
         assert!(*diff <= TOLERANCE, "{name}: {what} differs by {diff}");
     }

@@ -21,13 +21,30 @@ impl Activation {
     /// - output: the input's shape
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
         match self {
-            // `x / (1 + exp(-x))` is `x * sigmoid(x)` in one less pass: on Burn 0.22's flex
-            // backend sigmoid is a scalar loop and this form cuts a B0 forward by a quarter.
-            // For x -> -inf, exp(-x) -> inf and the quotient -> -0, the correct limit.
-            Activation::SiLU => input.clone().div(input.neg().exp().add_scalar(1.0)),
+            Activation::SiLU => silu(input),
             Activation::ReLU6 => input.clamp(0.0, 6.0),
         }
     }
+}
+
+/// SiLU: in place on the flex CPU device (see `model::cpu`), Burn's ops elsewhere.
+pub(crate) fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::model::cpu::applies(&input) {
+        return crate::model::cpu::silu(input);
+    }
+    // `x / (1 + exp(-x))` is `x * sigmoid(x)` in one pass less. For x -> -inf, exp(-x)
+    // -> inf and the quotient -> -0, the correct limit.
+    input.clone().div(input.neg().exp().add_scalar(1.0))
+}
+
+/// Sigmoid: in place on the flex CPU device, Burn's op elsewhere.
+pub(crate) fn sigmoid<const D: usize>(input: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if crate::model::cpu::applies(&input) {
+        return crate::model::cpu::sigmoid(input);
+    }
+    burn::tensor::activation::sigmoid(input)
 }
 
 #[cfg(test)]

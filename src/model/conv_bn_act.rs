@@ -1,7 +1,7 @@
 //! Convolution, batch norm and an optional activation: the unit every EfficientNet layer uses.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::tensor::{Device, Tensor};
@@ -74,10 +74,11 @@ pub struct ConvBnActConfig {
 /// do: normal with `std = sqrt(2 / fan_out)`, `fan_out = out_channels * k * k`.
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
-    /// The convolution (no bias: the norm supplies it).
+    /// The convolution (no bias while the norm supplies it; with one once the norm is folded
+    /// in by [`ConvBnAct::fuse_batch_norm`]).
     pub conv: Conv2d,
-    /// The batch norm.
-    pub bn: BatchNorm,
+    /// The batch norm; `None` once folded into the convolution.
+    pub bn: Option<BatchNorm>,
     /// The activation, if any.
     #[module(skip)]
     pub activation: Option<Activation>,
@@ -119,7 +120,7 @@ impl ConvBnActConfig {
             .init(device);
         ConvBnAct {
             conv,
-            bn,
+            bn: Some(bn),
             activation: self.activation,
         }
     }
@@ -134,11 +135,76 @@ impl ConvBnAct {
     /// - output: `[batch, out_channels, height', width']`, where `height'` and `width'` follow
     ///   from the stride and [`Padding::output_size`]
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.bn.forward(self.conv.forward(input));
+        #[cfg(feature = "flex")]
+        if let Some(depthwise) = self.fused_depthwise(&input) {
+            return depthwise.run(
+                input,
+                &self.conv.weight.val(),
+                self.conv.bias.as_ref().map(|bias| bias.val()).as_ref(),
+                self.activation,
+            );
+        }
+        let x = self.conv.forward(input);
+        let x = match &self.bn {
+            Some(bn) => bn.forward(x),
+            None => x,
+        };
         match &self.activation {
             Some(activation) => activation.forward(x),
             None => x,
         }
+    }
+}
+
+impl ConvBnAct {
+    /// A folded depthwise layer on the flex CPU device runs as one fused kernel
+    /// (`model::cpu::Depthwise`): its plan for `input`, if this is such a layer.
+    #[cfg(feature = "flex")]
+    fn fused_depthwise(&self, input: &Tensor<4>) -> Option<crate::model::cpu::Depthwise> {
+        let [out_channels, in_per_group, kh, kw] = self.conv.weight.dims();
+        let channels = input.dims()[1];
+        let depthwise = self.bn.is_none()
+            && in_per_group == 1
+            && self.conv.groups == channels
+            && out_channels == channels
+            && kh == kw
+            && self.conv.stride[0] == self.conv.stride[1]
+            && self.conv.dilation == [1, 1];
+        if !depthwise {
+            return None;
+        }
+        let weight = self.conv.weight.val();
+        crate::model::cpu::Depthwise::plan(
+            input,
+            &weight,
+            kh,
+            self.conv.stride[0],
+            &self.conv.padding,
+        )
+    }
+
+    /// Folds the batch norm's running statistics and affine parameters into the
+    /// convolution, for inference: `conv'(x) = bn(conv(x))` in evaluation mode, one pass
+    /// instead of two. Per output channel `c`, with `s = gamma / sqrt(running_var + eps)`,
+    /// the weight becomes `s * w` and the bias `beta - s * running_mean` (plus `s * b` if the
+    /// convolution had a bias). Does nothing if the norm is already folded.
+    ///
+    /// The result computes the norm with frozen statistics, so it is for inference only;
+    /// training it would no longer normalise batches.
+    pub fn fuse_batch_norm(mut self) -> Self {
+        let Some(bn) = self.bn.take() else {
+            return self;
+        };
+        let channels = bn.gamma.dims()[0];
+        let scale = bn.gamma.val() / bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+        let mut shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+        if let Some(bias) = self.conv.bias.take() {
+            shift = shift + bias.val() * scale.clone();
+        }
+        let weight = self.conv.weight.val() * scale.reshape([channels, 1, 1, 1]);
+        self.conv.weight = Param::from_tensor(weight);
+        self.conv.bias = Some(Param::from_tensor(shift));
+        self
     }
 }
 
@@ -168,6 +234,37 @@ mod tests {
             let out = layer.forward(Tensor::zeros([2, 3, 65, 67], &device));
             // ceil(65 / 2) = 33, ceil(67 / 2) = 34
             assert_eq!(out.dims(), [2, 8, 33, 34]);
+        }
+    }
+
+    #[test]
+    fn folded_norm_gives_the_same_output() {
+        use burn::tensor::{Distribution, Tolerance};
+        let device = Device::default();
+        for (groups, activation) in [(1, Some(Activation::SiLU)), (8, None)] {
+            let mut layer = ConvBnActConfig::new(8, 8, 3)
+                .with_groups(groups)
+                .with_stride(2)
+                .with_bn_epsilon(1e-3)
+                .with_activation(activation)
+                .init(&device);
+            // Statistics and affine parameters away from the identity, as trained ones are.
+            let bn = layer.bn.as_mut().unwrap();
+            let random =
+                |low, high| Tensor::<1>::random([8], Distribution::Uniform(low, high), &device);
+            bn.gamma = Param::from_tensor(random(0.5, 2.0));
+            bn.beta = Param::from_tensor(random(-1.0, 1.0));
+            bn.running_mean = burn::module::RunningState::new(random(-1.0, 1.0));
+            bn.running_var = burn::module::RunningState::new(random(0.1, 3.0));
+            let layer = layer.valid();
+            let input = Tensor::<4>::random([2, 8, 9, 9], Distribution::Default, &device);
+            let expected = layer.forward(input.clone());
+            let fused = layer.fuse_batch_norm();
+            assert!(fused.bn.is_none() && fused.conv.bias.is_some());
+            fused
+                .forward(input)
+                .into_data()
+                .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));
         }
     }
 

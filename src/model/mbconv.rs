@@ -149,6 +149,17 @@ impl MBConvConfig {
 }
 
 impl MBConv {
+    /// Folds every batch norm into its convolution, for inference
+    /// (see [`ConvBnAct::fuse_batch_norm`]).
+    pub fn fuse_batch_norm(self) -> Self {
+        MBConv {
+            expand: self.expand.map(ConvBnAct::fuse_batch_norm),
+            depthwise: self.depthwise.fuse_batch_norm(),
+            project: self.project.fuse_batch_norm(),
+            ..self
+        }
+    }
+
     /// Runs the block.
     ///
     /// # Shapes

@@ -2,6 +2,8 @@
 
 pub mod activation;
 pub mod conv_bn_act;
+#[cfg(feature = "flex")]
+pub(crate) mod cpu;
 pub mod efficientnet;
 pub mod mbconv;
 pub mod squeeze_excitation;

@@ -1,10 +1,10 @@
 //! Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it.
 
+use crate::model::activation::sigmoid;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Initializer;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::activation::Activation;
