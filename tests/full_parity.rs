@@ -66,16 +66,21 @@ fn full_size_models_match_the_python_libraries() {
         let path = out.join(format!("{name}.io.safetensors"));
         let reference = read_reference(path.to_str().unwrap());
         let input = tensor::<4>(&reference["input"], &device);
-        let logits = model.forward(input.clone()).into_data();
-        let pre = model.pre_logits(model.forward_features(input)).into_data();
-        let logit_diff = max_abs_diff(&logits, &reference["logits"]);
-        let pre_diff = max_abs_diff(&pre, &reference["pre_logits"]);
-        println!("{name}: logits {logit_diff:.2e}, pre-logits {pre_diff:.2e}");
-        assert!(logit_diff <= 1e-4 && pre_diff <= 1e-4, "{name}");
-        assert_eq!(
-            argmax_rows(&logits),
-            argmax_rows(&reference["logits"]),
-            "{name}"
-        );
+        // As loaded, and with the norms folded (the CPU fast path's fused kernels).
+        for (form, model) in [("", model.clone()), (" fused", model.fuse_batch_norm())] {
+            let logits = model.forward(input.clone()).into_data();
+            let pre = model
+                .pre_logits(model.forward_features(input.clone()))
+                .into_data();
+            let logit_diff = max_abs_diff(&logits, &reference["logits"]);
+            let pre_diff = max_abs_diff(&pre, &reference["pre_logits"]);
+            println!("{name}{form}: logits {logit_diff:.2e}, pre-logits {pre_diff:.2e}");
+            assert!(logit_diff <= 1e-4 && pre_diff <= 1e-4, "{name}{form}");
+            assert_eq!(
+                argmax_rows(&logits),
+                argmax_rows(&reference["logits"]),
+                "{name}{form}"
+            );
+        }
     }
 }

@@ -197,6 +197,43 @@ fn burnpack_round_trip_is_exact() {
 }
 
 #[test]
+fn fused_models_round_trip_through_burnpack_and_refuse_unfused_files() {
+    let device = Device::default();
+    let config = WeightSource::Timm.configure(timm_small());
+    let model = EfficientNet::from_pytorch(
+        fixture("timm_small.pth"),
+        config.clone(),
+        WeightSource::Timm,
+        &device,
+    )
+    .unwrap();
+    let unfused_path = temp_file("unfused.bpk", b"");
+    model.save_burnpack(&unfused_path).unwrap();
+    let fused = model.fuse_batch_norm();
+    let path = temp_file("fused.bpk", b"");
+    fused.save_burnpack(&path).unwrap();
+
+    let reloaded = config
+        .init(&device)
+        .fuse_batch_norm()
+        .load_burnpack(&path)
+        .unwrap();
+    let input = Tensor::<4>::ones([1, 3, 32, 32], &device);
+    fused
+        .forward(input.clone())
+        .into_data()
+        .assert_eq(&reloaded.forward(input).into_data(), true);
+    // Fused weights do not fit an unfused model, nor the other way round.
+    for (model, path) in [
+        (config.init(&device), &path),
+        (config.init(&device).fuse_batch_norm(), &unfused_path),
+    ] {
+        let err = model.load_burnpack(path).unwrap_err();
+        assert!(matches!(err, Error::Checkpoint { .. }), "{err:?}");
+    }
+}
+
+#[test]
 fn wrapped_training_checkpoints_load() {
     // {"state_dict": {"module.features.0.0.weight": ...}, "epoch": 7}, as training scripts
     // with DataParallel save it.

@@ -144,6 +144,15 @@ impl ConvBnAct {
                 self.activation,
             );
         }
+        #[cfg(feature = "flex")]
+        if self.is_fused_pointwise(&input) {
+            return crate::model::cpu::pointwise(
+                input,
+                &self.conv.weight.val(),
+                self.conv.bias.as_ref().map(|bias| bias.val()).as_ref(),
+                self.activation,
+            );
+        }
         let x = self.conv.forward(input);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
@@ -181,6 +190,23 @@ impl ConvBnAct {
             self.conv.stride[0],
             &self.conv.padding,
         )
+    }
+
+    /// Whether this is a folded 1x1 convolution (stride 1, no groups) over a map large
+    /// enough for the flex CPU kernel `model::cpu::pointwise`, which fuses in the bias and
+    /// activation.
+    #[cfg(feature = "flex")]
+    fn is_fused_pointwise(&self, input: &Tensor<4>) -> bool {
+        let [_, in_channels, kh, kw] = self.conv.weight.dims();
+        let [_, _, height, width] = input.dims();
+        self.bn.is_none()
+            && height * width >= crate::model::cpu::POINTWISE_MIN_PIXELS
+            && [kh, kw] == [1, 1]
+            && self.conv.groups == 1
+            && self.conv.stride == [1, 1]
+            && input.dims()[1] == in_channels
+            && crate::model::cpu::applies(input)
+            && crate::model::cpu::applies(&self.conv.weight.val())
     }
 
     /// Folds the batch norm's running statistics and affine parameters into the

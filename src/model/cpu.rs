@@ -39,15 +39,15 @@ pub(crate) fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
 /// the CPU has them, and for the build's baseline (x86-64 assumes only SSE2). What the body
 /// calls must be `#[inline(always)]` for the wide copy to reach it.
 macro_rules! wide_fn {
-    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) {
+        fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $body
+            fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2_fma($($arg: $ty),*) {
+                fn avx2_fma($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -137,6 +137,159 @@ fn exp(x: f32) -> f32 {
     let n_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
     let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
     e_r * scale
+}
+
+/// Squeeze-and-excitation on the tensor's own buffer: channel means in one parallel pass,
+/// `gate` (the two small convolutions and the sigmoid, Burn ops on `[batch, channels, 1, 1]`)
+/// on them, then every channel scaled in place. The tensor must pass [`applies`], and
+/// `gate` must return `[batch, channels, 1, 1]` on the same device.
+pub(crate) fn squeeze_excite(
+    input: Tensor<4>,
+    gate: impl FnOnce(Tensor<4>) -> Tensor<4>,
+) -> Tensor<4> {
+    let device = input.device();
+    let [batch, channels, height, width] = input.dims();
+    let plane = (height * width).max(1);
+    let mut data = input.into_data();
+    let values = data
+        .as_mut_slice::<f32>()
+        .expect("an f32 tensor's data is an f32 slice");
+    let means: Vec<f32> = values.par_chunks(plane).map(mean).collect();
+    let scale = gate(Tensor::from_data(
+        TensorData::new(means, [batch, channels, 1, 1]),
+        &device,
+    ))
+    .into_data();
+    let scale = scale.as_slice::<f32>().expect("the gate is f32");
+    values
+        .par_chunks_mut(plane)
+        .zip(scale.par_iter())
+        .for_each(|(plane, &factor)| scale_slice(plane, factor));
+    Tensor::from_data(data, &device)
+}
+
+wide_fn! {
+    /// The mean, summed in eight lanes so that it vectorises.
+    fn mean(values: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let mut chunks = values.chunks_exact(8);
+        for chunk in &mut chunks {
+            for (lane, &value) in lanes.iter_mut().zip(chunk) {
+                *lane += value;
+            }
+        }
+        let tail: f32 = chunks.remainder().iter().sum();
+        (lanes.iter().sum::<f32>() + tail) / values.len() as f32
+    }
+}
+
+wide_fn! {
+    fn scale_slice(values: &mut [f32], factor: f32) {
+        values.iter_mut().for_each(|x| *x *= factor);
+    }
+}
+
+/// Tasks per thread [`pointwise`] aims for, splitting output rows, so that a batch of one
+/// still spreads over the cores.
+const POINTWISE_TASKS_PER_THREAD: usize = 4;
+
+/// [`pointwise`] pays off from 28 x 28 maps up. On smaller ones (B0's last two stages) flex's
+/// own 1x1 path, one `gemm` parallel inside, was faster at batch 1: each of our row blocks
+/// packs the whole input again, and the weights are copied out of the shared parameter.
+pub(crate) const POINTWISE_MIN_PIXELS: usize = 28 * 28;
+
+/// Bytes of output one `gemm` call writes before its epilogue runs over them: a tile that
+/// stays in L2.
+const POINTWISE_TILE_BYTES: usize = 256 * 1024;
+
+/// A 1x1 convolution (`weight`: `[out, in, 1, 1]`) plus `bias`, then `activation`, with the
+/// bias and activation applied to each tile of the product while it is in cache instead of
+/// in two more passes over memory. `input` and `weight` must pass [`applies`].
+pub(crate) fn pointwise(
+    input: Tensor<4>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    activation: Option<Activation>,
+) -> Tensor<4> {
+    let device = input.device();
+    let [batch, inputs, height, width] = input.dims();
+    let outputs = weight.dims()[0];
+    let n = height * width;
+    let input = input.into_data();
+    let weight = weight.clone().into_data();
+    let bias = bias.map(|bias| bias.clone().into_data());
+    let input = input.as_slice::<f32>().expect("f32 data");
+    let weight = weight.as_slice::<f32>().expect("f32 data");
+    let bias = bias
+        .as_ref()
+        .map(|bias| bias.as_slice::<f32>().expect("f32 data"));
+
+    // Tasks: every sample's output rows in blocks, enough blocks to feed every thread.
+    let wanted = POINTWISE_TASKS_PER_THREAD * rayon::current_num_threads();
+    let blocks = wanted.div_ceil(batch).clamp(1, outputs.div_ceil(8));
+    let rows = outputs.div_ceil(blocks);
+    let columns = (POINTWISE_TILE_BYTES / 4 / rows).max(64).min(n.max(1));
+
+    let mut output = vec![0.0f32; batch * outputs * n];
+    output
+        .par_chunks_mut(outputs * n)
+        .enumerate()
+        .flat_map(|(sample, out)| {
+            out.par_chunks_mut(rows * n)
+                .enumerate()
+                .map(move |(block, out)| (sample, block * rows, out))
+        })
+        .for_each(|(sample, first_row, out)| {
+            let rows = out.len() / n.max(1);
+            let x = &input[sample * inputs * n..(sample + 1) * inputs * n];
+            let w = &weight[first_row * inputs..(first_row + rows) * inputs];
+            for start in (0..n).step_by(columns) {
+                let cols = columns.min(n - start);
+                // SAFETY: dst is `rows x cols` at `out[start..]` with row stride n, inside
+                // `out` (rows * n elements); lhs is `rows x inputs` row-major, all of `w`;
+                // rhs is `inputs x cols` at `x[start..]` with row stride n, inside `x`.
+                unsafe {
+                    gemm::gemm(
+                        rows,
+                        cols,
+                        inputs,
+                        out.as_mut_ptr().add(start),
+                        1,
+                        n as isize,
+                        false,
+                        w.as_ptr(),
+                        1,
+                        inputs as isize,
+                        x.as_ptr().add(start),
+                        1,
+                        n as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                for row in 0..rows {
+                    let shift = bias.map_or(0.0, |bias| bias[first_row + row]);
+                    let tile = &mut out[row * n + start..row * n + start + cols];
+                    bias_activation(tile, shift, activation);
+                }
+            }
+        });
+    let data = TensorData::new(output, [batch, outputs, height, width]);
+    Tensor::from_data(data, &device)
+}
+
+wide_fn! {
+    fn bias_activation(values: &mut [f32], bias: f32, activation: Option<Activation>) {
+        match activation {
+            Some(Activation::SiLU) => values.iter_mut().for_each(|x| *x = silu_element(*x + bias)),
+            Some(Activation::ReLU6) => values.iter_mut().for_each(|x| *x = (*x + bias).clamp(0.0, 6.0)),
+            None => values.iter_mut().for_each(|x| *x += bias),
+        }
+    }
 }
 
 /// A depthwise convolution planned for one input size: square kernel, one stride, padding
@@ -483,6 +636,77 @@ mod tests {
             output.into_data().assert_approx_eq::<f32>(
                 &expected.into_data(),
                 burn::tensor::Tolerance::absolute(1e-5),
+            );
+        }
+    }
+
+    #[test]
+    fn squeeze_excite_gates_channels_by_their_means() {
+        let device = Device::flex();
+        // Channel c of sample b holds b + c + (0, 1, ..., 8) / 9: mean b + c + 4 / 9.
+        let values: Vec<f32> = (0..2 * 3 * 9)
+            .map(|i| ((i / 27) + (i / 9) % 3) as f32 + (i % 9) as f32 / 9.0)
+            .collect();
+        let input = Tensor::<4>::from_data(TensorData::new(values, [2, 3, 3, 3]), &device);
+        let means: Vec<f32> = (0..6)
+            .map(|i| ((i / 3) + i % 3) as f32 + 4.0 / 9.0)
+            .collect();
+        let expected_means = Tensor::<4>::from_data(TensorData::new(means, [2, 3, 1, 1]), &device);
+        let expected = input.clone() * expected_means.clone().mul_scalar(0.5);
+        let mut seen = None;
+        let output = squeeze_excite(input, |means| {
+            seen = Some(means.clone());
+            means.mul_scalar(0.5)
+        });
+        seen.unwrap().into_data().assert_approx_eq::<f32>(
+            &expected_means.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+        output.into_data().assert_approx_eq::<f32>(
+            &expected.into_data(),
+            burn::tensor::Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
+    fn mean_covers_the_tail() {
+        let values: Vec<f32> = (1..=13).map(|v| v as f32).collect();
+        assert_eq!(mean(&values), 7.0);
+        assert_eq!(mean(&values[..1]), 1.0);
+    }
+
+    #[test]
+    fn pointwise_matches_burn_conv_bias_and_activation() {
+        use burn::nn::conv::Conv2dConfig;
+        let device = Device::flex();
+        // (batch, in, out, height, width): B0-like shapes, odd row counts, 1x1 and 7x7 maps.
+        let cases = [
+            (1, 16, 96, 20, 20, Some(Activation::SiLU)),
+            (3, 24, 13, 7, 7, None),
+            (2, 40, 240, 1, 1, Some(Activation::ReLU6)),
+            (1, 320, 1280, 3, 5, Some(Activation::SiLU)),
+        ];
+        for (batch, inputs, outputs, height, width, activation) in cases {
+            let conv = Conv2dConfig::new([inputs, outputs], [1, 1])
+                .with_bias(false)
+                .init(&device);
+            let bias = Tensor::<1>::random([outputs], Distribution::Uniform(-1.0, 1.0), &device);
+            let input = Tensor::<4>::random(
+                [batch, inputs, height, width],
+                Distribution::Default,
+                &device,
+            );
+            let mut expected =
+                conv.forward(input.clone()) + bias.clone().reshape([1, outputs, 1, 1]);
+            expected = match activation {
+                Some(Activation::SiLU) => burn::tensor::activation::silu(expected),
+                Some(Activation::ReLU6) => expected.clamp(0.0, 6.0),
+                None => expected,
+            };
+            let output = pointwise(input, &conv.weight.val(), Some(&bias), activation);
+            output.into_data().assert_approx_eq::<f32>(
+                &expected.into_data(),
+                burn::tensor::Tolerance::absolute(1e-4),
             );
         }
     }

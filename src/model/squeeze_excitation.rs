@@ -82,10 +82,19 @@ impl SqueezeExcitation {
     /// - `input`: `[batch, channels, height, width]`
     /// - output: `[batch, channels, height, width]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if crate::model::cpu::applies(&input) {
+            return crate::model::cpu::squeeze_excite(input, |pooled| self.gate(pooled));
+        }
         let pooled = input.clone().mean_dim(3).mean_dim(2);
+        input * self.gate(pooled)
+    }
+
+    /// `[batch, channels, 1, 1]` channel means -> per-channel factors in (0, 1).
+    fn gate(&self, pooled: Tensor<4>) -> Tensor<4> {
         let scale = self.reduce.forward(pooled);
         let scale = self.expand.forward(self.activation.forward(scale));
-        input * sigmoid(scale)
+        sigmoid(scale)
     }
 }
 
