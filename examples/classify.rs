@@ -144,6 +144,8 @@ fn run(args: Args) -> Result<(), Error> {
             )
         }
     };
+    // Weights with NaN or infinity would make every answer NaN: refuse them by name.
+    model.check_finite()?;
     // Inference only: fold the batch norms into the convolutions (one pass less a layer).
     let model = model.fuse_batch_norm();
     if let Some(resize) = args.resize {

@@ -108,6 +108,15 @@ pub enum Error {
         /// The model's shape (PyTorch convention).
         model: Vec<usize>,
     },
+    /// Weights hold NaN or infinity (see [`EfficientNet::non_finite_parameters`]); every
+    /// output of such a model would be NaN.
+    ///
+    /// [`EfficientNet::non_finite_parameters`]: crate::EfficientNet::non_finite_parameters
+    #[error("weights hold NaN or infinity in {} tensor(s), first `{}`", .parameters.len(), .parameters[0])]
+    NonFiniteWeights {
+        /// The Burn paths of the tensors with non-finite values (never empty).
+        parameters: Vec<String>,
+    },
 }
 
 impl Error {

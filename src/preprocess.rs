@@ -110,7 +110,8 @@ impl Preprocess {
 
     /// Resizes the shorter side to `resize` (the longer side keeps the aspect ratio, truncated
     /// as torchvision does) and center-crops `crop x crop` (offsets rounded half to even, like
-    /// Python's `round`).
+    /// Python's `round`). A resized image over [`MAX_DECODE_BYTES`] (an extreme aspect ratio)
+    /// is refused.
     pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, Error> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         if self.resize == 0 || self.crop == 0 {
@@ -124,6 +125,14 @@ impl Preprocess {
         } else {
             (self.resize * w / h, self.resize)
         };
+        // A sliver (1 x 5000, say) resized so its short side is `resize` would be enormous.
+        if new_w as u64 * new_h as u64 * 3 > MAX_DECODE_BYTES {
+            return Err(Error::InvalidInput(format!(
+                "resizing the {w}x{h} image so its shorter side is {} gives {new_w}x{new_h}, \
+                 over the {MAX_DECODE_BYTES}-byte limit; crop it to a saner aspect ratio first",
+                self.resize
+            )));
+        }
         if self.crop > new_w || self.crop > new_h {
             return Err(Error::InvalidInput(format!(
                 "crop {} is larger than the resized image {new_w}x{new_h}",

@@ -201,11 +201,35 @@ fn output_shapes_scaled_down_custom_model() {
 }
 
 #[test]
-#[should_panic = "EfficientNet expects input of shape [batch, 3, height, width], got [1, 4, 32, 32]"]
+#[should_panic = "invalid input: EfficientNet expects input of shape [batch, 3, height, width] with every size at least 1, got [1, 4, 32, 32]"]
 fn wrong_channel_count_panics_with_a_clear_message() {
     let device = Device::default();
     let model = EfficientNetConfig::b0().init(&device);
     model.forward(Tensor::zeros([1, 4, 32, 32], &device));
+}
+
+#[test]
+#[should_panic = "invalid input: EfficientNet expects input of shape [batch, 3, height, width] with every size at least 1, got [1, 3, 0, 32]"]
+fn empty_image_panics_with_a_clear_message() {
+    let device = Device::default();
+    let model = EfficientNetConfig::b0().init(&device);
+    model.endpoints(Tensor::zeros([1, 3, 0, 32], &device));
+}
+
+#[test]
+fn try_forward_returns_shape_errors_and_runs_tiny_images() {
+    let device = Device::default();
+    let model = EfficientNetConfig::b0().with_width(0.25).init(&device);
+    for dims in [[1, 1, 32, 32], [0, 3, 32, 32], [2, 3, 32, 0]] {
+        let err = model.try_forward(Tensor::zeros(dims, &device)).unwrap_err();
+        assert!(err.to_string().ends_with(&format!("got {dims:?}")), "{err}");
+    }
+    // A 1x1 image is small but valid: every layer pads, the head map is 1x1.
+    let logits = model
+        .try_forward(Tensor::ones([2, 3, 1, 1], &device))
+        .unwrap();
+    assert_eq!(logits.dims(), [2, 1000]);
+    assert!(logits.into_data().iter::<f32>().all(f32::is_finite));
 }
 
 #[test]

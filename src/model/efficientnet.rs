@@ -121,9 +121,40 @@ impl EfficientNet {
     ///
     /// # Panics
     ///
-    /// If the input does not have `in_channels` channels.
+    /// If [`check_input`](Self::check_input) refuses the input's shape, with its message,
+    /// e.g. `invalid input: EfficientNet expects input of shape [batch, 3, height, width]
+    /// with every size at least 1, got [1, 4, 224, 224]`. [`try_forward`](Self::try_forward)
+    /// returns that as an error instead.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
         self.forward_head(self.forward_features(input))
+    }
+
+    /// [`forward`](Self::forward) for input from outside the program: a wrong shape is an
+    /// [`Error::InvalidInput`] instead of a panic.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: `[batch, num_classes]`
+    pub fn try_forward(&self, input: Tensor<4>) -> Result<Tensor<2>, Error> {
+        self.check_input(input.dims())?;
+        Ok(self.forward(input))
+    }
+
+    /// Whether the model takes input of shape `dims`: `in_channels` channels and a batch,
+    /// height and width of at least 1. Any such size runs: every layer pads, so even a 1x1
+    /// image gives a 1x1 head map (inputs smaller than 32 pixels a side, the network's
+    /// total stride, see less than one pixel per head cell).
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<(), Error> {
+        let [batch, channels, height, width] = dims;
+        if channels != self.config.in_channels || batch == 0 || height == 0 || width == 0 {
+            return Err(Error::InvalidInput(format!(
+                "EfficientNet expects input of shape [batch, {}, height, width] with every \
+                 size at least 1, got {dims:?}",
+                self.config.in_channels
+            )));
+        }
+        Ok(())
     }
 
     /// The head's feature map, before pooling.
@@ -136,7 +167,7 @@ impl EfficientNet {
     ///
     /// # Panics
     ///
-    /// If the input does not have `in_channels` channels.
+    /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
         let x = self.run_stages(input, |_, _| {});
         self.head.forward(x)
@@ -176,7 +207,7 @@ impl EfficientNet {
     ///
     /// # Panics
     ///
-    /// If the input does not have `in_channels` channels.
+    /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
         let wanted = self.config.endpoint_stages();
         let mut endpoints = Vec::with_capacity(wanted.len());
@@ -194,14 +225,9 @@ impl EfficientNet {
         input: Tensor<4>,
         mut observe: impl FnMut(usize, &Tensor<4>),
     ) -> Tensor<4> {
-        let [_, channels, _, _] = input.dims();
-        assert_eq!(
-            channels,
-            self.config.in_channels,
-            "EfficientNet expects input of shape [batch, {}, height, width], got {:?}",
-            self.config.in_channels,
-            input.dims()
-        );
+        if let Err(err) = self.check_input(input.dims()) {
+            panic!("{err}");
+        }
         let mut x = self.stem.forward(input);
         for (index, stage) in self.stages.iter().enumerate() {
             for block in stage {
@@ -210,6 +236,27 @@ impl EfficientNet {
             observe(index, &x);
         }
         x
+    }
+
+    /// The parameters and running statistics holding NaN or infinity, by Burn path (e.g.
+    /// `stages.1.0.depthwise.bn.running_var`). Loading does not refuse such weights (a
+    /// checkpoint is data, and a user may want to inspect it), but they make every output
+    /// NaN. [`check_finite`](Self::check_finite) makes that an error; the `classify`
+    /// example calls it before running.
+    pub fn non_finite_parameters(&self) -> Vec<String> {
+        let mut finder = NonFiniteFinder::default();
+        self.visit(&mut finder);
+        finder.found
+    }
+
+    /// [`Error::NonFiniteWeights`] if any weight is NaN or infinite.
+    pub fn check_finite(&self) -> Result<(), Error> {
+        let parameters = self.non_finite_parameters();
+        if parameters.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NonFiniteWeights { parameters })
+        }
     }
 
     /// Trainable parameters (batch-norm running statistics excluded), which is the figure
@@ -250,6 +297,30 @@ impl ModuleVisitor for TrainableCounter {
         );
         if !is_running_stat {
             self.count += param.lazy_shape().num_elements();
+        }
+    }
+}
+
+/// Collects the paths of float tensors with a NaN or infinite element.
+#[derive(Default)]
+struct NonFiniteFinder {
+    path: Vec<String>,
+    found: Vec<String>,
+}
+
+impl ModuleVisitor for NonFiniteFinder {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let finite = param.val().is_finite().all().into_scalar::<bool>();
+        if !finite {
+            self.found.push(self.path.join("."));
         }
     }
 }
