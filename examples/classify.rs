@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example classify -- photo.jpg   # torchvision B0, downloaded once
+//! cargo run --release --example classify -- --model runs/train/model photo.jpg   # trained
 //! cargo run --release --example classify -- --pretrained efficientnet_b0.IMAGENET1K_V1 \
 //!     --weights efficientnet_b0_rwightman-7f5810bc.pth photo.jpg
 //! cargo run --release --example classify -- --variant b3 --weights my.pth --source timm-tf photo.jpg
@@ -33,6 +34,10 @@ struct Args {
     /// Checkpoint file (.pth / .safetensors) to load.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// A model directory written by the train example (weights, config, classes and
+    /// transform); replaces --pretrained, --weights, --variant and --source.
+    #[arg(long, conflicts_with_all = ["pretrained", "weights"])]
+    model: Option<PathBuf>,
     /// Variant, when not given by --pretrained.
     #[arg(long, default_value = "b0")]
     variant: String,
@@ -106,7 +111,14 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
 
+    let mut class_names = None;
     let (model, mut preprocess) = match (&args.pretrained, &args.weights) {
+        _ if args.model.is_some() => {
+            let dir = args.model.as_ref().expect("checked by the guard");
+            let saved = efficientnet_burn::SavedModel::load(dir, &device)?;
+            class_names = Some(saved.classes);
+            (saved.model, saved.preprocess)
+        }
         (Some(name), Some(weights)) => {
             let pretrained: Pretrained = name.parse()?;
             (
@@ -156,7 +168,11 @@ fn run(args: Args) -> Result<(), Error> {
     }
 
     let names = labels();
-    let label_list: &[&str] = if model.config().num_classes == names.len() {
+    let trained: Vec<&str>;
+    let label_list: &[&str] = if let Some(classes) = &class_names {
+        trained = classes.iter().map(String::as_str).collect();
+        &trained
+    } else if model.config().num_classes == names.len() {
         &names
     } else {
         &[]

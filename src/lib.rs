@@ -33,7 +33,10 @@ pub mod imagenet;
 pub mod model;
 pub mod preprocess;
 pub mod pretrained;
+pub mod saved;
 pub mod scaling;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod variant;
 pub mod weights;
 
@@ -48,6 +51,7 @@ pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 pub use preprocess::{Interpolation, Preprocess};
 pub use pretrained::{Pretrained, PretrainedInfo};
+pub use saved::SavedModel;
 pub use scaling::{CompoundScaling, round_channels, round_repeats};
 pub use variant::{PRESETS, Preset, Variant};
 pub use weights::LoadOptions;

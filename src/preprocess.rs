@@ -24,7 +24,7 @@ pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// How the shorter side is resized.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Interpolation {
     /// Bilinear (triangle filter, antialiased when shrinking, like PIL).
     Bilinear,
@@ -33,7 +33,7 @@ pub enum Interpolation {
 }
 
 impl Interpolation {
-    fn filter(self) -> FilterType {
+    pub(crate) fn filter(self) -> FilterType {
         match self {
             Interpolation::Bilinear => FilterType::Triangle,
             Interpolation::Bicubic => FilterType::CatmullRom,
@@ -43,7 +43,7 @@ impl Interpolation {
 
 /// An evaluation transform: resize the shorter side to `resize`, center crop `crop x crop`,
 /// normalise with `mean` / `std`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Preprocess {
     /// Target length of the shorter side.
     pub resize: usize,

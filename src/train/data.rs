@@ -1,0 +1,359 @@
+//! Images from a folder per class, and the batches training and validation read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::{Dataset, DatasetError};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use image::RgbImage;
+
+use crate::error::Error;
+use crate::preprocess::Preprocess;
+
+/// File extensions read as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "webp", "bmp", "gif"];
+
+/// One image and its class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageItem {
+    /// The image file.
+    pub path: PathBuf,
+    /// The class index, into [`ImageFolder::classes`].
+    pub label: usize,
+}
+
+/// A classification dataset laid out as `root/<class>/<image>`, the layout of
+/// torchvision's and Burn's `ImageFolder`: classes are the subdirectories in name order,
+/// images the files with an [image extension](IMAGE_EXTENSIONS) in each.
+#[derive(Clone, Debug)]
+pub struct ImageFolder {
+    classes: Vec<String>,
+    items: Vec<ImageItem>,
+    skipped: Vec<(PathBuf, String)>,
+}
+
+impl ImageFolder {
+    /// Scans `root`. Each image's header is read (not the pixels): files that are not
+    /// images are left out and listed by [`skipped`](Self::skipped). An error if `root`
+    /// cannot be read or holds no images.
+    pub fn open(root: impl AsRef<Path>) -> Result<Self, Error> {
+        let root = root.as_ref();
+        let mut classes: Vec<String> = sorted_entries(root)?
+            .into_iter()
+            .filter(|path| path.is_dir())
+            .filter_map(|path| path.file_name()?.to_str().map(str::to_string))
+            .collect();
+        classes.sort();
+        Self::open_with_classes(root, classes)
+    }
+
+    /// Scans `root` for exactly these classes (a validation folder must use the training
+    /// folder's classes, in its order); an error names a class directory that is missing.
+    pub fn open_with_classes(root: impl AsRef<Path>, classes: Vec<String>) -> Result<Self, Error> {
+        let root = root.as_ref();
+        let mut items = Vec::new();
+        let mut skipped = Vec::new();
+        for (label, class) in classes.iter().enumerate() {
+            for path in sorted_entries(&root.join(class))? {
+                let is_image = path
+                    .extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
+                if !is_image || !path.is_file() {
+                    continue;
+                }
+                match image::ImageReader::open(&path).and_then(|r| r.with_guessed_format()) {
+                    Ok(reader) => match reader.into_dimensions() {
+                        Ok(_) => items.push(ImageItem { path, label }),
+                        Err(e) => skipped.push((path, e.to_string())),
+                    },
+                    Err(e) => skipped.push((path, e.to_string())),
+                }
+            }
+        }
+        if items.is_empty() {
+            return Err(Error::InvalidInput(format!(
+                "no images in {} (expected {}/<class>/<image>.jpg, classes {:?})",
+                root.display(),
+                root.display(),
+                classes
+            )));
+        }
+        Ok(Self {
+            classes,
+            items,
+            skipped,
+        })
+    }
+
+    /// Class names, by label.
+    pub fn classes(&self) -> &[String] {
+        &self.classes
+    }
+
+    /// The images.
+    pub fn items(&self) -> &[ImageItem] {
+        &self.items
+    }
+
+    /// Files with an image extension whose header could not be read, and why.
+    pub fn skipped(&self) -> &[(PathBuf, String)] {
+        &self.skipped
+    }
+
+    /// Splits off a validation set: `fraction` of each class (at least one image of any
+    /// class with two or more), chosen by `seed`.
+    pub fn split(self, fraction: f64, seed: u64) -> (Self, Self) {
+        let mut rng = SplitMix(seed);
+        let (mut train, mut valid) = (Vec::new(), Vec::new());
+        for label in 0..self.classes.len() {
+            let mut class: Vec<ImageItem> = self
+                .items
+                .iter()
+                .filter(|item| item.label == label)
+                .cloned()
+                .collect();
+            // Fisher-Yates.
+            for i in (1..class.len()).rev() {
+                class.swap(i, rng.below(i + 1));
+            }
+            let mut take = (class.len() as f64 * fraction).round() as usize;
+            if class.len() >= 2 {
+                take = take.clamp(1, class.len() - 1);
+            }
+            valid.extend(class.drain(..take.min(class.len())));
+            train.extend(class);
+        }
+        let part = |items| Self {
+            classes: self.classes.clone(),
+            items,
+            skipped: Vec::new(),
+        };
+        (part(train), part(valid))
+    }
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::io(dir))?;
+    entries.sort();
+    Ok(entries)
+}
+
+impl Dataset<ImageItem> for ImageFolder {
+    fn get(&self, index: usize) -> Result<ImageItem, DatasetError> {
+        Ok(self.items[index].clone())
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+}
+
+/// Images and their labels, on one device.
+#[derive(Clone, Debug)]
+pub struct ImageBatch {
+    /// `[batch, 3, crop, crop]`, normalised.
+    pub images: Tensor<4>,
+    /// `[batch]` class indices.
+    pub targets: Tensor<1, Int>,
+}
+
+/// Training augmentation: torchvision's `RandomResizedCrop` and a horizontal flip.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Augment {
+    /// Range of the crop's area as a fraction of the image's. Default 0.08..1.
+    pub scale: (f64, f64),
+    /// Range of the crop's aspect ratio (width / height). Default 3/4..4/3.
+    pub ratio: (f64, f64),
+    /// Flip half the images left-right. Default true.
+    pub flip: bool,
+}
+
+impl Default for Augment {
+    fn default() -> Self {
+        Self {
+            scale: (0.08, 1.0),
+            ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip: true,
+        }
+    }
+}
+
+/// Decodes, transforms and batches [`ImageItem`]s; the data loader runs it on its workers.
+///
+/// Training (with [`Augment`]): a random crop of random area and aspect ratio resized to
+/// `preprocess.crop` (the interpolation of `preprocess`), maybe flipped, normalised.
+/// Validation (without): `preprocess` itself, resize and center crop.
+///
+/// A file that passed [`ImageFolder::open`]'s header check but fails to decode (truncated
+/// pixel data, say) is reported on stderr and replaced by a black image with its label, so
+/// one bad file does not end a run.
+#[derive(Clone, Debug)]
+pub struct ImageBatcher {
+    preprocess: Preprocess,
+    augment: Option<Augment>,
+    seed: u64,
+    draws: Arc<AtomicU64>,
+}
+
+impl ImageBatcher {
+    /// The training batcher: `augment`, then `preprocess`'s crop size and normalisation.
+    pub fn train(preprocess: Preprocess, augment: Augment, seed: u64) -> Self {
+        Self {
+            preprocess,
+            augment: Some(augment),
+            seed,
+            draws: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The validation batcher: `preprocess` as is.
+    pub fn eval(preprocess: Preprocess) -> Self {
+        Self {
+            preprocess,
+            augment: None,
+            seed: 0,
+            draws: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn transform(&self, image: &RgbImage) -> Result<RgbImage, Error> {
+        let Some(augment) = &self.augment else {
+            return self.preprocess.resize_and_crop(image);
+        };
+        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
+        let mut rng = SplitMix(self.seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (x, y, w, h) = random_crop(image.width(), image.height(), augment, &mut rng);
+        let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
+        let size = self.preprocess.crop as u32;
+        let filter = self.preprocess.interpolation.filter();
+        let mut resized = image::imageops::resize(&crop, size, size, filter);
+        if augment.flip && rng.next() & 1 == 1 {
+            image::imageops::flip_horizontal_in_place(&mut resized);
+        }
+        Ok(resized)
+    }
+}
+
+impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
+    fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
+        let crop = self.preprocess.crop;
+        let mut values = Vec::with_capacity(items.len() * 3 * crop * crop);
+        let mut labels = Vec::with_capacity(items.len());
+        for item in &items {
+            let image = Preprocess::open(&item.path).and_then(|image| self.transform(&image));
+            let image = image.unwrap_or_else(|err| {
+                eprintln!("warning: {err}; using a black image for this sample");
+                RgbImage::new(crop as u32, crop as u32)
+            });
+            let data = self.preprocess.normalize(&image);
+            values.extend(data.iter::<f32>());
+            labels.push(item.label as i64);
+        }
+        let images = TensorData::new(values, [items.len(), 3, crop, crop]);
+        ImageBatch {
+            images: Tensor::from_data(images, device),
+            targets: Tensor::from_data(TensorData::new(labels, [items.len()]), device),
+        }
+    }
+}
+
+/// A crop `(x, y, width, height)` as torchvision's `RandomResizedCrop` draws it: ten tries at
+/// a random area and log-uniform aspect ratio that fits, else the whole image's center,
+/// clamped to the ratio range.
+fn random_crop(
+    width: u32,
+    height: u32,
+    augment: &Augment,
+    rng: &mut SplitMix,
+) -> (u32, u32, u32, u32) {
+    let area = (width * height) as f64;
+    let (log_lo, log_hi) = (augment.ratio.0.ln(), augment.ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.uniform(augment.scale.0, augment.scale.1);
+        let ratio = rng.uniform(log_lo, log_hi).exp();
+        let w = (target * ratio).sqrt().round() as u32;
+        let h = (target / ratio).sqrt().round() as u32;
+        if 0 < w && w <= width && 0 < h && h <= height {
+            let x = rng.below((width - w + 1) as usize) as u32;
+            let y = rng.below((height - h + 1) as usize) as u32;
+            return (x, y, w, h);
+        }
+    }
+    let ratio = width as f64 / height as f64;
+    let (w, h) = if ratio < augment.ratio.0 {
+        (
+            width,
+            ((width as f64 / augment.ratio.0).round() as u32).max(1),
+        )
+    } else if ratio > augment.ratio.1 {
+        (
+            ((height as f64 * augment.ratio.1).round() as u32).max(1),
+            height,
+        )
+    } else {
+        (width, height)
+    };
+    ((width - w) / 2, (height - h) / 2, w, h)
+}
+
+/// SplitMix64: a few lines of well-mixed randomness for augmentation and splits.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `[low, high)`.
+    fn uniform(&mut self, low: f64, high: f64) -> f64 {
+        low + (high - low) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_crops_fit_and_respect_the_ranges() {
+        let augment = Augment::default();
+        let mut rng = SplitMix(7);
+        for (width, height) in [(64, 64), (300, 40), (1, 1), (13, 200)] {
+            for _ in 0..200 {
+                let (x, y, w, h) = random_crop(width, height, &augment, &mut rng);
+                assert!(w >= 1 && h >= 1 && x + w <= width && y + h <= height);
+            }
+        }
+        // On a square image every try fits: area within 8%..100%.
+        for _ in 0..200 {
+            let (_, _, w, h) = random_crop(100, 100, &augment, &mut rng);
+            let area = (w * h) as f64 / 10_000.0;
+            assert!((0.06..=1.0).contains(&area), "{area}");
+        }
+    }
+
+    #[test]
+    fn uniform_and_below_stay_in_range() {
+        let mut rng = SplitMix(1);
+        for _ in 0..1000 {
+            assert!((2.0..3.0).contains(&rng.uniform(2.0, 3.0)));
+            assert!(rng.below(5) < 5);
+        }
+    }
+}
