@@ -18,33 +18,18 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::Parser;
 use efficientnet_burn::imagenet::{Prediction, labels, top_k};
-use efficientnet_burn::{
-    DeviceChoice, EfficientNet, Error, Interpolation, Preprocess, Pretrained, Variant, WeightSource,
-};
+use efficientnet_burn::{DeviceChoice, Error, Preprocess, Pretrained};
 use serde_json::json;
+
+mod common;
 
 /// Classify images with a pretrained EfficientNet (torchvision's B0 by default, downloaded
 /// and cached on first use; see EFFICIENTNET_CACHE and EFFICIENTNET_OFFLINE).
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
-    /// Known weights (see --list): sets variant, source and preprocessing.
-    #[arg(long)]
-    pretrained: Option<String>,
-    /// Checkpoint file (.pth / .safetensors) to load.
-    #[arg(long)]
-    weights: Option<PathBuf>,
-    /// A model directory written by the train example (weights, config, classes and
-    /// transform); replaces --pretrained, --weights, --variant and --source.
-    #[arg(long, conflicts_with_all = ["pretrained", "weights"])]
-    model: Option<PathBuf>,
-    /// Variant, when not given by --pretrained.
-    #[arg(long, default_value = "b0")]
-    variant: String,
-    /// Weight source, when not given by --pretrained: torchvision, timm, timm-tf,
-    /// efficientnet-pytorch.
-    #[arg(long, default_value = "torchvision")]
-    source: String,
+    #[command(flatten)]
+    weights: common::WeightArgs,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
@@ -80,20 +65,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(feature = "pretrained")]
-fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<EfficientNet, Error> {
-    use efficientnet_burn::pretrained::download::Cache;
-    pretrained.load(&Cache::from_env()?, device)
-}
-
-#[cfg(not(feature = "pretrained"))]
-fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<EfficientNet, Error> {
-    Err(Error::InvalidInput(format!(
-        "built without the `pretrained` feature: fetch {} and pass it with --weights",
-        pretrained.info().url
-    )))
-}
-
 fn run(args: Args) -> Result<(), Error> {
     if args.list {
         for p in Pretrained::all() {
@@ -111,55 +82,11 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
 
-    let mut class_names = None;
-    let (model, mut preprocess) = match (&args.pretrained, &args.weights) {
-        _ if args.model.is_some() => {
-            let dir = args.model.as_ref().expect("checked by the guard");
-            let saved = efficientnet_burn::SavedModel::load(dir, &device)?;
-            class_names = Some(saved.classes);
-            (saved.model, saved.preprocess)
-        }
-        (Some(name), Some(weights)) => {
-            let pretrained: Pretrained = name.parse()?;
-            (
-                pretrained.load_file(weights, &device)?,
-                pretrained.preprocess(),
-            )
-        }
-        (Some(name), None) => {
-            let pretrained: Pretrained = name.parse()?;
-            (
-                download_and_load(pretrained, &device)?,
-                pretrained.preprocess(),
-            )
-        }
-        (None, Some(weights)) => {
-            let variant: Variant = args.variant.parse()?;
-            let source: WeightSource = args.source.parse()?;
-            let model = EfficientNet::from_pytorch(weights, variant.config(), source, &device)?;
-            // Without registry metadata: the variant's resolution, timm's default crop ratio
-            // 0.875, and (as timm's tf_efficientnet_lite configs) mean = std = 0.5 for Lite.
-            let res = variant.config().resolution;
-            let mut preprocess = Preprocess::imagenet(res * 8 / 7, res, Interpolation::Bicubic);
-            if variant.preset().lite {
-                preprocess.mean = [0.5; 3];
-                preprocess.std = [0.5; 3];
-            }
-            (model, preprocess)
-        }
-        (None, None) => {
-            // The default: torchvision's B0, downloaded on first use.
-            let pretrained = Pretrained::TorchvisionB0V1;
-            (
-                download_and_load(pretrained, &device)?,
-                pretrained.preprocess(),
-            )
-        }
-    };
-    // Weights with NaN or infinity would make every answer NaN: refuse them by name.
-    model.check_finite()?;
-    // Inference only: fold the batch norms into the convolutions (one pass less a layer).
-    let model = model.fuse_batch_norm();
+    let common::Loaded {
+        model,
+        mut preprocess,
+        classes: class_names,
+    } = args.weights.load(&device)?;
     if let Some(resize) = args.resize {
         preprocess.resize = resize;
     }

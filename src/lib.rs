@@ -26,6 +26,7 @@
 //! assert_eq!(pyramid[4].dims(), [1, 384, 2, 2]); // reduction 32
 //! ```
 
+pub mod cam;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod train;
 pub mod variant;
 pub mod weights;
 
+pub use cam::ClassActivationMap;
 pub use config::{B0_STAGES, EfficientNetConfig, HeadRule, StageConfig};
 pub use device::DeviceChoice;
 pub use error::Error;
