@@ -30,6 +30,7 @@ pub mod cam;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod explore;
 pub mod imagenet;
 pub mod model;
 pub mod preprocess;

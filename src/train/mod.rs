@@ -172,6 +172,9 @@ pub struct TrainOptions {
     pub seed: u64,
     /// Continue from the last checkpoint in `out_dir`.
     pub resume: bool,
+    /// Print burn-train's summary (the model and each metric's range) at the end. Default
+    /// true.
+    pub summary: bool,
     /// Training devices (autodiff is enabled on them here). One device trains there; more
     /// train data-parallel (burn-train's multi-device strategy). Default: the default device.
     pub devices: Vec<Device>,
@@ -193,6 +196,7 @@ impl TrainOptions {
             num_workers: 2,
             seed: 42,
             resume: false,
+            summary: true,
             devices: vec![Device::default()],
         }
     }
@@ -350,8 +354,10 @@ pub fn train(
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .with_training_strategy(strategy.into())
-        .num_epochs(options.epochs)
-        .summary();
+        .num_epochs(options.epochs);
+    if options.summary {
+        training = training.summary();
+    }
     if num_classes > 5 {
         // burn-train refuses top-k with k above the class count.
         training = training.metric_valid_numeric(TopKAccuracyMetric::new(5));
