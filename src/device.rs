@@ -43,7 +43,9 @@ fn not_built(choice: &str, feature: &str) -> Error {
 }
 
 impl DeviceChoice {
-    /// The device, or an error naming the Cargo feature that would provide it.
+    /// The device, or an error naming the Cargo feature that would provide it. GPU devices
+    /// run one tiny operation first, so a missing adapter or driver is an error here rather
+    /// than a panic at the first tensor.
     pub fn device(self) -> Result<Device, Error> {
         match self {
             #[cfg(feature = "flex")]
@@ -56,13 +58,40 @@ impl DeviceChoice {
             #[cfg(not(feature = "ndarray"))]
             DeviceChoice::Ndarray => Err(not_built("ndarray", "ndarray")),
             #[cfg(feature = "wgpu")]
-            DeviceChoice::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            DeviceChoice::Wgpu => probe(
+                Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+                "wgpu",
+            ),
             #[cfg(not(feature = "wgpu"))]
             DeviceChoice::Wgpu => Err(not_built("wgpu", "wgpu")),
             #[cfg(feature = "cuda")]
-            DeviceChoice::Cuda => Ok(Device::cuda(0)),
+            DeviceChoice::Cuda => probe(Device::cuda(0), "cuda"),
             #[cfg(not(feature = "cuda"))]
             DeviceChoice::Cuda => Err(not_built("cuda", "cuda")),
+        }
+    }
+}
+
+/// Runs one tiny operation on a GPU `device`: Burn panics on the first operation when no
+/// adapter or driver is there, and this turns that into an error naming the backend.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn probe(device: Device, backend: &str) -> Result<Device, Error> {
+    let probed = device.clone();
+    let result = std::panic::catch_unwind(move || {
+        burn::tensor::Tensor::<1>::zeros([1], &probed).into_data()
+    });
+    match result {
+        Ok(_) => Ok(device),
+        Err(panic) => {
+            let reason = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown reason".to_string());
+            Err(Error::InvalidInput(format!(
+                "no {backend} device is available (is a driver installed? for wgpu without a GPU, \
+                 scripts/install_vulkan.sh): {reason}"
+            )))
         }
     }
 }
