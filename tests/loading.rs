@@ -145,17 +145,23 @@ fn missing_file_is_an_io_error() {
     );
 }
 
-#[test]
-fn burnpack_round_trip_is_exact() {
-    let device = Device::default();
+/// The timm fixture's config (as the source configures it) and the model loaded from it.
+fn timm_fixture(device: &Device) -> (EfficientNetConfig, EfficientNet) {
     let config = WeightSource::Timm.configure(timm_small());
     let model = EfficientNet::from_pytorch(
         fixture("timm_small.pth"),
         config.clone(),
         WeightSource::Timm,
-        &device,
+        device,
     )
     .unwrap();
+    (config, model)
+}
+
+#[test]
+fn burnpack_round_trip_is_exact() {
+    let device = Device::default();
+    let (config, model) = timm_fixture(&device);
     let path = temp_file("round-trip.bpk", b"");
     model.save_burnpack(&path).unwrap();
     let reloaded = config.init(&device).load_burnpack(&path).unwrap();
@@ -176,14 +182,7 @@ fn burnpack_round_trip_is_exact() {
 #[test]
 fn fused_models_round_trip_through_burnpack_and_refuse_unfused_files() {
     let device = Device::default();
-    let config = WeightSource::Timm.configure(timm_small());
-    let model = EfficientNet::from_pytorch(
-        fixture("timm_small.pth"),
-        config.clone(),
-        WeightSource::Timm,
-        &device,
-    )
-    .unwrap();
+    let (config, model) = timm_fixture(&device);
     let unfused_path = temp_file("unfused.bpk", b"");
     model.save_burnpack(&unfused_path).unwrap();
     let fused = model.fuse_batch_norm();

@@ -575,6 +575,15 @@ mod tests {
         );
     }
 
+    /// Burn's own activation ops, the reference for the fused kernels.
+    fn reference_activation(x: Tensor<4>, activation: Option<Activation>) -> Tensor<4> {
+        match activation {
+            Some(Activation::SiLU) => burn::tensor::activation::silu(x),
+            Some(Activation::ReLU6) => x.clamp(0.0, 6.0),
+            None => x,
+        }
+    }
+
     #[test]
     fn depthwise_matches_burn_conv_bias_and_activation() {
         use burn::nn::conv::Conv2dConfig;
@@ -617,13 +626,10 @@ mod tests {
             let bias = Tensor::<1>::random([channels], Distribution::Uniform(-1.0, 1.0), &device);
             let input =
                 Tensor::<4>::random([2, channels, height, width], Distribution::Default, &device);
-            let mut expected =
-                conv.forward(input.clone()) + bias.clone().reshape([1, channels, 1, 1]);
-            expected = match activation {
-                Some(Activation::SiLU) => burn::tensor::activation::silu(expected),
-                Some(Activation::ReLU6) => expected.clamp(0.0, 6.0),
-                None => expected,
-            };
+            let expected = reference_activation(
+                conv.forward(input.clone()) + bias.clone().reshape([1, channels, 1, 1]),
+                activation,
+            );
             let weight = conv.weight.val();
             let output = Depthwise::plan(&input, &weight, kernel, stride, &padding)
                 .expect("flex f32 tensors take the fused path")
@@ -696,13 +702,10 @@ mod tests {
                 Distribution::Default,
                 &device,
             );
-            let mut expected =
-                conv.forward(input.clone()) + bias.clone().reshape([1, outputs, 1, 1]);
-            expected = match activation {
-                Some(Activation::SiLU) => burn::tensor::activation::silu(expected),
-                Some(Activation::ReLU6) => expected.clamp(0.0, 6.0),
-                None => expected,
-            };
+            let expected = reference_activation(
+                conv.forward(input.clone()) + bias.clone().reshape([1, outputs, 1, 1]),
+                activation,
+            );
             let output = pointwise(input, &conv.weight.val(), Some(&bias), activation);
             output.into_data().assert_approx_eq::<f32>(
                 &expected.into_data(),
