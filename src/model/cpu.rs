@@ -189,6 +189,36 @@ wide_fn! {
     }
 }
 
+/// A convolution's operands read out of Burn: the input without a copy when Burn holds it
+/// alone; the weight and bias copied (they stay shared with the module).
+struct Operands {
+    input: TensorData,
+    weight: TensorData,
+    bias: Option<TensorData>,
+}
+
+impl Operands {
+    fn read(input: Tensor<4>, weight: &Tensor<4>, bias: Option<&Tensor<1>>) -> Self {
+        Self {
+            input: input.into_data(),
+            weight: weight.clone().into_data(),
+            bias: bias.map(|bias| bias.clone().into_data()),
+        }
+    }
+
+    /// Input, weight and bias as f32 slices (the callers checked [`applies`]).
+    fn slices(&self) -> (&[f32], &[f32], Option<&[f32]>) {
+        fn f32s(data: &TensorData) -> &[f32] {
+            data.as_slice::<f32>().expect("f32 data")
+        }
+        (
+            f32s(&self.input),
+            f32s(&self.weight),
+            self.bias.as_ref().map(f32s),
+        )
+    }
+}
+
 /// Tasks per thread [`pointwise`] aims for, splitting output rows, so that a batch of one
 /// still spreads over the cores.
 const POINTWISE_TASKS_PER_THREAD: usize = 4;
@@ -215,14 +245,8 @@ pub(crate) fn pointwise(
     let [batch, inputs, height, width] = input.dims();
     let outputs = weight.dims()[0];
     let n = height * width;
-    let input = input.into_data();
-    let weight = weight.clone().into_data();
-    let bias = bias.map(|bias| bias.clone().into_data());
-    let input = input.as_slice::<f32>().expect("f32 data");
-    let weight = weight.as_slice::<f32>().expect("f32 data");
-    let bias = bias
-        .as_ref()
-        .map(|bias| bias.as_slice::<f32>().expect("f32 data"));
+    let operands = Operands::read(input, weight, bias);
+    let (input, weight, bias) = operands.slices();
 
     // Tasks: every sample's output rows in blocks, enough blocks to feed every thread.
     let wanted = POINTWISE_TASKS_PER_THREAD * rayon::current_num_threads();
@@ -349,14 +373,8 @@ impl Depthwise {
         let (out_height, out_width) = plane.output_size();
 
         let device = input.device();
-        let input = input.into_data();
-        let weight = weight.clone().into_data();
-        let bias = bias.map(|bias| bias.clone().into_data());
-        let input = input.as_slice::<f32>().expect("f32 data");
-        let weight = weight.as_slice::<f32>().expect("f32 data");
-        let bias = bias
-            .as_ref()
-            .map(|bias| bias.as_slice::<f32>().expect("f32 data"));
+        let operands = Operands::read(input, weight, bias);
+        let (input, weight, bias) = operands.slices();
 
         let mut output = vec![0.0f32; batch * channels * out_height * out_width];
         output
