@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! scripts/install_vulkan.sh                 # mesa-vulkan-drivers, libvulkan1
-//! cargo test --features wgpu --test wgpu -- --nocapture
+//! cargo test --profile gpu-test --features wgpu --test wgpu -- --nocapture
 //! ```
 //!
 //! On lavapipe every new input shape compiles its shaders first (minutes), so the tests use
