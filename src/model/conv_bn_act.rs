@@ -135,23 +135,22 @@ impl ConvBnAct {
     /// - output: `[batch, out_channels, height', width']`, where `height'` and `width'` follow
     ///   from the stride and [`Padding::output_size`]
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        // A folded layer on the flex CPU device may run as one fused kernel.
         #[cfg(feature = "flex")]
-        if let Some(depthwise) = self.fused_depthwise(&input) {
-            return depthwise.run(
-                input,
-                &self.conv.weight.val(),
-                self.conv.bias.as_ref().map(|bias| bias.val()).as_ref(),
-                self.activation,
-            );
-        }
-        #[cfg(feature = "flex")]
-        if self.is_fused_pointwise(&input) {
-            return crate::model::cpu::pointwise(
-                input,
-                &self.conv.weight.val(),
-                self.conv.bias.as_ref().map(|bias| bias.val()).as_ref(),
-                self.activation,
-            );
+        if self.bn.is_none() {
+            let weight = self.conv.weight.val();
+            let bias = self.conv.bias.as_ref().map(|bias| bias.val());
+            if let Some(depthwise) = self.fused_depthwise(&input, &weight) {
+                return depthwise.run(input, &weight, bias.as_ref(), self.activation);
+            }
+            if self.is_fused_pointwise(&input, &weight) {
+                return crate::model::cpu::pointwise(
+                    input,
+                    &weight,
+                    bias.as_ref(),
+                    self.activation,
+                );
+            }
         }
         let x = self.conv.forward(input);
         let x = match &self.bn {
@@ -166,14 +165,17 @@ impl ConvBnAct {
 }
 
 impl ConvBnAct {
-    /// A folded depthwise layer on the flex CPU device runs as one fused kernel
-    /// (`model::cpu::Depthwise`): its plan for `input`, if this is such a layer.
+    /// The plan of the fused depthwise kernel (`model::cpu::Depthwise`) for `input`, if this
+    /// (folded) layer is a depthwise convolution the kernel takes.
     #[cfg(feature = "flex")]
-    fn fused_depthwise(&self, input: &Tensor<4>) -> Option<crate::model::cpu::Depthwise> {
-        let [out_channels, in_per_group, kh, kw] = self.conv.weight.dims();
+    fn fused_depthwise(
+        &self,
+        input: &Tensor<4>,
+        weight: &Tensor<4>,
+    ) -> Option<crate::model::cpu::Depthwise> {
+        let [out_channels, in_per_group, kh, kw] = weight.dims();
         let channels = input.dims()[1];
-        let depthwise = self.bn.is_none()
-            && in_per_group == 1
+        let depthwise = in_per_group == 1
             && self.conv.groups == channels
             && out_channels == channels
             && kh == kw
@@ -182,31 +184,29 @@ impl ConvBnAct {
         if !depthwise {
             return None;
         }
-        let weight = self.conv.weight.val();
         crate::model::cpu::Depthwise::plan(
             input,
-            &weight,
+            weight,
             kh,
             self.conv.stride[0],
             &self.conv.padding,
         )
     }
 
-    /// Whether this is a folded 1x1 convolution (stride 1, no groups) over a map large
-    /// enough for the flex CPU kernel `model::cpu::pointwise`, which fuses in the bias and
-    /// activation.
+    /// Whether this (folded) layer is a 1x1 convolution (stride 1, no groups) over a map
+    /// large enough for the flex CPU kernel `model::cpu::pointwise`, which fuses in the bias
+    /// and activation.
     #[cfg(feature = "flex")]
-    fn is_fused_pointwise(&self, input: &Tensor<4>) -> bool {
-        let [_, in_channels, kh, kw] = self.conv.weight.dims();
+    fn is_fused_pointwise(&self, input: &Tensor<4>, weight: &Tensor<4>) -> bool {
+        let [_, in_channels, kh, kw] = weight.dims();
         let [_, _, height, width] = input.dims();
-        self.bn.is_none()
-            && height * width >= crate::model::cpu::POINTWISE_MIN_PIXELS
+        height * width >= crate::model::cpu::POINTWISE_MIN_PIXELS
             && [kh, kw] == [1, 1]
             && self.conv.groups == 1
             && self.conv.stride == [1, 1]
             && input.dims()[1] == in_channels
             && crate::model::cpu::applies(input)
-            && crate::model::cpu::applies(&self.conv.weight.val())
+            && crate::model::cpu::applies(weight)
     }
 
     /// Folds the batch norm's running statistics and affine parameters into the

@@ -504,7 +504,7 @@ wide_fn! {
             ((ky % s) * s + kx % s) * phase_len + (ky / s) * phase_width + kx / s
         };
         sums.clear();
-        sums.resize(len, bias);
+        sums.resize(len, 0.0);
         match k {
             // EfficientNet's kernels: every tap in one pass, `sums` read and written once.
             3 => accumulate::<9>(sums, phases, core::array::from_fn(start), taps),
@@ -518,13 +518,9 @@ wide_fn! {
                 }
             }
         }
-        // The activation over all of `sums`, junk included: one long vectorised run beats
-        // rows as short as 7 columns.
-        match activation {
-            Some(Activation::SiLU) => sums.iter_mut().for_each(|x| *x = silu_element(*x)),
-            Some(Activation::ReLU6) => sums.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0)),
-            None => {}
-        }
+        // Bias and activation over all of `sums`, junk included: one long vectorised run
+        // beats rows as short as 7 columns.
+        bias_activation(sums, bias, activation);
         for (out_row, sum_row) in out.chunks_exact_mut(out_width).zip(sums.chunks(phase_width)) {
             out_row.copy_from_slice(&sum_row[..out_width]);
         }

@@ -407,13 +407,12 @@ pub fn evaluate(
 
     let device = model.devices().into_iter().next().unwrap_or_default();
     let batcher = ImageBatcher::eval(preprocess.clone());
+    let cross_entropy = CrossEntropyLossConfig::new().init(&device);
     let (mut top1, mut top5, mut loss_sum) = (0usize, 0usize, 0.0f64);
     for items in dataset.items().chunks(batch_size.max(1)) {
         let batch = batcher.batch(items.to_vec(), &device);
         let logits = model.try_forward(batch.images)?;
-        let loss = CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(logits.clone(), batch.targets.clone());
+        let loss = cross_entropy.forward(logits.clone(), batch.targets.clone());
         loss_sum += loss.into_scalar::<f32>() as f64 * items.len() as f64;
         let k = logits.dims()[1].min(5);
         let ranked = logits.argsort_descending(1).narrow(1, 0, k);
