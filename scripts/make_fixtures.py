@@ -15,6 +15,7 @@ so no weights are allocated).
 """
 
 import json
+import math
 import os
 import sys
 from functools import partial
@@ -36,8 +37,15 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 KEYS = os.path.join(FIXTURES, "keys")
 
-# Stages whose outputs are the endpoints (reductions 2, 4, 8, 16, 32), 0-based.
+# Stages whose outputs are the endpoints (reductions 2, 4, 8, 16, 32), 0-based, for the
+# seven-stage EfficientNet; V2 computes its own from the stage strides.
 ENDPOINT_STAGES = [0, 1, 2, 4, 6]
+
+
+def endpoint_stages(strides):
+    """The last stage at each resolution: before every stride-2 stage, and the last one."""
+    n = len(strides)
+    return [i for i in range(n) if i + 1 == n or strides[i + 1] == 2]
 
 
 def randomise(model, generator):
@@ -59,15 +67,17 @@ def randomise(model, generator):
 
 # Each builder returns (model, run) where run(x) -> (logits, pre_logits, [endpoints]).
 
-def torchvision_run(model):
+def torchvision_run(model, wanted=ENDPOINT_STAGES):
+    stages = len(model.features) - 2
+
     def run(x):
         x = model.features[0](x)
         endpoints = []
-        for stage in range(7):
+        for stage in range(stages):
             x = model.features[stage + 1](x)
-            if stage in ENDPOINT_STAGES:
+            if stage in wanted:
                 endpoints.append(x)
-        x = model.features[8](x)
+        x = model.features[stages + 1](x)
         pre = torch.flatten(model.avgpool(x), 1)
         return model.classifier(pre), pre, endpoints
 
@@ -81,13 +91,13 @@ def torchvision_small():
     return model, torchvision_run(model)
 
 
-def timm_run(model):
+def timm_run(model, wanted=ENDPOINT_STAGES):
     def run(x):
         x = model.bn1(model.conv_stem(x))
         endpoints = []
         for stage, blocks in enumerate(model.blocks):
             x = blocks(x)
-            if stage in ENDPOINT_STAGES:
+            if stage in wanted:
                 endpoints.append(x)
         x = model.bn2(model.conv_head(x))
         pre = model.forward_head(x, pre_logits=True)
@@ -114,6 +124,46 @@ def timm_tf_lite_small():
         "tf_efficientnet_lite0", channel_multiplier=0.25, depth_multiplier=0.34, num_classes=10,
         bn_eps=timm_effnet.BN_EPS_TF_DEFAULT, pad_type="same")
     return model, timm_run(model)
+
+
+# EfficientNetV2-S's table (paper Table 4): (fused, expand, kernel, stride, in, out, repeats).
+V2_S = [
+    (True, 1, 3, 1, 24, 24, 2), (True, 4, 3, 2, 24, 48, 4), (True, 4, 3, 2, 48, 64, 4),
+    (False, 4, 3, 2, 64, 128, 6), (False, 6, 3, 1, 128, 160, 9), (False, 6, 3, 2, 160, 256, 15),
+]
+
+
+def torchvision_v2_small():
+    # torchvision has no width/depth knobs for V2, so its own EfficientNet class is given
+    # V2-S's table scaled to width 0.25, depth 0.34 with its own _make_divisible, as
+    # efficientnet_v2_s builds it (BN eps 1e-3, 1280 * w head). Stage 1 keeps 8 -> 8
+    # channels (expand-1 Fused-MBConv with a residual); stages 2-3 have expanding
+    # Fused-MBConv blocks with and without a residual.
+    width, depth = 0.25, 0.34
+    ch = lambda c: tv_effnet._make_divisible(c * width, 8)
+    setting = []
+    for fused, e, k, s, i, o, r in V2_S:
+        config = tv_effnet.FusedMBConvConfig if fused else tv_effnet.MBConvConfig
+        setting.append(config(e, k, s, ch(i), ch(o), int(math.ceil(r * depth))))
+    model = tv_effnet.EfficientNet(
+        setting, dropout=0.2, num_classes=10, last_channel=ch(1280),
+        norm_layer=partial(nn.BatchNorm2d, eps=1e-3))
+    return model, torchvision_run(model, endpoint_stages([row[3] for row in V2_S]))
+
+
+def timm_v2_small():
+    model = timm_effnet._gen_efficientnetv2_s(
+        "efficientnetv2_s", channel_multiplier=0.25, depth_multiplier=0.34, num_classes=10)
+    return model, timm_run(model, endpoint_stages([row[3] for row in V2_S]))
+
+
+def timm_tf_v2_base_small():
+    # The V2-B0..B3 table (round_limit 0: 32 * 0.3 = 9.6 rounds to 8, not 16) with TF
+    # "SAME" padding and eps 1e-3, as tf_efficientnetv2_b* are built.
+    model = timm_effnet._gen_efficientnetv2_base(
+        "tf_efficientnetv2_b0", channel_multiplier=0.3, depth_multiplier=0.5, num_classes=10,
+        bn_eps=timm_effnet.BN_EPS_TF_DEFAULT, pad_type="same")
+    return model, timm_run(model, endpoint_stages([1, 2, 2, 2, 1, 2]))
 
 
 def luke_run(model):
@@ -171,6 +221,9 @@ FIXTURE_MODELS = {
     "timm_tf_lite_small": (timm_tf_lite_small, 64, 64, False),
     "effnet_pytorch_small": (luke_small, 64, 64, False),
     "effnet_pytorch_lite_small": (luke_lite_small, 64, 64, False),
+    "torchvision_v2_small": (torchvision_v2_small, 64, 64, False),
+    "timm_v2_small": (timm_v2_small, 64, 64, False),
+    "timm_tf_v2_base_small_odd": (timm_tf_v2_base_small, 65, 67, False),
 }
 
 
@@ -217,6 +270,13 @@ def full_size_models():
         models.append((f"timm__tf_efficientnet_lite{lite}", partial(timm.create_model, f"tf_efficientnet_lite{lite}")))
     for b in range(9):
         models.append((f"effnet_pytorch__efficientnet-b{b}", partial(LukeEfficientNet.from_name, f"efficientnet-b{b}")))
+    # EfficientNetV2.
+    for size in "sml":
+        models.append((f"torchvision__efficientnet_v2_{size}", getattr(torchvision.models, f"efficientnet_v2_{size}")))
+    for size in ["s", "m", "l", "xl"]:
+        models.append((f"timm__efficientnetv2_{size}", partial(timm.create_model, f"efficientnetv2_{size}")))
+    for size in ["s", "m", "l", "xl", "b0", "b1", "b2", "b3"]:
+        models.append((f"timm__tf_efficientnetv2_{size}", partial(timm.create_model, f"tf_efficientnetv2_{size}")))
     return models
 
 
@@ -233,8 +293,11 @@ def write_key_lists():
 
 def main():
     os.makedirs(FIXTURES, exist_ok=True)
+    # `make_fixtures.py NAME...` regenerates only those fixtures (and the key lists).
+    only = sys.argv[1:]
     for name, (builder, h, w, st) in FIXTURE_MODELS.items():
-        make_fixture(name, builder, h, w, st)
+        if not only or name in only:
+            make_fixture(name, builder, h, w, st)
     write_key_lists()
     versions = {
         "torch": torch.__version__, "torchvision": torchvision.__version__,

@@ -5,18 +5,34 @@ use burn::config::Config;
 
 use crate::error::Error;
 use crate::model::activation::Activation;
+use crate::model::block::BlockConfig;
 use crate::model::conv_bn_act::{ConvBnActConfig, Padding};
+use crate::model::fused_mbconv::FusedMBConvConfig;
 use crate::model::mbconv::MBConvConfig;
-use crate::scaling::{CompoundScaling, round_channels, round_repeats};
+use crate::scaling::{
+    CompoundScaling, DEFAULT_ROUND_LIMIT, round_channels, round_channels_with_limit, round_repeats,
+};
 
-/// One stage of the baseline network: `repeats` MBConv blocks of one shape.
+/// The kind of block a stage is made of.
+#[derive(Config, Debug, PartialEq, Eq, Copy)]
+pub enum BlockKind {
+    /// [`MBConv`](crate::MBConv): expansion 1x1, depthwise kxk, squeeze-excitation,
+    /// projection 1x1 (EfficientNet, and the later stages of EfficientNetV2).
+    MBConv,
+    /// [`FusedMBConv`](crate::FusedMBConv): one full kxk convolution in place of the
+    /// expansion and the depthwise convolution, no squeeze-excitation (the early stages of
+    /// EfficientNetV2).
+    FusedMBConv,
+}
+
+/// One stage of the baseline network: `repeats` blocks of one shape.
 ///
 /// Only the first block of a stage has the stage's stride and changes the channel count.
 #[derive(Config, Debug, PartialEq, Copy)]
 pub struct StageConfig {
-    /// Expansion ratio of the MBConv blocks (1 = MBConv1, 6 = MBConv6).
+    /// Expansion ratio of the blocks (1 = MBConv1, 6 = MBConv6).
     pub expand_ratio: usize,
-    /// Depthwise kernel size.
+    /// Kernel size of the depthwise (MBConv) or full (Fused-MBConv) convolution.
     pub kernel_size: usize,
     /// Stride of the stage's first block.
     pub stride: usize,
@@ -26,6 +42,9 @@ pub struct StageConfig {
     pub out_channels: usize,
     /// Number of blocks, before depth scaling.
     pub repeats: usize,
+    /// The kind of block. Default: [`BlockKind::MBConv`].
+    #[config(default = "BlockKind::MBConv")]
+    pub block: BlockKind,
 }
 
 const fn stage(
@@ -43,6 +62,29 @@ const fn stage(
         in_channels,
         out_channels,
         repeats,
+        block: BlockKind::MBConv,
+    }
+}
+
+/// A Fused-MBConv stage (EfficientNetV2).
+const fn fused(
+    expand_ratio: usize,
+    kernel_size: usize,
+    stride: usize,
+    in_channels: usize,
+    out_channels: usize,
+    repeats: usize,
+) -> StageConfig {
+    StageConfig {
+        block: BlockKind::FusedMBConv,
+        ..stage(
+            expand_ratio,
+            kernel_size,
+            stride,
+            in_channels,
+            out_channels,
+            repeats,
+        )
     }
 }
 
@@ -59,6 +101,66 @@ pub const B0_STAGES: [StageConfig; 7] = [
     stage(6, 5, 1, 80, 112, 3),
     stage(6, 5, 2, 112, 192, 4),
     stage(6, 3, 1, 192, 320, 1),
+];
+
+/// EfficientNetV2-S (Tan & Le, ICML 2021, Table 4; torchvision `efficientnet_v2_s`, timm
+/// `efficientnetv2_s`): three Fused-MBConv stages, then MBConv stages with SE. Stem 24
+/// channels, head 1280.
+pub const V2_S_STAGES: [StageConfig; 6] = [
+    //    expand kernel stride  in  out repeats
+    fused(1, 3, 1, 24, 24, 2),
+    fused(4, 3, 2, 24, 48, 4),
+    fused(4, 3, 2, 48, 64, 4),
+    stage(4, 3, 2, 64, 128, 6),
+    stage(6, 3, 1, 128, 160, 9),
+    stage(6, 3, 2, 160, 256, 15),
+];
+
+/// EfficientNetV2-M as the TF reference (`efficientnetv2/effnetv2_configs.py`), torchvision
+/// and timm define it. Stem 24 channels, head 1280.
+pub const V2_M_STAGES: [StageConfig; 7] = [
+    fused(1, 3, 1, 24, 24, 3),
+    fused(4, 3, 2, 24, 48, 5),
+    fused(4, 3, 2, 48, 80, 5),
+    stage(4, 3, 2, 80, 160, 7),
+    stage(6, 3, 1, 160, 176, 14),
+    stage(6, 3, 2, 176, 304, 18),
+    stage(6, 3, 1, 304, 512, 5),
+];
+
+/// EfficientNetV2-L as the TF reference, torchvision and timm define it. Stem 32 channels,
+/// head 1280.
+pub const V2_L_STAGES: [StageConfig; 7] = [
+    fused(1, 3, 1, 32, 32, 4),
+    fused(4, 3, 2, 32, 64, 7),
+    fused(4, 3, 2, 64, 96, 7),
+    stage(4, 3, 2, 96, 192, 10),
+    stage(6, 3, 1, 192, 224, 19),
+    stage(6, 3, 2, 224, 384, 25),
+    stage(6, 3, 1, 384, 640, 7),
+];
+
+/// EfficientNetV2-XL (ImageNet-21k only in the TF reference; timm `tf_efficientnetv2_xl`).
+/// Stem 32 channels, head 1280.
+pub const V2_XL_STAGES: [StageConfig; 7] = [
+    fused(1, 3, 1, 32, 32, 4),
+    fused(4, 3, 2, 32, 64, 8),
+    fused(4, 3, 2, 64, 96, 8),
+    stage(4, 3, 2, 96, 192, 16),
+    stage(6, 3, 1, 192, 256, 24),
+    stage(6, 3, 2, 256, 512, 32),
+    stage(6, 3, 1, 512, 640, 8),
+];
+
+/// The EfficientNetV2-B0 baseline that V2-B1..B3 scale by width and depth (TF reference
+/// `v2_base_block`, timm `tf_efficientnetv2_b*`). Stem 32 channels, head 1280.
+pub const V2_BASE_STAGES: [StageConfig; 6] = [
+    fused(1, 3, 1, 32, 16, 1),
+    fused(4, 3, 2, 16, 32, 2),
+    fused(4, 3, 2, 32, 48, 2),
+    stage(4, 3, 2, 48, 96, 3),
+    stage(6, 3, 1, 96, 112, 5),
+    stage(6, 3, 2, 112, 192, 8),
 ];
 
 /// How the head's channel count follows the width multiplier.
@@ -140,6 +242,11 @@ pub struct EfficientNetConfig {
     /// Batch-norm momentum in PyTorch's sense (TF's 0.99 is 0.01 here). Default: 0.1.
     #[config(default = 0.1)]
     pub bn_momentum: f64,
+    /// How far below `channels * width` the width scaling may round stage, stem and head
+    /// channels before adding 8 ([`round_channels_with_limit`]): 0.9 everywhere but
+    /// EfficientNetV2-B0..B3, which use 0. Default: 0.9.
+    #[config(default = 0.9)]
+    pub channel_round_limit: f64,
 }
 
 fn invalid(message: String) -> Error {
@@ -218,8 +325,24 @@ impl EfficientNetConfig {
                 self.bn_momentum
             )));
         }
+        if !self.channel_round_limit.is_finite() || !(0.0..=1.0).contains(&self.channel_round_limit)
+        {
+            return Err(invalid(format!(
+                "channel_round_limit must be in [0, 1], got {}",
+                self.channel_round_limit
+            )));
+        }
         if self.stages.is_empty() {
             return Err(invalid("at least one stage is needed".to_string()));
+        }
+        if let Some(index) = self.stages.windows(2).position(|pair| {
+            pair[0].block == BlockKind::MBConv && pair[1].block == BlockKind::FusedMBConv
+        }) {
+            return Err(invalid(format!(
+                "stage {} is Fused-MBConv after an MBConv stage; Fused-MBConv stages must \
+                 come first",
+                index + 2
+            )));
         }
         let mut previous_out = self.stem_channels;
         for (index, stage) in self.stages.iter().enumerate() {
@@ -259,18 +382,42 @@ impl EfficientNetConfig {
         Ok(())
     }
 
+    /// Whether the network has Fused-MBConv stages (EfficientNetV2).
+    pub fn is_v2(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|stage| stage.block == BlockKind::FusedMBConv)
+    }
+
+    /// Number of leading Fused-MBConv stages (0 for EfficientNet, 3 for EfficientNetV2).
+    pub fn fused_stage_count(&self) -> usize {
+        self.stages
+            .iter()
+            .take_while(|stage| stage.block == BlockKind::FusedMBConv)
+            .count()
+    }
+
+    /// `channels` scaled by the width multiplier with this config's rounding.
+    fn scale_channels(&self, channels: usize) -> usize {
+        if self.channel_round_limit == DEFAULT_ROUND_LIMIT {
+            round_channels(channels, self.width)
+        } else {
+            round_channels_with_limit(channels, self.width, self.channel_round_limit)
+        }
+    }
+
     /// Stem output channels after width scaling.
     pub fn scaled_stem_channels(&self) -> usize {
         if self.fixed_stem_head {
             self.stem_channels
         } else {
-            round_channels(self.stem_channels, self.width)
+            self.scale_channels(self.stem_channels)
         }
     }
 
     /// Output channels of stage `index` (0-based) after width scaling.
-    fn scaled_stage_channels(&self, index: usize) -> usize {
-        round_channels(self.stages[index].out_channels, self.width)
+    pub fn scaled_stage_channels(&self, index: usize) -> usize {
+        self.scale_channels(self.stages[index].out_channels)
     }
 
     /// Head channels after width scaling (the [`HeadRule`], unless fixed).
@@ -279,7 +426,7 @@ impl EfficientNetConfig {
             return self.head_channels;
         }
         match self.head_rule {
-            HeadRule::RoundFilters => round_channels(self.head_channels, self.width),
+            HeadRule::RoundFilters => self.scale_channels(self.head_channels),
             HeadRule::FourTimesLast => 4 * self.scaled_stage_channels(self.stages.len() - 1),
         }
     }
@@ -326,9 +473,9 @@ impl EfficientNetConfig {
             .with_activation(Some(self.activation))
     }
 
-    /// The scaled network: one list of MBConv configs per stage, with stochastic depth
+    /// The scaled network: one list of block configs per stage, with stochastic depth
     /// rising linearly over the blocks. Fails with the reason when the config is invalid.
-    pub fn blocks(&self) -> Result<Vec<Vec<MBConvConfig>>, Error> {
+    pub fn blocks(&self) -> Result<Vec<Vec<BlockConfig>>, Error> {
         self.validate_fields()?;
         let repeats: Vec<usize> = (0..self.stages.len())
             .map(|i| self.scaled_repeats(i))
@@ -353,23 +500,38 @@ impl EfficientNetConfig {
                     0 => (in_channels, stage.stride),
                     _ => (out_channels, 1),
                 };
-                blocks.push(
-                    MBConvConfig::new(
-                        block_in,
-                        out_channels,
-                        stage.expand_ratio,
-                        stage.kernel_size,
-                        stride,
-                    )
-                    .with_se_ratio(self.se_ratio)
-                    .with_activation(self.activation)
-                    .with_padding(self.padding)
-                    .with_bn_epsilon(self.bn_epsilon)
-                    .with_bn_momentum(self.bn_momentum)
-                    .with_drop_path_prob(
-                        self.stochastic_depth_prob * block_index as f64 / total as f64,
+                let drop_path_prob = self.stochastic_depth_prob * block_index as f64 / total as f64;
+                blocks.push(match stage.block {
+                    BlockKind::MBConv => BlockConfig::MBConv(
+                        MBConvConfig::new(
+                            block_in,
+                            out_channels,
+                            stage.expand_ratio,
+                            stage.kernel_size,
+                            stride,
+                        )
+                        .with_se_ratio(self.se_ratio)
+                        .with_activation(self.activation)
+                        .with_padding(self.padding)
+                        .with_bn_epsilon(self.bn_epsilon)
+                        .with_bn_momentum(self.bn_momentum)
+                        .with_drop_path_prob(drop_path_prob),
                     ),
-                );
+                    BlockKind::FusedMBConv => BlockConfig::FusedMBConv(
+                        FusedMBConvConfig::new(
+                            block_in,
+                            out_channels,
+                            stage.expand_ratio,
+                            stage.kernel_size,
+                            stride,
+                        )
+                        .with_activation(self.activation)
+                        .with_padding(self.padding)
+                        .with_bn_epsilon(self.bn_epsilon)
+                        .with_bn_momentum(self.bn_momentum)
+                        .with_drop_path_prob(drop_path_prob),
+                    ),
+                });
                 block_index += 1;
             }
             plan.push(blocks);
@@ -400,7 +562,7 @@ impl EfficientNetConfig {
             + blocks
                 .iter()
                 .flatten()
-                .map(MBConvConfig::num_params)
+                .map(BlockConfig::num_params)
                 .sum::<usize>()
             + self.head().num_params()
             + head * self.num_classes
@@ -474,7 +636,11 @@ mod tests {
     #[test]
     fn stochastic_depth_rises_linearly() {
         let blocks = EfficientNetConfig::new().blocks().unwrap();
-        let probs: Vec<f64> = blocks.iter().flatten().map(|b| b.drop_path_prob).collect();
+        let probs: Vec<f64> = blocks
+            .iter()
+            .flatten()
+            .map(BlockConfig::drop_path_prob)
+            .collect();
         assert_eq!(probs.len(), 16);
         assert_eq!(probs[0], 0.0);
         // Block 15 of 16: 0.2 * 15 / 16 = 0.1875.

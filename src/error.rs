@@ -8,7 +8,10 @@ pub enum Error {
     #[error("invalid EfficientNet config: {0}")]
     InvalidConfig(String),
     /// A variant name that is not one of the published ones.
-    #[error("unknown EfficientNet variant {0:?} (expected b0..b8, l2 or lite0..lite4)")]
+    #[error(
+        "unknown EfficientNet variant {0:?} (expected b0..b8, l2, lite0..lite4, v2-s, v2-m, \
+         v2-l, v2-xl or v2-b0..v2-b3)"
+    )]
     UnknownVariant(String),
     /// A weight-source name that is not one of [`WeightSource`](crate::WeightSource)'s.
     #[error(

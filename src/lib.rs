@@ -1,8 +1,9 @@
 #![warn(missing_docs)]
 //! # efficientnet-burn
 //!
-//! EfficientNet (Tan & Le, ICML 2019) for the [Burn](https://burn.dev) deep-learning
-//! framework: B0..B8, L2 and Lite0..4 with their published parameter counts, a
+//! EfficientNet (Tan & Le, ICML 2019) and EfficientNetV2 (Tan & Le, ICML 2021) for the
+//! [Burn](https://burn.dev) deep-learning framework: B0..B8, L2, Lite0..4 and V2-S, M, L, XL
+//! and B0..B3 with their published parameter counts, a
 //! [`CompoundScaling`] rule for custom models, and every setting that depends on where
 //! weights came from (padding, batch-norm epsilon, head rule) as a config field.
 //!
@@ -43,20 +44,27 @@ pub mod variant;
 pub mod weights;
 
 pub use cam::ClassActivationMap;
-pub use config::{B0_STAGES, EfficientNetConfig, HeadRule, StageConfig};
+pub use config::{
+    B0_STAGES, BlockKind, EfficientNetConfig, HeadRule, StageConfig, V2_BASE_STAGES, V2_L_STAGES,
+    V2_M_STAGES, V2_S_STAGES, V2_XL_STAGES,
+};
 pub use device::DeviceChoice;
 pub use error::Error;
 pub use model::activation::Activation;
+pub use model::block::BlockConfig;
 pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};
 pub use model::efficientnet::EfficientNet;
+pub use model::fused_mbconv::{FusedMBConv, FusedMBConvConfig};
 pub use model::mbconv::{MBConv, MBConvConfig};
 pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 pub use preprocess::{Interpolation, Preprocess};
 pub use pretrained::{Pretrained, PretrainedInfo};
 pub use saved::SavedModel;
-pub use scaling::{CompoundScaling, round_channels, round_repeats};
-pub use variant::{PRESETS, Preset, Variant};
+pub use scaling::{CompoundScaling, round_channels, round_channels_with_limit, round_repeats};
+pub use variant::{
+    Family, PRESETS, Preset, ProgressiveLearning, V2_MAX_RESOLUTION, V2Spec, Variant,
+};
 pub use weights::LoadOptions;
 pub use weights::layout::KeyLayout;
 pub use weights::source::WeightSource;

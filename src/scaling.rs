@@ -20,11 +20,23 @@ pub const CHANNEL_DIVISOR: usize = 8;
 /// This is TF's `round_filters`, torchvision's and timm's `make_divisible`:
 /// `v' = max(8, int(v + 4) // 8 * 8)`, plus 8 if `v' < 0.9 v`, where `v = channels * width`.
 pub fn round_channels(channels: usize, width: f64) -> usize {
+    round_channels_with_limit(channels, width, DEFAULT_ROUND_LIMIT)
+}
+
+/// How far below the scaled value [`round_channels`] may round before it adds a divisor.
+pub const DEFAULT_ROUND_LIMIT: f64 = 0.9;
+
+/// [`round_channels`] with another round-down limit: plus 8 if `v' < round_limit * v`.
+///
+/// EfficientNetV2-B0..B3 (the TF reference's `efficientnetv2-b*`, timm's
+/// `tf_efficientnetv2_b*`) scale their stages with `round_limit = 0`, so a stage may round
+/// down by up to 4 channels: `16 * 1.2 = 19.2` is 16 there and 24 with the default limit.
+pub fn round_channels_with_limit(channels: usize, width: f64, round_limit: f64) -> usize {
     let value = channels as f64 * width;
     let divisor = CHANNEL_DIVISOR as f64;
     let mut rounded = ((value + divisor / 2.0) / divisor).floor() * divisor;
     rounded = rounded.max(divisor);
-    if rounded < 0.9 * value {
+    if rounded < round_limit * value {
         rounded += divisor;
     }
     rounded as usize
@@ -133,6 +145,20 @@ mod tests {
         assert_eq!(round_channels(16, 0.1), 8);
         // Identity on multiples of 8.
         assert_eq!(round_channels(320, 1.0), 320);
+    }
+
+    #[test]
+    fn v2_base_rounds_without_the_ten_percent_limit() {
+        // tf_efficientnetv2_b3 (w = 1.2): stage 1 keeps 16 (19.2 rounds down, no +8),
+        // stage 2 32 * 1.2 = 38.4 -> 40, stage 6 192 * 1.2 = 230.4 -> 232 (timm's channels).
+        assert_eq!(round_channels_with_limit(16, 1.2, 0.0), 16);
+        assert_eq!(round_channels_with_limit(32, 1.2, 0.0), 40);
+        assert_eq!(round_channels_with_limit(192, 1.2, 0.0), 232);
+        // The default limit is the plain rule.
+        assert_eq!(
+            round_channels_with_limit(16, 1.2, DEFAULT_ROUND_LIMIT),
+            round_channels(16, 1.2)
+        );
     }
 
     #[test]

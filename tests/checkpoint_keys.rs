@@ -117,9 +117,10 @@ fn timm_l2() {
 
 #[test]
 fn timm_lite0_to_lite4() {
-    for (i, variant) in Variant::ALL[10..].iter().enumerate() {
+    let lite = Variant::ALL.into_iter().filter(|v| v.is_lite());
+    for (i, variant) in lite.enumerate() {
         let file = format!("timm__tf_efficientnet_lite{i}.txt");
-        assert_covers(&file, *variant, WeightSource::TimmTf);
+        assert_covers(&file, variant, WeightSource::TimmTf);
     }
 }
 
@@ -128,5 +129,38 @@ fn efficientnet_pytorch_b0_to_b8() {
     for (b, variant) in Variant::ALL[..9].iter().enumerate() {
         let file = format!("effnet_pytorch__efficientnet-b{b}.txt");
         assert_covers(&file, *variant, WeightSource::EfficientNetPytorch);
+    }
+}
+
+#[test]
+fn torchvision_v2_s_m_l() {
+    for (size, variant) in
+        ["s", "m", "l"]
+            .into_iter()
+            .zip([Variant::V2S, Variant::V2M, Variant::V2L])
+    {
+        let file = format!("torchvision__efficientnet_v2_{size}.txt");
+        assert_covers(&file, variant, WeightSource::Torchvision);
+    }
+}
+
+#[test]
+fn timm_v2_every_size() {
+    let sizes = [
+        ("s", Variant::V2S),
+        ("m", Variant::V2M),
+        ("l", Variant::V2L),
+        ("xl", Variant::V2XL),
+    ];
+    for (size, variant) in sizes {
+        let file = format!("timm__efficientnetv2_{size}.txt");
+        assert_covers(&file, variant, WeightSource::Timm);
+        let file = format!("timm__tf_efficientnetv2_{size}.txt");
+        assert_covers(&file, variant, WeightSource::TimmTf);
+    }
+    let base = [Variant::V2B0, Variant::V2B1, Variant::V2B2, Variant::V2B3];
+    for (b, variant) in base.into_iter().enumerate() {
+        let file = format!("timm__tf_efficientnetv2_b{b}.txt");
+        assert_covers(&file, variant, WeightSource::TimmTf);
     }
 }

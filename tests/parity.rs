@@ -171,6 +171,54 @@ fn efficientnet_pytorch_lite_layout_parity() {
 }
 
 #[test]
+fn torchvision_v2_parity() {
+    // V2-S's table at width 0.25, depth 0.34 (torchvision's own EfficientNet class, BN eps
+    // 1e-3): an expand-1 Fused-MBConv with a residual, expanding Fused-MBConv blocks with and
+    // without one, then MBConv stages with SE.
+    let config = EfficientNetConfig::v2_s()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10);
+    check(
+        "torchvision_v2_small",
+        "torchvision_v2_small.pth",
+        config,
+        WeightSource::Torchvision,
+    );
+}
+
+#[test]
+fn timm_v2_parity() {
+    let config = EfficientNetConfig::v2_s()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10);
+    check(
+        "timm_v2_small",
+        "timm_v2_small.pth",
+        config,
+        WeightSource::Timm,
+    );
+}
+
+#[test]
+fn timm_tf_v2_base_parity_at_an_odd_size() {
+    // tf_efficientnetv2_b* at width 0.3: channel rounding without the 10% limit (stem and
+    // stage 2: 32 * 0.3 = 9.6 -> 8, not 16), TF "SAME" padding, eps 1e-3, 65x67 input.
+    let config = EfficientNetConfig::v2_b0()
+        .with_width(0.3)
+        .with_depth(0.5)
+        .with_num_classes(10);
+    assert_eq!(config.scaled_stem_channels(), 8);
+    check(
+        "timm_tf_v2_base_small_odd",
+        "timm_tf_v2_base_small_odd.pth",
+        config,
+        WeightSource::TimmTf,
+    );
+}
+
+#[test]
 fn wrong_padding_or_epsilon_breaks_parity() {
     // The reason WeightSource sets them: TF-ported weights with PyTorch settings are wrong.
     let device = Device::default();

@@ -1,13 +1,21 @@
 //! Every published variant against the published numbers (`../shared/reference/
 //! efficientnet-facts.md`, read from the paper, TF, timm and torchvision): trainable
 //! parameters, multiply-adds, per-stage channels and repeats, and output shapes.
+//!
+//! EfficientNetV2's figures come from the reference libraries themselves:
+//! `.venv/bin/python scripts/count_macs.py` prints torchvision's `efficientnet_v2_s/m/l` and
+//! timm's `tf_efficientnetv2_xl/b0..b3` parameter counts and multiply-adds (conv and linear
+//! layers counted by forward hooks at the evaluation resolution; for S, M and L they equal
+//! torchvision's published `num_params` and `_ops`).
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use efficientnet_burn::{CompoundScaling, EfficientNet, EfficientNetConfig, Padding, Variant};
+use efficientnet_burn::{
+    BlockConfig, CompoundScaling, EfficientNet, EfficientNetConfig, Padding, Variant,
+};
 
 /// (variant, trainable params with a 1000-class head, GMACs at the variant's resolution).
-const PUBLISHED: [(Variant, usize, f64); 15] = [
+const PUBLISHED: [(Variant, usize, f64); 23] = [
     (Variant::B0, 5_288_548, 0.386),
     (Variant::B1, 7_794_184, 0.687),
     (Variant::B2, 9_109_994, 0.994),
@@ -23,6 +31,14 @@ const PUBLISHED: [(Variant, usize, f64); 15] = [
     (Variant::Lite2, 6_092_072, f64::NAN),
     (Variant::Lite3, 8_197_096, f64::NAN),
     (Variant::Lite4, 13_006_568, f64::NAN),
+    (Variant::V2S, 21_458_488, 8.366),
+    (Variant::V2M, 54_139_356, 24.582),
+    (Variant::V2L, 118_515_272, 56.080),
+    (Variant::V2XL, 208_119_808, 93.353),
+    (Variant::V2B0, 7_139_704, 0.718),
+    (Variant::V2B1, 8_141_052, 1.197),
+    (Variant::V2B2, 10_096_086, 1.698),
+    (Variant::V2B3, 14_358_406, 3.011),
 ];
 
 #[test]
@@ -64,7 +80,12 @@ fn macs_match_the_published_gmacs_to_a_tenth_of_a_percent() {
 }
 
 /// Checks stem, per-stage output channels and repeats, and head of one variant.
-fn assert_layout(variant: Variant, stem: usize, stages: [(usize, usize); 7], head: usize) {
+fn assert_layout<const N: usize>(
+    variant: Variant,
+    stem: usize,
+    stages: [(usize, usize); N],
+    head: usize,
+) {
     let device = Device::default();
     let config = variant.config();
     assert_eq!(config.scaled_stem_channels(), stem, "{variant} stem");
@@ -80,11 +101,15 @@ fn assert_layout(variant: Variant, stem: usize, stages: [(usize, usize); 7], hea
         head,
         "{variant} built head"
     );
-    let built: Vec<(usize, usize)> = model
+    let fused = model.fused_stages.iter().map(|stage| {
+        let last = stage[0].project.as_ref().unwrap_or(&stage[0].conv);
+        (last.conv.weight.dims()[0], stage.len())
+    });
+    let mbconv = model
         .stages
         .iter()
-        .map(|stage| (stage[0].project.conv.weight.dims()[0], stage.len()))
-        .collect();
+        .map(|stage| (stage[0].project.conv.weight.dims()[0], stage.len()));
+    let built: Vec<(usize, usize)> = fused.chain(mbconv).collect();
     assert_eq!(built, stages, "{variant} stages (out channels, repeats)");
 }
 
@@ -116,6 +141,76 @@ layout_tests! {
     layout_lite2: Lite2, 32, [(16, 1), (24, 3), (48, 3), (88, 4), (120, 4), (208, 5), (352, 1)], 1280;
     layout_lite3: Lite3, 32, [(24, 1), (32, 3), (48, 3), (96, 5), (136, 5), (232, 6), (384, 1)], 1280;
     layout_lite4: Lite4, 32, [(24, 1), (32, 4), (56, 4), (112, 6), (160, 6), (272, 8), (448, 1)], 1280;
+    // V2: channels and repeats as timm's built models have them (scripts/count_macs.py's
+    // models; torchvision's S/M/L agree). B0..B3 round channels with limit 0: B3's first
+    // stage stays 16 (19.2 rounded down), where V1's rule would give 24.
+    layout_v2_s: V2S, 24, [(24, 2), (48, 4), (64, 4), (128, 6), (160, 9), (256, 15)], 1280;
+    layout_v2_m: V2M, 24, [(24, 3), (48, 5), (80, 5), (160, 7), (176, 14), (304, 18), (512, 5)], 1280;
+    layout_v2_l: V2L, 32, [(32, 4), (64, 7), (96, 7), (192, 10), (224, 19), (384, 25), (640, 7)], 1280;
+    layout_v2_xl: V2XL, 32, [(32, 4), (64, 8), (96, 8), (192, 16), (256, 24), (512, 32), (640, 8)], 1280;
+    layout_v2_b0: V2B0, 32, [(16, 1), (32, 2), (48, 2), (96, 3), (112, 5), (192, 8)], 1280;
+    layout_v2_b1: V2B1, 32, [(16, 2), (32, 3), (48, 3), (96, 4), (112, 6), (192, 9)], 1280;
+    layout_v2_b2: V2B2, 32, [(16, 2), (32, 3), (56, 3), (104, 4), (120, 6), (208, 10)], 1408;
+    layout_v2_b3: V2B3, 40, [(16, 2), (40, 3), (56, 3), (112, 5), (136, 7), (232, 12)], 1536;
+}
+
+#[test]
+fn v2_has_fused_stages_without_squeeze_excitation() {
+    let config = EfficientNetConfig::v2_s();
+    assert!(config.is_v2() && !EfficientNetConfig::b0().is_v2());
+    assert_eq!(config.fused_stage_count(), 3);
+    let model = config.init(&Device::default());
+    assert_eq!((model.fused_stages.len(), model.stages.len()), (3, 3));
+    // Stage 1 (expand 1): one 3x3 convolution and a residual; stages 2-3: 3x3 expansion
+    // (x4) and a 1x1 projection, the residual on every block but the first.
+    let first = &model.fused_stages[0][0];
+    assert!(first.project.is_none() && first.residual);
+    assert_eq!(first.conv.conv.weight.dims(), [24, 24, 3, 3]);
+    let expanding = &model.fused_stages[1];
+    assert_eq!(expanding[0].conv.conv.weight.dims(), [96, 24, 3, 3]);
+    assert!(!expanding[0].residual && expanding[1].residual);
+    // MBConv stages keep squeeze-excitation from the block input: 64 * 0.25 = 16.
+    let se = model.stages[0][0].se.as_ref().unwrap();
+    assert_eq!(se.reduce.weight.dims(), [16, 256, 1, 1]);
+}
+
+#[test]
+fn v2_progressive_learning_metadata() {
+    // TF reference (train_size, eval_size): S (300, 384), M and L (384, 480), XL (384, 512);
+    // training starts at 128 (paper Table 6).
+    let s = Variant::V2S.progressive_learning().unwrap();
+    assert_eq!(
+        (s.min_resolution, s.max_resolution, s.eval_resolution),
+        (128, 300, 384)
+    );
+    let xl = Variant::V2XL.progressive_learning().unwrap();
+    assert_eq!((xl.max_resolution, xl.eval_resolution), (384, 512));
+    assert!(Variant::B0.progressive_learning().is_none());
+    for variant in Variant::ALL.into_iter().filter(|v| v.is_v2()) {
+        let p = variant.progressive_learning().unwrap();
+        assert!(p.min_resolution < p.max_resolution && p.max_resolution <= p.eval_resolution);
+        assert_eq!(variant.config().resolution, p.eval_resolution, "{variant}");
+        assert!(
+            p.eval_resolution <= efficientnet_burn::V2_MAX_RESOLUTION || variant == Variant::V2XL
+        );
+    }
+}
+
+#[test]
+fn fused_stages_must_come_first() {
+    let mut stages = efficientnet_burn::V2_S_STAGES.to_vec();
+    stages.swap(2, 3);
+    stages[2].in_channels = 48;
+    stages[3].in_channels = 128;
+    let err = EfficientNetConfig::v2_s()
+        .with_stages(stages)
+        .validate()
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid EfficientNet config: stage 4 is Fused-MBConv after an MBConv stage; \
+         Fused-MBConv stages must come first"
+    );
 }
 
 #[test]
@@ -159,7 +254,7 @@ fn assert_shapes(config: EfficientNetConfig, height: usize, width: usize) {
         .into_iter()
         .zip([2, 4, 8, 16, 32])
         .map(|(stage, r)| {
-            let channels = blocks[stage][0].out_channels;
+            let channels = blocks[stage][0].out_channels();
             [2, channels, height.div_ceil(r), width.div_ceil(r)]
         })
         .collect();
@@ -174,7 +269,7 @@ fn output_shapes_b_family() {
     let channels: Vec<usize> = EfficientNetConfig::b3()
         .endpoint_stages()
         .iter()
-        .map(|&s| blocks[s][0].out_channels)
+        .map(|&s| blocks[s][0].out_channels())
         .collect();
     assert_eq!(channels, [24, 32, 48, 136, 384]);
 }
@@ -182,6 +277,29 @@ fn output_shapes_b_family() {
 #[test]
 fn output_shapes_lite_family() {
     assert_shapes(EfficientNetConfig::lite0(), 64, 64);
+}
+
+#[test]
+fn output_shapes_v2_family() {
+    // Slimmed to keep the test quick; the stage structure is V2-S's and V2-B3's.
+    assert_shapes(EfficientNetConfig::v2_s().with_width(0.25), 64, 64);
+    assert_shapes(
+        EfficientNetConfig::v2_b3()
+            .with_width(0.5)
+            .with_padding(Padding::TfSame),
+        65,
+        67,
+    );
+    // V2-S's endpoints: 24, 48, 64, 160, 256 channels.
+    let config = EfficientNetConfig::v2_s();
+    let blocks = config.blocks().unwrap();
+    let channels: Vec<usize> = config
+        .endpoint_stages()
+        .iter()
+        .map(|&s| blocks[s][0].out_channels())
+        .collect();
+    assert_eq!(channels, [24, 48, 64, 160, 256]);
+    assert!(matches!(blocks[0][0], BlockConfig::FusedMBConv(_)));
 }
 
 #[test]

@@ -70,7 +70,7 @@ impl WeightArgs {
                 // for Lite.
                 let res = variant.config().resolution;
                 let mut preprocess = Preprocess::imagenet(res * 8 / 7, res, Interpolation::Bicubic);
-                if variant.preset().lite {
+                if variant.is_lite() {
                     preprocess.mean = [0.5; 3];
                     preprocess.std = [0.5; 3];
                 }

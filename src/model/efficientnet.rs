@@ -1,4 +1,5 @@
-//! The whole network: stem, MBConv stages, head, pooling, dropout and classifier.
+//! The whole network: stem, Fused-MBConv and MBConv stages, head, pooling, dropout and
+//! classifier.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
@@ -6,13 +7,15 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::EfficientNetConfig;
 use crate::error::Error;
+use crate::model::block::BlockConfig;
 use crate::model::conv_bn_act::ConvBnAct;
+use crate::model::fused_mbconv::FusedMBConv;
 use crate::model::mbconv::MBConv;
 use crate::variant::Variant;
 
-/// EfficientNet (Tan & Le, ICML 2019).
+/// EfficientNet (Tan & Le, ICML 2019) and EfficientNetV2 (Tan & Le, ICML 2021).
 ///
-/// Build it from a preset (`EfficientNet::b0(&device)`), from a config
+/// Build it from a preset (`EfficientNet::b0(&device)`, `EfficientNet::v2_s(&device)`), from a config
 /// (`EfficientNetConfig::b3().with_num_classes(10).init(&device)`) or from compound scaling
 /// ([`EfficientNetConfig::from_scaling`]). The model works on any Burn device: the backend is
 /// chosen by the device, not by a type parameter.
@@ -20,7 +23,10 @@ use crate::variant::Variant;
 pub struct EfficientNet {
     /// 3x3 stride-2 convolution, norm, activation.
     pub stem: ConvBnAct,
-    /// MBConv blocks, one `Vec` per stage.
+    /// Fused-MBConv blocks, one `Vec` per stage: EfficientNetV2's early stages, which run
+    /// before [`stages`](Self::stages). Empty for EfficientNet (V1).
+    pub fused_stages: Vec<Vec<FusedMBConv>>,
+    /// MBConv blocks, one `Vec` per stage (for V2, the stages after the fused ones).
     pub stages: Vec<Vec<MBConv>>,
     /// 1x1 convolution to the head channels, norm, activation.
     pub head: ConvBnAct,
@@ -48,14 +54,38 @@ macro_rules! preset_models {
 }
 
 impl EfficientNet {
-    preset_models!(b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7);
+    preset_models!(
+        b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7,
+        v2_s => V2S, v2_m => V2M, v2_l => V2L,
+    );
 
     pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
         let blocks = config.blocks()?;
-        let stages = blocks
-            .iter()
-            .map(|stage| stage.iter().map(|block| block.init(device)).collect())
-            .collect();
+        let mut fused_stages = Vec::new();
+        let mut stages = Vec::new();
+        for stage in &blocks {
+            // Validation puts every Fused-MBConv stage before the MBConv ones.
+            match stage.first() {
+                Some(BlockConfig::FusedMBConv(_)) => fused_stages.push(
+                    stage
+                        .iter()
+                        .filter_map(|block| match block {
+                            BlockConfig::FusedMBConv(c) => Some(c.init(device)),
+                            BlockConfig::MBConv(_) => None,
+                        })
+                        .collect(),
+                ),
+                _ => stages.push(
+                    stage
+                        .iter()
+                        .filter_map(|block| match block {
+                            BlockConfig::MBConv(c) => Some(c.init(device)),
+                            BlockConfig::FusedMBConv(_) => None,
+                        })
+                        .collect(),
+                ),
+            }
+        }
         let head_channels = config.scaled_head_channels();
         // torchvision: uniform in +-1/sqrt(out_features), bias zero.
         let range = 1.0 / (config.num_classes as f64).sqrt();
@@ -69,6 +99,7 @@ impl EfficientNet {
             Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
         Ok(Self {
             stem: config.stem().init(device),
+            fused_stages,
             stages,
             head: config.head().init(device),
             dropout: DropoutConfig::new(config.dropout).init(),
@@ -92,6 +123,16 @@ impl EfficientNet {
         let model = self.valid();
         Self {
             stem: model.stem.fuse_batch_norm(),
+            fused_stages: model
+                .fused_stages
+                .into_iter()
+                .map(|stage| {
+                    stage
+                        .into_iter()
+                        .map(FusedMBConv::fuse_batch_norm)
+                        .collect()
+                })
+                .collect(),
             stages: model
                 .stages
                 .into_iter()
@@ -198,7 +239,8 @@ impl EfficientNet {
 
     /// Multi-scale feature maps for detection and segmentation backbones: the output of the
     /// last stage at each resolution, i.e. at reductions 2, 4, 8, 16 and 32 for the
-    /// published variants (channels 16, 24, 40, 112, 320 for B0), as timm's `features_only`.
+    /// published variants (channels 16, 24, 40, 112, 320 for B0; 24, 48, 64, 160, 256 for
+    /// V2-S), as timm's `features_only`.
     ///
     /// # Shapes
     ///
@@ -229,11 +271,18 @@ impl EfficientNet {
             panic!("{err}");
         }
         let mut x = self.stem.forward(input);
-        for (index, stage) in self.stages.iter().enumerate() {
+        for (index, stage) in self.fused_stages.iter().enumerate() {
             for block in stage {
                 x = block.forward(x);
             }
             observe(index, &x);
+        }
+        let offset = self.fused_stages.len();
+        for (index, stage) in self.stages.iter().enumerate() {
+            for block in stage {
+                x = block.forward(x);
+            }
+            observe(offset + index, &x);
         }
         x
     }

@@ -322,6 +322,7 @@ pub fn train(
     let mut model = model.fork(&devices[0]).train();
     if options.freeze_backbone {
         model.stem = model.stem.freeze();
+        model.fused_stages = model.fused_stages.freeze();
         model.stages = model.stages.freeze();
         model.head = model.head.freeze();
     }

@@ -19,11 +19,26 @@
 //!
 //! Careful: in timm, `conv_pw` is the *projection* in the expansion-free (DS) block but the
 //! *expansion* in inverted-residual blocks.
+//!
+//! EfficientNetV2's Fused-MBConv blocks (`F` = index among the fused stages, which come first;
+//! the MBConv stages after them are `stages.{S - fused stages}` in this crate but keep their
+//! overall stage index `S` in the checkpoints):
+//!
+//! | our module | torchvision | timm (`efficientnetv2_*`, `tf_efficientnetv2_*`) |
+//! |---|---|---|
+//! | **block `F.J`** | `features.{F+1}.{J}.block.*` | `blocks.F.J.*` |
+//! | `conv.conv` / `.bn` (expand ratio 1) | `block.0.0` / `block.0.1` | `conv` / `bn1` (timm's `ConvBnAct` block) |
+//! | `conv.conv` / `.bn` (expanding) | `block.0.0` / `block.0.1` | `conv_exp` / `bn1` (timm's `EdgeResidual`) |
+//! | `project.conv` / `.bn` (expanding) | `block.1.0` / `block.1.1` | `conv_pwl` / `bn2` |
+//!
+//! efficientnet_pytorch has no V2 models, so no Fused-MBConv layout.
 
 use core::fmt;
 
 use crate::config::EfficientNetConfig;
 use crate::error::Error;
+use crate::model::block::BlockConfig;
+use crate::model::fused_mbconv::FusedMBConvConfig;
 
 /// How a checkpoint names its tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -175,10 +190,20 @@ pub fn key_table(config: &EfficientNetConfig, layout: KeyLayout) -> Result<Vec<M
     push(stem_bn.into(), "stem.bn", BatchNorm);
 
     // Stages.
+    let fused_stages = config.fused_stage_count();
     let mut flat = 0;
     for (s, stage) in blocks.iter().enumerate() {
         for (j, block) in stage.iter().enumerate() {
-            let ours = format!("stages.{s}.{j}");
+            let block = match block {
+                BlockConfig::MBConv(block) => block,
+                BlockConfig::FusedMBConv(block) => {
+                    for (sub, source, kind) in fused_layers(block, layout, s, j)? {
+                        push(source, &format!("fused_stages.{s}.{j}.{sub}"), kind);
+                    }
+                    continue;
+                }
+            };
+            let ours = format!("stages.{}.{j}", s - fused_stages);
             let expand = block.expand_ratio != 1;
             let se = block.se_ratio > 0.0;
             // (our sub-module, checkpoint prefix, kind) for each layer the block has.
@@ -262,6 +287,50 @@ pub fn key_table(config: &EfficientNetConfig, layout: KeyLayout) -> Result<Vec<M
     Ok(table)
 }
 
+/// (our sub-module, checkpoint prefix, kind) for each layer of Fused-MBConv block `j` of
+/// stage `s`.
+fn fused_layers(
+    block: &FusedMBConvConfig,
+    layout: KeyLayout,
+    s: usize,
+    j: usize,
+) -> Result<Vec<(&'static str, String, LayerKind)>, Error> {
+    use LayerKind::*;
+    let expand = block.expand_ratio != 1;
+    let mut layers = Vec::new();
+    match layout {
+        KeyLayout::Torchvision => {
+            let p = format!("features.{}.{j}.block", s + 1);
+            layers.push(("conv.conv", format!("{p}.0.0"), Conv));
+            layers.push(("conv.bn", format!("{p}.0.1"), BatchNorm));
+            if expand {
+                layers.push(("project.conv", format!("{p}.1.0"), Conv));
+                layers.push(("project.bn", format!("{p}.1.1"), BatchNorm));
+            }
+        }
+        KeyLayout::Timm => {
+            let p = format!("blocks.{s}.{j}");
+            if expand {
+                layers.push(("conv.conv", format!("{p}.conv_exp"), Conv));
+                layers.push(("conv.bn", format!("{p}.bn1"), BatchNorm));
+                layers.push(("project.conv", format!("{p}.conv_pwl"), Conv));
+                layers.push(("project.bn", format!("{p}.bn2"), BatchNorm));
+            } else {
+                layers.push(("conv.conv", format!("{p}.conv"), Conv));
+                layers.push(("conv.bn", format!("{p}.bn1"), BatchNorm));
+            }
+        }
+        KeyLayout::EfficientNetPytorch => {
+            return Err(Error::UnknownLayout(
+                "efficientnet_pytorch has no EfficientNetV2 (Fused-MBConv) checkpoints; use \
+                 torchvision or timm weights for V2 models"
+                    .to_string(),
+            ));
+        }
+    }
+    Ok(layers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +373,57 @@ mod tests {
         );
         assert_eq!(find("head.bn"), Some("features.8.1"));
         assert_eq!(find("classifier"), Some("classifier.1"));
+    }
+
+    #[test]
+    fn v2_fused_blocks_follow_each_layout() {
+        let config = EfficientNetConfig::v2_s();
+        let table = key_table(&config, KeyLayout::Torchvision).unwrap();
+        let find = |table: &[Mapping], target: &str| {
+            table
+                .iter()
+                .find(|m| m.target == target)
+                .map(|m| m.source.clone())
+        };
+        // Stage 1: expand ratio 1, one convolution; stage 2: fused conv + projection.
+        let tv = |t| find(&table, t);
+        assert_eq!(
+            tv("fused_stages.0.1.conv.conv").as_deref(),
+            Some("features.1.1.block.0.0")
+        );
+        assert_eq!(tv("fused_stages.0.1.project.conv"), None);
+        assert_eq!(
+            tv("fused_stages.1.0.project.bn").as_deref(),
+            Some("features.2.0.block.1.1")
+        );
+        // The first MBConv stage is our `stages.0` and torchvision's `features.4`.
+        assert_eq!(
+            tv("stages.0.0.expand.conv").as_deref(),
+            Some("features.4.0.block.0.0")
+        );
+        assert_eq!(tv("head.conv").as_deref(), Some("features.7.0"));
+
+        let table = key_table(&config, KeyLayout::Timm).unwrap();
+        let timm = |t| find(&table, t);
+        assert_eq!(
+            timm("fused_stages.0.0.conv.conv").as_deref(),
+            Some("blocks.0.0.conv")
+        );
+        assert_eq!(
+            timm("fused_stages.2.3.conv.conv").as_deref(),
+            Some("blocks.2.3.conv_exp")
+        );
+        assert_eq!(
+            timm("fused_stages.2.3.project.bn").as_deref(),
+            Some("blocks.2.3.bn2")
+        );
+        assert_eq!(
+            timm("stages.2.14.project.conv").as_deref(),
+            Some("blocks.5.14.conv_pwl")
+        );
+
+        let err = key_table(&config, KeyLayout::EfficientNetPytorch).unwrap_err();
+        assert!(err.to_string().contains("no EfficientNetV2"), "{err}");
     }
 
     #[test]

@@ -15,19 +15,21 @@ use crate::weights::layout::KeyLayout;
 /// |---|---|---|---|---|---|
 /// | `Torchvision` B0-B4 | torchvision | symmetric | 1e-5 | 0.1 | 4 x last stage |
 /// | `Torchvision` B5-B7 (width >= 1.6) | torchvision | symmetric | 1e-3 | 0.01 | 4 x last stage |
+/// | `Torchvision` V2-S/M/L | torchvision | symmetric | 1e-3 | 0.1 | 1280 |
 /// | `Timm` (`efficientnet_*`) | timm | symmetric | 1e-5 | 0.1 | `round(1280 w)` |
-/// | `TimmTf` (`tf_efficientnet_*`, `tf_efficientnet_lite*`) | timm | TF "SAME" | 1e-3 | 0.1 | `round(1280 w)` |
+/// | `TimmTf` (`tf_efficientnet_*`, `tf_efficientnet_lite*`, `tf_efficientnetv2_*`) | timm | TF "SAME" | 1e-3 | 0.1 | `round(1280 w)` |
 /// | `EfficientNetPytorch` (lukemelas, `efficientnet-b*`) | efficientnet_pytorch | TF "SAME" | 1e-3 | 0.01 | `round(1280 w)` |
 ///
 /// Loading torchvision weights with TF padding or the wrong epsilon runs without complaint
 /// and gives wrong numbers; that is why this is not left to the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum WeightSource {
-    /// torchvision `efficientnet_b0` .. `efficientnet_b7`.
+    /// torchvision `efficientnet_b0` .. `efficientnet_b7` and `efficientnet_v2_s/m/l`.
     Torchvision,
-    /// timm `efficientnet_*`, trained in PyTorch.
+    /// timm `efficientnet_*` and `efficientnetv2_*`, trained in PyTorch.
     Timm,
-    /// timm `tf_efficientnet_*` and `tf_efficientnet_lite*`, ported from TensorFlow.
+    /// timm `tf_efficientnet_*`, `tf_efficientnet_lite*` and `tf_efficientnetv2_*`, ported
+    /// from TensorFlow.
     TimmTf,
     /// efficientnet_pytorch (lukemelas) `efficientnet-b0` .. `b8`, ported from TensorFlow,
     /// and Lite checkpoints saved in its layout.
@@ -55,6 +57,11 @@ impl WeightSource {
     /// `config` with the padding, batch-norm and head settings the source's weights need.
     pub fn configure(self, config: EfficientNetConfig) -> EfficientNetConfig {
         let (padding, eps, momentum, head) = match self {
+            // torchvision builds every V2 with `BatchNorm2d(eps=1e-3)` and a 1280-channel
+            // head (`last_channel`), not four times the last stage.
+            WeightSource::Torchvision if config.is_v2() => {
+                (Padding::Symmetric, 1e-3, 0.1, HeadRule::RoundFilters)
+            }
             // torchvision builds B5-B7 with `BatchNorm2d(eps=1e-3, momentum=0.01)` (their
             // weights were ported from TF); B0-B4 use PyTorch's defaults.
             WeightSource::Torchvision if config.width >= 1.6 => {
@@ -113,6 +120,13 @@ mod tests {
         assert_eq!((b4.bn_epsilon, b4.bn_momentum), (1e-5, 0.1));
         assert_eq!((b5.bn_epsilon, b5.bn_momentum), (1e-3, 0.01));
         assert_eq!(b5.padding, Padding::Symmetric);
+    }
+
+    #[test]
+    fn torchvision_v2_has_tf_epsilon_and_a_1280_head() {
+        let v2 = WeightSource::Torchvision.configure(EfficientNetConfig::v2_s());
+        assert_eq!((v2.bn_epsilon, v2.bn_momentum), (1e-3, 0.1));
+        assert_eq!(v2.scaled_head_channels(), 1280);
     }
 
     #[test]
