@@ -37,7 +37,8 @@ struct Args {
     /// Share of each class held out for validation when --valid is not given.
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
-    /// Architecture when not starting from --pretrained.
+    /// Architecture when not starting from --pretrained: b0..b8, l2, lite0..lite4, v2-s,
+    /// v2-m, v2-l, v2-xl, v2-b0..v2-b3.
     #[arg(long, default_value = "b0")]
     variant: String,
     /// Start from a registry entry's weights (downloaded unless --weights gives the file).
@@ -68,7 +69,8 @@ struct Args {
     /// Peak learning rate; default: the recipe's, scaled to the batch size.
     #[arg(long)]
     lr: Option<f64>,
-    /// Input resolution; default: the variant's (or the pretrained weights').
+    /// Input resolution; default: the variant's (V2: its final training size), or the
+    /// pretrained weights'.
     #[arg(long)]
     resolution: Option<usize>,
     /// Checkpoints, logs and the final model (in OUT/model).
@@ -165,7 +167,12 @@ fn starting_point(
         }
         None => config.try_init(device)?,
     };
-    let res = model.config().resolution;
+    // V2 trains smaller than it evaluates (progressive learning): by default at the size
+    // its schedule ends with (V2-S: 300, evaluated at 384).
+    let res = match (args.resolution, variant.progressive_learning()) {
+        (None, Some(progressive)) => progressive.max_resolution,
+        _ => model.config().resolution,
+    };
     Ok((
         model,
         Preprocess::imagenet(res * 8 / 7, res, Interpolation::Bicubic),

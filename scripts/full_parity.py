@@ -29,6 +29,15 @@ CASES = {
     "timm_tf_efficientnet_b3": (lambda: timm.create_model("tf_efficientnet_b3"), mf.timm_run),
     "timm_tf_efficientnet_lite2": (lambda: timm.create_model("tf_efficientnet_lite2"), mf.timm_run),
     "effnet_pytorch_b1": (lambda: LukeEfficientNet.from_name("efficientnet-b1", image_size=160), mf.luke_run),
+    # EfficientNetV2: the endpoints are the last stage at each resolution of V2's own tables.
+    "torchvision_v2_s": (
+        lambda: torchvision.models.efficientnet_v2_s(),
+        lambda m: mf.torchvision_run(m, mf.endpoint_stages([row[3] for row in mf.V2_S])),
+    ),
+    "timm_tf_efficientnetv2_b3": (
+        lambda: timm.create_model("tf_efficientnetv2_b3"),
+        lambda m: mf.timm_run(m, mf.endpoint_stages([1, 2, 2, 2, 1, 2])),
+    ),
 }
 
 

@@ -30,30 +30,36 @@ def ident(name):
 
 
 def variant_of(arch):
-    m = re.search(r"(b\d|l2|lite\d)$", arch)
-    return {"l2": "L2"}.get(m.group(1), m.group(1).capitalize())
+    m = re.search(r"(v2_?)?(b\d|l2|lite\d|s|m|l|xl)$", arch)
+    if m.group(1):
+        return "V2" + m.group(2).upper()
+    return {"l2": "L2"}.get(m.group(2), m.group(2).capitalize())
 
 
 def rows():
-    for b in range(8):
-        weights = getattr(tvm, f"EfficientNet_B{b}_Weights")
+    archs = [(f"B{b}", f"efficientnet_b{b}") for b in range(8)]
+    archs += [(f"V2{s}", f"efficientnet_v2_{s.lower()}") for s in "SML"]
+    for variant, arch in archs:
+        weights = getattr(tvm, f"EfficientNet_{variant.replace('V2', 'V2_')}_Weights")
         for w in weights:
             t = w.transforms()
             metrics = w.meta["_metrics"]["ImageNet-1K"]
             yield dict(
-                ident=f"TorchvisionB{b}{w.name.split('_')[-1]}",
-                name=f"torchvision/efficientnet_b{b}.{w.name}",
-                variant=f"B{b}", source="Torchvision", url=w.url, hash=hash_prefix(w.url),
+                ident=f"Torchvision{variant}{w.name.split('_')[-1]}",
+                name=f"torchvision/{arch}.{w.name}",
+                variant=variant, source="Torchvision", url=w.url, hash=hash_prefix(w.url),
                 params=w.meta["num_params"], top1=metrics["acc@1"], top5=metrics["acc@5"],
                 resize=t.resize_size[0], crop=t.crop_size[0],
                 interp="Bicubic" if "BICUBIC" in str(t.interpolation) else "Bilinear",
                 mean=t.mean, std=t.std, classes=len(w.meta["categories"]), license="BSD-3-Clause",
             )
     patterns = ["efficientnet_b[0-5].*", "tf_efficientnet_b[0-8].*", "tf_efficientnet_l2.*",
-                "tf_efficientnet_lite[0-4].*"]
+                "tf_efficientnet_lite[0-4].*", "tf_efficientnetv2_[smlb]*", "tf_efficientnetv2_xl*",
+                "efficientnetv2_[smlx]*"]
     names = []
     for p in patterns:
-        names += [n for n in timm.list_pretrained(p) if "pruned" not in n]
+        # efficientnetv2_rw_* are Ross Wightman's own V2-like designs, not the paper's.
+        names += [n for n in timm.list_pretrained(p) if "pruned" not in n and "_rw_" not in n]
     for name in names:
         c = get_pretrained_cfg(name)
         arch = name.split(".")[0]
@@ -61,12 +67,15 @@ def rows():
             model = timm.create_model(arch, num_classes=c.num_classes)
         params = sum(p.numel() for p in model.parameters())
         url = c.url or f"https://huggingface.co/{c.hf_hub_id}/resolve/main/model.safetensors"
-        size = c.input_size[-1]
+        # timm evaluates at the test size where the config gives one (its validate.py default);
+        # V2 weights are trained smaller than they are evaluated (progressive learning).
+        size = (c.test_input_size or c.input_size)[-1]
+        crop_pct = c.test_crop_pct or c.crop_pct
         yield dict(
             ident=f"Timm{ident(name)}", name=f"timm/{name}", variant=variant_of(arch),
             source="TimmTf" if arch.startswith("tf_") else "Timm", url=url, hash=hash_prefix(c.url),
             params=params, top1=None, top5=None,
-            resize=math.floor(size / c.crop_pct), crop=size,
+            resize=math.floor(size / crop_pct), crop=size,
             interp="Bicubic" if c.interpolation == "bicubic" else "Bilinear",
             mean=c.mean, std=c.std, classes=c.num_classes, license=c.license or "apache-2.0",
         )

@@ -100,11 +100,14 @@ mod tests {
 
     #[test]
     fn maps_have_the_feature_size_are_finite_and_normalised() {
+        for config in [EfficientNetConfig::b0(), EfficientNetConfig::v2_b0()] {
+            check_maps(config);
+        }
+    }
+
+    fn check_maps(config: EfficientNetConfig) {
         let device = Device::default();
-        let model = EfficientNetConfig::b0()
-            .with_width(0.25)
-            .with_num_classes(7)
-            .init(&device);
+        let model = config.with_width(0.25).with_num_classes(7).init(&device);
         let input = Tensor::<4>::random([3, 3, 96, 64], Distribution::Default, &device);
         let cam = model.class_activation_map(input.clone(), None).unwrap();
         // 96 x 64 / 32 = 3 x 2, the head map.

@@ -1,5 +1,5 @@
-//! Full-size parity against the Python libraries: every published architecture of each
-//! source at full width and depth, random weights, 160x160 input. Needs the reference venv:
+//! Full-size parity against the Python libraries: published architectures of each source
+//! (V1, Lite and V2) at full width and depth, random weights, 160x160 input. Needs the reference venv:
 //!
 //! ```text
 //! scripts/setup_reference_env.sh
@@ -56,6 +56,16 @@ fn full_size_models_match_the_python_libraries() {
             "effnet_pytorch_b1",
             EfficientNetConfig::b1(),
             WeightSource::EfficientNetPytorch,
+        ),
+        (
+            "torchvision_v2_s",
+            EfficientNetConfig::v2_s(),
+            WeightSource::Torchvision,
+        ),
+        (
+            "timm_tf_efficientnetv2_b3",
+            EfficientNetConfig::v2_b3(),
+            WeightSource::TimmTf,
         ),
     ];
     let device = Device::default();

@@ -219,6 +219,49 @@ fn timm_tf_v2_base_parity_at_an_odd_size() {
 }
 
 #[test]
+fn v2_folded_model_on_the_cpu_kernels_matches_burn_ops() {
+    // At these sizes the folded model's depthwise layers and the 1x1 convolutions on maps of
+    // 28x28 and more (the fused stages' projections, the first MBConv expansions) run the
+    // flex CPU kernels; the unfused model runs Burn's own ops. Batch 1 and 8, an odd size
+    // with TF "SAME", trained-like weights from the fixtures.
+    let device = Device::default();
+    let cases = [
+        (
+            "torchvision_v2_small.pth",
+            EfficientNetConfig::v2_s().with_width(0.25).with_depth(0.34),
+            WeightSource::Torchvision,
+            [128, 128],
+        ),
+        (
+            "timm_tf_v2_base_small_odd.pth",
+            EfficientNetConfig::v2_b0().with_width(0.3).with_depth(0.5),
+            WeightSource::TimmTf,
+            [131, 117],
+        ),
+    ];
+    for (checkpoint, config, source, [height, width]) in cases {
+        let config = config.with_num_classes(10);
+        let model =
+            EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
+                .unwrap();
+        let fused = model.clone().fuse_batch_norm();
+        for batch in [1, 8] {
+            let input = Tensor::<4>::random(
+                [batch, 3, height, width],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &device,
+            );
+            let diff = max_abs_diff(
+                &fused.forward(input.clone()).into_data(),
+                &model.forward(input).into_data(),
+            );
+            println!("{checkpoint} batch {batch} {height}x{width}: fused vs Burn ops {diff:.2e}");
+            assert!(diff <= 1e-5, "{checkpoint} batch {batch}: {diff}");
+        }
+    }
+}
+
+#[test]
 fn wrong_padding_or_epsilon_breaks_parity() {
     // The reason WeightSource sets them: TF-ported weights with PyTorch settings are wrong.
     let device = Device::default();

@@ -97,9 +97,21 @@ fn epoch_mean(out: &Path, epoch: usize, metric: &str) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-#[test]
-fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
-    let data = temp_dir("data");
+/// A finished [`train_tiny`] run.
+struct TinyRun {
+    config: EfficientNetConfig,
+    options: TrainOptions,
+    train_set: ImageFolder,
+    valid_set: ImageFolder,
+    out: PathBuf,
+    preprocess: Preprocess,
+}
+
+/// Trains `config` (slimmed to width 0.25, depth 0.34, 64 px, 3 classes) for 5 epochs on
+/// the synthetic shapes and checks that it learned: training loss falling, accuracy above
+/// chance on the training and the validation images, a checkpoint per epoch.
+fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
+    let data = temp_dir(&format!("{name}-data"));
     synthetic_dataset(&data.join("train"), 40, 1);
     synthetic_dataset(&data.join("valid"), 12, 2);
     let train_set = ImageFolder::open(data.join("train")).unwrap();
@@ -109,7 +121,7 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
 
     let device = Device::default();
     device.seed(5);
-    let config = EfficientNetConfig::b0()
+    let config = config
         .with_width(0.25)
         .with_depth(0.34)
         .with_resolution(64)
@@ -123,7 +135,7 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
     let preprocess = Preprocess::imagenet(64, 64, Interpolation::Bilinear);
     let before = evaluate(&model.valid(), &train_set, &preprocess, 32).unwrap();
 
-    let out = temp_dir("run");
+    let out = temp_dir(&format!("{name}-run"));
     let mut options = TrainOptions::new(Recipe::Finetune, &out)
         .with_epochs(5)
         .with_batch_size(8);
@@ -151,26 +163,49 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
     assert!(run.valid.accuracy >= 0.6, "chance is 1/3: {:?}", run.valid);
     assert_eq!(run.first_epoch, 1);
     assert_eq!(last_checkpoint(&out), Some(5));
+    TinyRun {
+        config,
+        options,
+        train_set,
+        valid_set,
+        out,
+        preprocess,
+    }
+}
+
+#[test]
+fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
+    let run = train_tiny("v1", EfficientNetConfig::b0());
+    let (config, options, out) = (&run.config, &run.options, &run.out);
+    let (train_set, valid_set) = (run.train_set.clone(), &run.valid_set);
+    let device = Device::default();
 
     // Resume: one more epoch, from the checkpoint of epoch 5.
     let mut more = options.clone().with_epochs(6);
     more.resume = true;
     let resumed = train(config.init(&device), train_set, valid_set.clone(), &more).unwrap();
     assert_eq!(resumed.first_epoch, 6);
-    assert_eq!(last_checkpoint(&out), Some(6));
+    assert_eq!(last_checkpoint(out), Some(6));
     println!("resumed {:?}", resumed.valid);
     assert!(resumed.valid.accuracy >= 0.6, "{:?}", resumed.valid);
 
     // The saved model reloads and classifies as the trained one does.
     let saved = SavedModel::load(&resumed.model_dir, &device).unwrap();
     assert_eq!(saved.classes, CLASSES);
-    assert_eq!(saved.preprocess, preprocess);
-    let reloaded = evaluate(&saved.model, &valid_set, &saved.preprocess, 32).unwrap();
+    assert_eq!(saved.preprocess, run.preprocess);
+    let reloaded = evaluate(&saved.model, valid_set, &saved.preprocess, 32).unwrap();
     assert_eq!(reloaded.accuracy, resumed.valid.accuracy);
     assert!(
         (reloaded.loss - resumed.valid.loss).abs() < 1e-6,
         "{reloaded:?}"
     );
+}
+
+#[test]
+fn a_tiny_v2_model_learns_synthetic_shapes() {
+    // V2-B0's structure (Fused-MBConv stages with and without expansion, then MBConv).
+    let run = train_tiny("v2", EfficientNetConfig::v2_b0());
+    assert_eq!(run.config.fused_stage_count(), 3);
 }
 
 #[test]

@@ -21,7 +21,8 @@ pub struct WeightArgs {
     /// transform); replaces --pretrained, --weights, --variant and --source.
     #[arg(long, conflicts_with_all = ["pretrained", "weights"])]
     pub model: Option<PathBuf>,
-    /// Variant, when not given by --pretrained.
+    /// Variant, when not given by --pretrained: b0..b8, l2, lite0..lite4, v2-s, v2-m, v2-l,
+    /// v2-xl, v2-b0..v2-b3.
     #[arg(long, default_value = "b0")]
     pub variant: String,
     /// Weight source, when not given by --pretrained: torchvision, timm, timm-tf,
@@ -66,10 +67,13 @@ impl WeightArgs {
                 let source: WeightSource = self.source.parse()?;
                 let model = EfficientNet::from_pytorch(weights, variant.config(), source, device)?;
                 // Without registry metadata: the variant's resolution, timm's default crop
-                // ratio 0.875, and (as timm's tf_efficientnet_lite configs) mean = std = 0.5
+                // ratio 0.875 (V2-S/M/L/XL: uncropped, as torchvision and timm evaluate
+                // them), and (as timm's tf_efficientnet_lite configs) mean = std = 0.5
                 // for Lite.
                 let res = variant.config().resolution;
-                let mut preprocess = Preprocess::imagenet(res * 8 / 7, res, Interpolation::Bicubic);
+                let uncropped = variant.is_v2() && variant.preset().width == 1.0 && res > 300;
+                let resize = if uncropped { res } else { res * 8 / 7 };
+                let mut preprocess = Preprocess::imagenet(resize, res, Interpolation::Bicubic);
                 if variant.is_lite() {
                     preprocess.mean = [0.5; 3];
                     preprocess.std = [0.5; 3];

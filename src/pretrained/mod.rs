@@ -165,6 +165,25 @@ mod tests {
     }
 
     #[test]
+    fn v2_entries_evaluate_at_their_test_size() {
+        // torchvision: resize 384, crop 384, bilinear; eps 1e-3 and a 1280 head.
+        let s: Pretrained = "efficientnet_v2_s.IMAGENET1K_V1".parse().unwrap();
+        assert_eq!(s.info().variant, Variant::V2S);
+        assert_eq!((s.info().resize, s.info().crop), (384, 384));
+        assert_eq!(s.preprocess().interpolation, Interpolation::Bilinear);
+        assert_eq!(s.config().bn_epsilon, 1e-3);
+        // timm trains tf_efficientnetv2_s at 300 but evaluates at its test size, 384, with
+        // the TF port's mean = std = 0.5.
+        let tf: Pretrained = "timm/tf_efficientnetv2_s.in21k_ft_in1k".parse().unwrap();
+        assert_eq!((tf.info().resize, tf.info().crop), (384, 384));
+        assert_eq!(tf.info().mean, [0.5; 3]);
+        assert_eq!(tf.config().padding, crate::Padding::TfSame);
+        // ImageNet-21k heads: 21,843 classes.
+        let xl: Pretrained = "timm/tf_efficientnetv2_xl.in21k".parse().unwrap();
+        assert_eq!(xl.config().num_classes, 21_843);
+    }
+
+    #[test]
     fn unknown_names_are_errors() {
         let err = "resnet50".parse::<Pretrained>().unwrap_err();
         assert_eq!(
