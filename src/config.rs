@@ -269,6 +269,26 @@ impl EfficientNetConfig {
         Ok(config)
     }
 
+    /// Parses a config saved as JSON ([`Config::save`](burn::config::Config::save), a saved
+    /// model's `config.json`), including one saved before the V2 fields existed: a stage
+    /// without `block` is MBConv, a missing `channel_round_limit` is 0.9. (Burn's `Config`
+    /// deserialiser does not apply field defaults itself.)
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        let mut value: serde_json::Value = serde_json::from_str(text)?;
+        if let Some(object) = value.as_object_mut() {
+            object
+                .entry("channel_round_limit")
+                .or_insert(DEFAULT_ROUND_LIMIT.into());
+            let stages = object.get_mut("stages").and_then(|s| s.as_array_mut());
+            for stage in stages.into_iter().flatten() {
+                if let Some(stage) = stage.as_object_mut() {
+                    stage.entry("block").or_insert("MBConv".into());
+                }
+            }
+        }
+        serde_json::from_value(value)
+    }
+
     /// Checks the config describes a buildable network; the error says exactly what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         self.blocks().map(|_| ())
@@ -727,5 +747,28 @@ mod tests {
         EfficientNetConfig::new()
             .with_stages(stages)
             .init(&burn::tensor::Device::default());
+    }
+
+    #[test]
+    fn configs_saved_before_v2_still_load() {
+        // A saved model's config.json from before the V2 fields existed: no `block` in the
+        // stages, no `channel_round_limit`. They default to MBConv and 0.9.
+        let mut json: serde_json::Value =
+            serde_json::from_str(&EfficientNetConfig::b0().to_string()).unwrap();
+        let object = json.as_object_mut().unwrap();
+        object.remove("channel_round_limit");
+        for stage in object["stages"].as_array_mut().unwrap() {
+            stage.as_object_mut().unwrap().remove("block");
+        }
+        let old = json.to_string();
+        assert!(serde_json::from_str::<EfficientNetConfig>(&old).is_err());
+        assert_eq!(
+            EfficientNetConfig::from_json(&old).unwrap(),
+            EfficientNetConfig::b0()
+        );
+        // And a V2 config round-trips with its fused stages and rounding limit.
+        let v2 = EfficientNetConfig::v2_b3();
+        assert!(v2.to_string().contains("\"FusedMBConv\""));
+        assert_eq!(EfficientNetConfig::from_json(&v2.to_string()).unwrap(), v2);
     }
 }

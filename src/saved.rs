@@ -61,7 +61,7 @@ impl SavedModel {
             path: dir.join(name).display().to_string(),
             reason,
         };
-        let config: EfficientNetConfig = serde_json::from_str(&read(CONFIG_FILE)?)
+        let config = EfficientNetConfig::from_json(&read(CONFIG_FILE)?)
             .map_err(|e| bad(CONFIG_FILE, format!("not an EfficientNet config: {e}")))?;
         let preprocess: Preprocess = serde_json::from_str(&read(PREPROCESS_FILE)?)
             .map_err(|e| bad(PREPROCESS_FILE, format!("not a transform: {e}")))?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::tensor::Device;
 use efficientnet_burn::train::{
-    ImageFolder, Recipe, TrainOptions, evaluate, last_checkpoint, train,
+    Evaluation, ImageFolder, Recipe, TrainOptions, evaluate, last_checkpoint, train,
 };
 use efficientnet_burn::{EfficientNetConfig, Interpolation, Preprocess, SavedModel};
 use image::{Rgb, RgbImage};
@@ -105,6 +105,9 @@ struct TinyRun {
     valid_set: ImageFolder,
     out: PathBuf,
     preprocess: Preprocess,
+    /// Where the final model was saved, and its validation result.
+    model_dir: PathBuf,
+    valid: Evaluation,
 }
 
 /// Trains `config` (slimmed to width 0.25, depth 0.34, 64 px, 3 classes) for 5 epochs on
@@ -170,6 +173,8 @@ fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
         valid_set,
         out,
         preprocess,
+        model_dir: run.model_dir,
+        valid: run.valid,
     }
 }
 
@@ -206,6 +211,11 @@ fn a_tiny_v2_model_learns_synthetic_shapes() {
     // V2-B0's structure (Fused-MBConv stages with and without expansion, then MBConv).
     let run = train_tiny("v2", EfficientNetConfig::v2_b0());
     assert_eq!(run.config.fused_stage_count(), 3);
+    // The saved model (config with fused stages, weights) reloads and scores the same.
+    let saved = SavedModel::load(&run.model_dir, &Device::default()).unwrap();
+    assert_eq!(saved.model.fused_stages.len(), 3);
+    let reloaded = evaluate(&saved.model, &run.valid_set, &saved.preprocess, 32).unwrap();
+    assert_eq!(reloaded.accuracy, run.valid.accuracy);
 }
 
 #[test]
