@@ -18,7 +18,6 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::imagenet::labels;
 use efficientnet_burn::{DeviceChoice, Error, Preprocess};
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 
@@ -94,12 +93,9 @@ fn side_by_side(
 fn run(args: Args) -> Result<(), Error> {
     let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
     let loaded = args.weights.load(&device)?;
-    let names: Vec<String> = match loaded.classes {
-        Some(classes) => classes,
-        None if loaded.model.config().num_classes == 1000 => {
-            labels().iter().map(|s| s.to_string()).collect()
-        }
-        None => (0..loaded.model.config().num_classes)
+    let names: Vec<String> = match loaded.classes.is_empty() {
+        false => loaded.classes.clone(),
+        true => (0..loaded.model.config().num_classes)
             .map(|i| format!("class{i}"))
             .collect(),
     };

@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::imagenet::{Prediction, labels, top_k};
+use efficientnet_burn::imagenet::{Prediction, top_k};
 use efficientnet_burn::{DeviceChoice, Error, Preprocess, Pretrained};
 use serde_json::json;
 
@@ -42,8 +42,8 @@ struct Args {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Add the raw logits to the JSON output.
-    #[arg(long)]
+    /// Add the raw logits to the JSON output (needs --json).
+    #[arg(long, requires = "json")]
     logits: bool,
     /// cpu, ndarray, wgpu or cuda (as compiled in).
     #[arg(long, default_value = "cpu")]
@@ -82,39 +82,25 @@ fn run(args: Args) -> Result<(), Error> {
     }
     let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
 
-    let common::Loaded {
-        model,
-        mut preprocess,
-        classes: class_names,
-    } = args.weights.load(&device)?;
+    let mut loaded = args.weights.load(&device)?;
     if let Some(resize) = args.resize {
-        preprocess.resize = resize;
+        loaded.preprocess.resize = resize;
     }
     if let Some(crop) = args.crop {
-        preprocess.crop = crop;
+        loaded.preprocess.crop = crop;
     }
 
-    let names = labels();
-    let trained: Vec<&str>;
-    let label_list: &[&str] = if let Some(classes) = &class_names {
-        trained = classes.iter().map(String::as_str).collect();
-        &trained
-    } else if model.config().num_classes == names.len() {
-        &names
-    } else {
-        &[]
-    };
     let mut results = Vec::new();
     for path in &args.images {
         let image = Preprocess::open(path)?;
-        let batch = preprocess.batch(&[image], &device)?;
-        let logits = model.forward(batch);
+        let logits = loaded.logits(&[image])?;
         let raw = logits
             .clone()
             .into_data()
             .try_to_vec::<f32>()
             .unwrap_or_default();
-        let top = top_k(logits, args.top_k, label_list)?.remove(0);
+        let names: Vec<&str> = loaded.classes.iter().map(String::as_str).collect();
+        let top = top_k(logits, args.top_k, &names)?.remove(0);
         results.push((path.clone(), top, raw));
     }
 

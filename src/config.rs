@@ -9,6 +9,7 @@ use crate::model::block::BlockConfig;
 use crate::model::conv_bn_act::{ConvBnActConfig, Padding};
 use crate::model::fused_mbconv::FusedMBConvConfig;
 use crate::model::mbconv::MBConvConfig;
+use crate::preprocess::{Interpolation, Preprocess};
 use crate::scaling::{
     CompoundScaling, DEFAULT_ROUND_LIMIT, round_channels, round_channels_with_limit, round_repeats,
 };
@@ -402,6 +403,25 @@ impl EfficientNetConfig {
         Ok(())
     }
 
+    /// The eval transform to use when the weights bring none (no registry entry): bicubic,
+    /// center crop at [`resolution`](Self::resolution). Lite models (fixed stem and head,
+    /// ReLU6, no SE) normalise with mean = std = 0.5, as their TF originals and timm's
+    /// `tf_efficientnet_lite*` configs do; every other model with the ImageNet mean and std.
+    /// Full-width V2-S/M/L/XL evaluate the whole resized image (crop ratio 1, as torchvision
+    /// and timm), everything else at timm's default crop ratio 0.875.
+    pub fn default_preprocess(&self) -> Preprocess {
+        let res = self.resolution;
+        let uncropped = self.is_v2() && self.width == 1.0 && res > 300;
+        let resize = if uncropped { res } else { res * 8 / 7 };
+        let mut preprocess = Preprocess::imagenet(resize, res, Interpolation::Bicubic);
+        let lite = self.fixed_stem_head && self.se_ratio == 0.0;
+        if lite {
+            preprocess.mean = [0.5; 3];
+            preprocess.std = [0.5; 3];
+        }
+        preprocess
+    }
+
     /// Whether the network has Fused-MBConv stages (EfficientNetV2).
     pub fn is_v2(&self) -> bool {
         self.stages
@@ -642,6 +662,23 @@ mod tests {
         assert_eq!(config.scaled_head_channels(), 1280);
         // Reductions 2, 4, 8, 16, 32 end stages 1, 2, 3, 5, 7.
         assert_eq!(config.endpoint_stages(), [0, 1, 2, 4, 6]);
+    }
+
+    #[test]
+    fn default_transforms_follow_the_family() {
+        // B3: 300 / 0.875 = 342; ImageNet normalisation.
+        let b3 = EfficientNetConfig::b3().default_preprocess();
+        assert_eq!(
+            (b3.resize, b3.crop, b3.mean),
+            (342, 300, [0.485, 0.456, 0.406])
+        );
+        // Lite: mean = std = 0.5.
+        let lite = EfficientNetConfig::lite0().default_preprocess();
+        assert_eq!((lite.resize, lite.crop, lite.std), (256, 224, [0.5; 3]));
+        // V2-S is evaluated uncropped at 384; V2-B0 cropped like V1.
+        let s = EfficientNetConfig::v2_s().default_preprocess();
+        assert_eq!((s.resize, s.crop), (384, 384));
+        assert_eq!(EfficientNetConfig::v2_b0().default_preprocess().resize, 256);
     }
 
     #[test]

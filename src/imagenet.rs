@@ -14,7 +14,7 @@ pub fn labels() -> Vec<&'static str> {
 }
 
 /// One ranked class.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prediction {
     /// Class index.
     pub index: usize,

@@ -12,7 +12,7 @@
 //! default CPU backend; `ndarray`; `wgpu`; `cuda`).
 //!
 //! ```
-//! use burn::tensor::{Device, Tensor};
+//! use efficientnet_burn::burn::tensor::{Device, Tensor};
 //! use efficientnet_burn::{EfficientNet, EfficientNetConfig};
 //!
 //! let device = Device::default();
@@ -26,6 +26,11 @@
 //! let pyramid = model.endpoints(images);
 //! assert_eq!(pyramid[4].dims(), [1, 384, 2, 2]); // reduction 32
 //! ```
+
+/// Burn, re-exported: `efficientnet_burn::burn` is the exact Burn this crate is built on, so an
+/// application needs no `burn` dependency of its own to build devices and tensors (add one,
+/// `burn = "0.22"`, to use more of Burn; Cargo resolves both to one copy).
+pub use burn;
 
 pub mod cam;
 pub mod config;
@@ -59,7 +64,7 @@ pub use model::mbconv::{MBConv, MBConvConfig};
 pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
 pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 pub use preprocess::{Interpolation, Preprocess};
-pub use pretrained::{Pretrained, PretrainedInfo};
+pub use pretrained::{Pretrained, PretrainedInfo, PretrainedModel};
 pub use saved::SavedModel;
 pub use scaling::{CompoundScaling, round_channels, round_channels_with_limit, round_repeats};
 pub use variant::{

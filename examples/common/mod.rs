@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use clap::Args;
+use efficientnet_burn::imagenet::labels;
 use efficientnet_burn::{
-    EfficientNet, Error, Interpolation, Preprocess, Pretrained, SavedModel, Variant, WeightSource,
+    EfficientNet, Error, Pretrained, PretrainedModel, SavedModel, Variant, WeightSource,
 };
 
 /// Which weights to run (default: torchvision's B0, downloaded and cached on first use).
@@ -31,82 +32,50 @@ pub struct WeightArgs {
     pub source: String,
 }
 
-/// A model ready for inference, its eval transform and, for trained models, class names.
-pub struct Loaded {
-    pub model: EfficientNet,
-    pub preprocess: Preprocess,
-    pub classes: Option<Vec<String>>,
-}
-
 impl WeightArgs {
-    /// Loads the chosen weights, refuses non-finite ones, and folds the batch norms.
-    pub fn load(&self, device: &Device) -> Result<Loaded, Error> {
-        let mut classes = None;
-        let (model, preprocess) = match (&self.model, &self.pretrained, &self.weights) {
+    /// Loads the chosen weights as a model ready for inference (folded, NaN-free), with its
+    /// eval transform and class names (empty when unknown).
+    pub fn load(&self, device: &Device) -> Result<PretrainedModel, Error> {
+        match (&self.model, &self.pretrained, &self.weights) {
             (Some(dir), _, _) => {
                 let saved = SavedModel::load(dir, device)?;
-                classes = Some(saved.classes);
-                (saved.model, saved.preprocess)
+                saved.model.check_finite()?;
+                Ok(PretrainedModel::new(
+                    saved.model,
+                    saved.preprocess,
+                    saved.classes,
+                ))
             }
             (None, Some(name), Some(weights)) => {
-                let pretrained: Pretrained = name.parse()?;
-                (
-                    pretrained.load_file(weights, device)?,
-                    pretrained.preprocess(),
-                )
+                PretrainedModel::from_file(name.parse()?, weights, device)
             }
-            (None, Some(name), None) => {
-                let pretrained: Pretrained = name.parse()?;
-                (
-                    download_and_load(pretrained, device)?,
-                    pretrained.preprocess(),
-                )
-            }
+            (None, Some(name), None) => download_and_load(name.parse()?, device),
             (None, None, Some(weights)) => {
                 let variant: Variant = self.variant.parse()?;
                 let source: WeightSource = self.source.parse()?;
                 let model = EfficientNet::from_pytorch(weights, variant.config(), source, device)?;
-                // Without registry metadata: the variant's resolution, timm's default crop
-                // ratio 0.875 (V2-S/M/L/XL: uncropped, as torchvision and timm evaluate
-                // them), and (as timm's tf_efficientnet_lite configs) mean = std = 0.5
-                // for Lite.
-                let res = variant.config().resolution;
-                let uncropped = variant.is_v2() && variant.preset().width == 1.0 && res > 300;
-                let resize = if uncropped { res } else { res * 8 / 7 };
-                let mut preprocess = Preprocess::imagenet(resize, res, Interpolation::Bicubic);
-                if variant.is_lite() {
-                    preprocess.mean = [0.5; 3];
-                    preprocess.std = [0.5; 3];
-                }
-                (model, preprocess)
+                model.check_finite()?;
+                // Without registry metadata: the architecture's default transform, and the
+                // ImageNet labels for a 1000-class head.
+                let preprocess = model.config().default_preprocess();
+                let classes = match model.config().num_classes {
+                    1000 => labels().into_iter().map(str::to_string).collect(),
+                    _ => Vec::new(),
+                };
+                Ok(PretrainedModel::new(model, preprocess, classes))
             }
-            (None, None, None) => {
-                let pretrained = Pretrained::TorchvisionB0V1;
-                (
-                    download_and_load(pretrained, device)?,
-                    pretrained.preprocess(),
-                )
-            }
-        };
-        // Weights with NaN or infinity would make every answer NaN: refuse them by name.
-        model.check_finite()?;
-        Ok(Loaded {
-            // Inference only: fold the batch norms into the convolutions.
-            model: model.fuse_batch_norm(),
-            preprocess,
-            classes,
-        })
+            (None, None, None) => download_and_load(Pretrained::TorchvisionB0V1, device),
+        }
     }
 }
 
 #[cfg(feature = "pretrained")]
-fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<EfficientNet, Error> {
-    use efficientnet_burn::pretrained::download::Cache;
-    pretrained.load(&Cache::from_env()?, device)
+fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<PretrainedModel, Error> {
+    EfficientNet::pretrained(pretrained, device)
 }
 
 #[cfg(not(feature = "pretrained"))]
-fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<EfficientNet, Error> {
+fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<PretrainedModel, Error> {
     Err(Error::InvalidInput(format!(
         "built without the `pretrained` feature: fetch {} and pass it with --weights",
         pretrained.info().url

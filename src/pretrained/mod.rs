@@ -6,6 +6,7 @@
 
 #[cfg(feature = "pretrained")]
 pub mod download;
+mod model;
 mod table;
 
 use core::fmt;
@@ -17,6 +18,7 @@ use crate::preprocess::{Interpolation, Preprocess};
 use crate::variant::Variant;
 use crate::weights::source::WeightSource;
 
+pub use model::PretrainedModel;
 pub use table::Pretrained;
 
 /// Metadata of one set of pretrained weights.

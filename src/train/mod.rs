@@ -301,14 +301,10 @@ pub fn train(
         1
     };
 
-    let resolution = model.config().resolution;
-    let preprocess = options.preprocess.clone().unwrap_or_else(|| {
-        Preprocess::imagenet(
-            resolution * 8 / 7,
-            resolution,
-            crate::Interpolation::Bicubic,
-        )
-    });
+    let preprocess = options
+        .preprocess
+        .clone()
+        .unwrap_or_else(|| model.config().default_preprocess());
     let steps_per_epoch = train_set.items().len().div_ceil(options.batch_size);
     let lr = options
         .learning_rate
