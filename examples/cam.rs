@@ -99,10 +99,7 @@ fn run(args: Args) -> Result<(), Error> {
             .map(|i| format!("class{i}"))
             .collect(),
     };
-    std::fs::create_dir_all(&args.out).map_err(|e| Error::Io {
-        path: args.out.display().to_string(),
-        source: e,
-    })?;
+    std::fs::create_dir_all(&args.out).map_err(Error::write(&args.out))?;
     for path in &args.images {
         let crop = loaded
             .preprocess

@@ -164,6 +164,18 @@ pub const V2_BASE_STAGES: [StageConfig; 6] = [
     stage(6, 3, 2, 112, 192, 8),
 ];
 
+/// One multi-scale feature map of [`EfficientNet::endpoints`](crate::EfficientNet::endpoints)
+/// (timm's `feature_info`), from [`EfficientNetConfig::feature_info`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeatureInfo {
+    /// The stage (0-based, over all stages, Fused-MBConv ones included) whose output it is.
+    pub stage: usize,
+    /// Channels of the map.
+    pub channels: usize,
+    /// How much smaller than the input it is: 2, 4, 8, 16 or 32 for the published variants.
+    pub reduction: usize,
+}
+
 /// How the head's channel count follows the width multiplier.
 ///
 /// The two rules agree on every published preset and differ on custom widths
@@ -578,6 +590,23 @@ impl EfficientNetConfig {
             in_channels = out_channels;
         }
         Ok(plan)
+    }
+
+    /// What [`EfficientNet::endpoints`](crate::EfficientNet::endpoints) returns, map by map:
+    /// the stage, its output channels and its reduction (stem stride times the stage
+    /// strides so far).
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.endpoint_stages()
+            .into_iter()
+            .map(|stage| FeatureInfo {
+                stage,
+                channels: self.scaled_stage_channels(stage),
+                reduction: 2 * self.stages[..=stage]
+                    .iter()
+                    .map(|s| s.stride)
+                    .product::<usize>(),
+            })
+            .collect()
     }
 
     /// Indices of the stages whose outputs are the multi-scale endpoints: the last stage at

@@ -37,7 +37,7 @@ impl FromStr for DeviceChoice {
 }
 
 fn not_built(choice: &str, feature: &str) -> Error {
-    Error::InvalidInput(format!(
+    Error::Backend(format!(
         "device {choice} is not compiled in: rebuild with `--features {feature}`"
     ))
 }
@@ -88,7 +88,7 @@ fn probe(device: Device, backend: &str) -> Result<Device, Error> {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown reason".to_string());
-            Err(Error::InvalidInput(format!(
+            Err(Error::Backend(format!(
                 "no {backend} device is available (is a driver installed? for wgpu without a GPU, \
                  scripts/install_vulkan.sh): {reason}"
             )))
@@ -107,7 +107,7 @@ mod tests {
         #[cfg(not(feature = "cuda"))]
         assert_eq!(
             DeviceChoice::Cuda.device().unwrap_err().to_string(),
-            "invalid input: device cuda is not compiled in: rebuild with `--features cuda`"
+            "backend unavailable: device cuda is not compiled in: rebuild with `--features cuda`"
         );
     }
 }

@@ -49,6 +49,23 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// A file or directory could not be created or written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or directory.
+        path: String,
+        /// What the OS (or the serialiser) said.
+        source: std::io::Error,
+    },
+    /// The download cache cannot be used (no cache directory on this platform).
+    #[error("weights cache: {0}")]
+    Cache(String),
+    /// A backend that is not compiled in, or a GPU without an adapter or driver.
+    #[error("backend unavailable: {0}")]
+    Backend(String),
+    /// Training could not start (data and model disagree, nothing to resume) or failed.
+    #[error("training: {0}")]
+    Training(String),
     /// A file was read but is not a usable checkpoint.
     #[error("bad checkpoint {path}: {reason}")]
     Checkpoint {
@@ -123,9 +140,18 @@ pub enum Error {
 }
 
 impl Error {
-    /// Turns an I/O error on `path` into [`Error::Io`]: `.map_err(Error::io(path))`.
+    /// Turns an I/O error reading `path` into [`Error::Io`]: `.map_err(Error::io(path))`.
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
         move |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Turns an I/O error writing `path` into [`Error::Write`]:
+    /// `.map_err(Error::write(path))`.
+    pub fn write(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Write {
             path: path.display().to_string(),
             source,
         }

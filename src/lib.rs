@@ -50,8 +50,8 @@ pub mod weights;
 
 pub use cam::ClassActivationMap;
 pub use config::{
-    B0_STAGES, BlockKind, EfficientNetConfig, HeadRule, StageConfig, V2_BASE_STAGES, V2_L_STAGES,
-    V2_M_STAGES, V2_S_STAGES, V2_XL_STAGES,
+    B0_STAGES, BlockKind, EfficientNetConfig, FeatureInfo, HeadRule, StageConfig, V2_BASE_STAGES,
+    V2_L_STAGES, V2_M_STAGES, V2_S_STAGES, V2_XL_STAGES,
 };
 pub use device::DeviceChoice;
 pub use error::Error;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use burn::config::Config;
+use burn::store::{BurnpackStore, ModuleStore};
 use burn::tensor::Device;
 
 use crate::config::EfficientNetConfig;
@@ -23,7 +24,8 @@ pub const CLASSES_FILE: &str = "classes.txt";
 /// A model with what it takes to use it: class names and input transform.
 #[derive(Debug)]
 pub struct SavedModel {
-    /// The model (unfused, as trained).
+    /// The model: as trained (unfused), or folded if it was saved folded
+    /// ([`EfficientNet::fuse_batch_norm`]); [`load`](Self::load) restores either form.
     pub model: EfficientNet,
     /// Class names by label; as many as the model has outputs.
     pub classes: Vec<String>,
@@ -35,19 +37,19 @@ impl SavedModel {
     /// Writes the four files into `dir` (created if missing).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), Error> {
         let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
         self.model.save_burnpack(dir.join(WEIGHTS_FILE))?;
         let config = dir.join(CONFIG_FILE);
         self.model
             .config()
             .save(&config)
-            .map_err(Error::io(&config))?;
+            .map_err(Error::write(&config))?;
         let preprocess = dir.join(PREPROCESS_FILE);
         let json = serde_json::to_string_pretty(&self.preprocess)
-            .map_err(|e| Error::InvalidInput(format!("cannot serialise the transform: {e}")))?;
-        std::fs::write(&preprocess, json).map_err(Error::io(&preprocess))?;
+            .map_err(|e| Error::write(&preprocess)(std::io::Error::other(e)))?;
+        std::fs::write(&preprocess, json).map_err(Error::write(&preprocess))?;
         let classes = dir.join(CLASSES_FILE);
-        std::fs::write(&classes, self.classes.join("\n") + "\n").map_err(Error::io(&classes))
+        std::fs::write(&classes, self.classes.join("\n") + "\n").map_err(Error::write(&classes))
     }
 
     /// Reads what [`save`](Self::save) wrote, building the model on `device`.
@@ -76,13 +78,86 @@ impl SavedModel {
                 ),
             ));
         }
-        let model = config
-            .try_init(device)?
-            .load_burnpack(dir.join(WEIGHTS_FILE))?;
+        // A model saved after `fuse_batch_norm` has a bias on its stem convolution and no
+        // norm there; build the same form before loading.
+        let weights = dir.join(WEIGHTS_FILE);
+        let mut model = config.try_init(device)?;
+        if is_fused_burnpack(&weights)? {
+            model = model.fuse_batch_norm();
+        }
+        let model = model.load_burnpack(&weights)?;
         Ok(Self {
             model,
             classes,
             preprocess,
         })
+    }
+}
+
+/// Whether a burnpack file holds a model with folded batch norms (a stem convolution bias).
+fn is_fused_burnpack(path: &Path) -> Result<bool, Error> {
+    std::fs::metadata(path).map_err(Error::io(path))?;
+    let keys = BurnpackStore::from_file(path)
+        .keys()
+        .map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("not a readable burnpack file: {e}"),
+        })?;
+    Ok(keys.iter().any(|key| key == "stem.conv.bias"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::Module;
+    use burn::tensor::{Distribution, Tensor};
+
+    #[test]
+    fn folded_and_unfolded_models_round_trip() {
+        let device = Device::default();
+        let model = EfficientNetConfig::v2_b0()
+            .with_width(0.25)
+            .with_num_classes(3)
+            .init(&device);
+        let input = Tensor::<4>::random([1, 3, 32, 32], Distribution::Default, &device);
+        let dir = std::env::temp_dir().join(format!("efficientnet-saved-{}", std::process::id()));
+        for model in [model.clone().valid(), model.fuse_batch_norm()] {
+            let expected = model.forward(input.clone()).into_data();
+            let saved = SavedModel {
+                model,
+                classes: vec!["a".into(), "b".into(), "c".into()],
+                preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
+            };
+            let fused = saved.model.is_fused();
+            saved.save(&dir).unwrap();
+            let back = SavedModel::load(&dir, &device).unwrap();
+            assert_eq!(back.model.is_fused(), fused);
+            back.model
+                .forward(input.clone())
+                .into_data()
+                .assert_eq(&expected, true);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_save_says_it_could_not_write() {
+        let model = EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_num_classes(1)
+            .init(&Device::default());
+        let saved = SavedModel {
+            model,
+            classes: vec!["x".into()],
+            preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
+        };
+        // A directory cannot be made inside a file.
+        let err = saved.save("/dev/null/model").unwrap_err();
+        assert!(matches!(err, Error::Write { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot write /dev/null/model: "),
+            "{err}"
+        );
     }
 }

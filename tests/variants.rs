@@ -442,3 +442,60 @@ fn stochastic_depth_and_dropout_act_only_in_training() {
     let first = eval.forward(input.clone()).into_data();
     eval.forward(input).into_data().assert_eq(&first, true);
 }
+
+#[test]
+fn feature_info_describes_the_endpoints_without_running_them() {
+    use efficientnet_burn::FeatureInfo;
+    let info = |stage, channels, reduction| FeatureInfo {
+        stage,
+        channels,
+        reduction,
+    };
+    // timm's feature_info for efficientnet_b0 and efficientnetv2_s: same channels, reductions.
+    assert_eq!(
+        EfficientNetConfig::b0().feature_info(),
+        [
+            info(0, 16, 2),
+            info(1, 24, 4),
+            info(2, 40, 8),
+            info(4, 112, 16),
+            info(6, 320, 32)
+        ]
+    );
+    let v2 = EfficientNetConfig::v2_s().feature_info();
+    let channels: Vec<(usize, usize)> = v2.iter().map(|f| (f.channels, f.reduction)).collect();
+    assert_eq!(channels, [(24, 2), (48, 4), (64, 8), (160, 16), (256, 32)]);
+
+    // The maps agree with the description, and endpoints_at picks some of them.
+    let device = Device::default();
+    for config in [
+        EfficientNetConfig::b0().with_width(0.25),
+        EfficientNetConfig::v2_b0().with_width(0.25),
+    ] {
+        let model = config.init(&device);
+        let input =
+            Tensor::<4>::random([1, 3, 64, 96], burn::tensor::Distribution::Default, &device);
+        let all = model.endpoints(input.clone());
+        for (map, f) in all.iter().zip(model.feature_info()) {
+            assert_eq!(
+                map.dims(),
+                [1, f.channels, 64 / f.reduction, 96 / f.reduction]
+            );
+        }
+        let picked = model.endpoints_at(input.clone(), &[4, 1]).unwrap();
+        assert_eq!(picked.len(), 2);
+        picked[0]
+            .clone()
+            .into_data()
+            .assert_eq(&all[4].clone().into_data(), true);
+        picked[1]
+            .clone()
+            .into_data()
+            .assert_eq(&all[1].clone().into_data(), true);
+        let err = model.endpoints_at(input, &[5]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: endpoint index 5 out of range: this model has 5 endpoints"
+        );
+    }
+}

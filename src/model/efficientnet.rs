@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::config::EfficientNetConfig;
+use crate::config::{EfficientNetConfig, FeatureInfo};
 use crate::error::Error;
 use crate::model::block::BlockConfig;
 use crate::model::conv_bn_act::ConvBnAct;
@@ -43,8 +43,8 @@ macro_rules! preset_models {
     ($($fn_name:ident => $variant:ident),* $(,)?) => {
         $(
             #[doc = concat!(
-                "EfficientNet-", stringify!($variant),
-                " with 1000 classes and fresh weights (initialised as torchvision does)."
+                "The published `", stringify!($fn_name), "` ([`Variant::", stringify!($variant),
+                "`]) with 1000 classes and fresh weights (initialised as torchvision does)."
             )]
             pub fn $fn_name(device: &Device) -> Self {
                 Variant::$variant.config().init(device)
@@ -56,8 +56,17 @@ macro_rules! preset_models {
 impl EfficientNet {
     preset_models!(
         b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7,
-        v2_s => V2S, v2_m => V2M, v2_l => V2L,
+        b8 => B8, l2 => L2,
+        lite0 => Lite0, lite1 => Lite1, lite2 => Lite2, lite3 => Lite3, lite4 => Lite4,
+        v2_s => V2S, v2_m => V2M, v2_l => V2L, v2_xl => V2XL,
+        v2_b0 => V2B0, v2_b1 => V2B1, v2_b2 => V2B2, v2_b3 => V2B3,
     );
+
+    /// A published variant with 1000 classes and fresh weights; `EfficientNet::b3(&device)`
+    /// is `EfficientNet::variant(Variant::B3, &device)`.
+    pub fn variant(variant: Variant, device: &Device) -> Self {
+        variant.config().init(device)
+    }
 
     pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
         let blocks = config.blocks()?;
@@ -210,7 +219,7 @@ impl EfficientNet {
     ///
     /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.run_stages(input, |_, _| {});
+        let x = self.run_stages(input, usize::MAX, |_, _| {});
         self.head.forward(x)
     }
 
@@ -253,7 +262,7 @@ impl EfficientNet {
     pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
         let wanted = self.config.endpoint_stages();
         let mut endpoints = Vec::with_capacity(wanted.len());
-        self.run_stages(input, |stage, x| {
+        self.run_stages(input, usize::MAX, |stage, x| {
             if wanted.contains(&stage) {
                 endpoints.push(x.clone());
             }
@@ -261,28 +270,73 @@ impl EfficientNet {
         endpoints
     }
 
-    /// Stem and stages, calling `observe(stage_index, output)` after each stage.
+    /// The channels, reduction and stage of each map [`endpoints`](Self::endpoints) returns,
+    /// known without running the model (timm's `feature_info`): what a detection or
+    /// segmentation neck is built from.
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.config.feature_info()
+    }
+
+    /// Some of the [`endpoints`](Self::endpoints), by their index in
+    /// [`feature_info`](Self::feature_info) (timm's `out_indices`), in the order asked. The
+    /// network runs only as far as the deepest one needs.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: for each index `i`, `[batch, channels_i, height / r_i, width / r_i]`
+    pub fn endpoints_at(
+        &self,
+        input: Tensor<4>,
+        indices: &[usize],
+    ) -> Result<Vec<Tensor<4>>, Error> {
+        self.check_input(input.dims())?;
+        let info = self.feature_info();
+        let stages = indices
+            .iter()
+            .map(|&i| {
+                info.get(i).map(|f| f.stage).ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "endpoint index {i} out of range: this model has {} endpoints",
+                        info.len()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<usize>, Error>>()?;
+        let Some(&last) = stages.iter().max() else {
+            return Ok(Vec::new());
+        };
+        let mut maps = vec![None; stages.len()];
+        self.run_stages(input, last, |stage, x| {
+            for (slot, _) in maps.iter_mut().zip(&stages).filter(|(_, s)| **s == stage) {
+                *slot = Some(x.clone());
+            }
+        });
+        Ok(maps.into_iter().flatten().collect())
+    }
+
+    /// Stem and stages up to and including stage `until`, calling
+    /// `observe(stage_index, output)` after each stage.
     fn run_stages(
         &self,
         input: Tensor<4>,
+        until: usize,
         mut observe: impl FnMut(usize, &Tensor<4>),
     ) -> Tensor<4> {
         if let Err(err) = self.check_input(input.dims()) {
             panic!("{err}");
         }
         let mut x = self.stem.forward(input);
-        for (index, stage) in self.fused_stages.iter().enumerate() {
-            for block in stage {
-                x = block.forward(x);
-            }
+        let stages = self.fused_stages.len() + self.stages.len();
+        for index in 0..stages.min(until.saturating_add(1)) {
+            // The Fused-MBConv stages come first, then the MBConv ones.
+            x = match index.checked_sub(self.fused_stages.len()) {
+                None => self.fused_stages[index]
+                    .iter()
+                    .fold(x, |x, block| block.forward(x)),
+                Some(i) => self.stages[i].iter().fold(x, |x, block| block.forward(x)),
+            };
             observe(index, &x);
-        }
-        let offset = self.fused_stages.len();
-        for (index, stage) in self.stages.iter().enumerate() {
-            for block in stage {
-                x = block.forward(x);
-            }
-            observe(offset + index, &x);
         }
         x
     }

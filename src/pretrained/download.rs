@@ -32,7 +32,7 @@ impl Cache {
             Some(dir) => PathBuf::from(dir),
             None => dirs::cache_dir()
                 .ok_or_else(|| {
-                    Error::InvalidInput("no cache directory: set EFFICIENTNET_CACHE".to_string())
+                    Error::Cache("no cache directory: set EFFICIENTNET_CACHE".to_string())
                 })?
                 .join("efficientnet-burn"),
         };
@@ -81,7 +81,7 @@ impl Cache {
                 ),
             });
         }
-        std::fs::create_dir_all(&self.dir).map_err(Error::io(&self.dir))?;
+        std::fs::create_dir_all(&self.dir).map_err(Error::write(&self.dir))?;
         let partial = self.dir.join(format!(
             ".{}.partial-{}",
             target
@@ -91,7 +91,7 @@ impl Cache {
             std::process::id()
         ));
         let result = download(url, &partial, sha256_prefix)
-            .and_then(|()| std::fs::rename(&partial, &target).map_err(Error::io(&target)));
+            .and_then(|()| std::fs::rename(&partial, &target).map_err(Error::write(&target)));
         if result.is_err() {
             let _ = std::fs::remove_file(&partial);
         }
@@ -109,7 +109,7 @@ fn download(url: &str, path: &Path, sha256_prefix: Option<&str>) -> Result<(), E
     let body = response.into_body();
     let length = body.content_length();
     let mut reader = body.into_reader();
-    let file = File::create(path).map_err(Error::io(path))?;
+    let file = File::create(path).map_err(Error::write(path))?;
     let mut writer = BufWriter::new(file);
     let progress = match length {
         Some(n) => ProgressBar::new(n),
@@ -133,11 +133,11 @@ fn download(url: &str, path: &Path, sha256_prefix: Option<&str>) -> Result<(), E
             break;
         }
         hasher.update(&buffer[..n]);
-        writer.write_all(&buffer[..n]).map_err(Error::io(path))?;
+        writer.write_all(&buffer[..n]).map_err(Error::write(path))?;
         received += n as u64;
         progress.set_position(received);
     }
-    writer.flush().map_err(Error::io(path))?;
+    writer.flush().map_err(Error::write(path))?;
     progress.finish_and_clear();
     if let Some(expected) = length
         && expected != received

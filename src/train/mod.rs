@@ -139,7 +139,7 @@ impl Recipe {
         };
         config
             .init()
-            .map_err(|e| Error::InvalidInput(format!("learning-rate schedule: {e}")))
+            .map_err(|e| Error::Training(format!("learning-rate schedule: {e}")))
     }
 }
 
@@ -271,7 +271,7 @@ pub fn train(
     let classes = train_set.classes().to_vec();
     let num_classes = model.config().num_classes;
     if classes.len() != num_classes {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Training(format!(
             "the data has {} classes but the model {num_classes} outputs; build it with \
              `.with_num_classes({})` (or load weights with `skip_classifier`)",
             classes.len(),
@@ -279,19 +279,19 @@ pub fn train(
         )));
     }
     if valid_set.classes() != classes.as_slice() {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::Training(format!(
             "validation classes {:?} differ from training classes {classes:?}",
             valid_set.classes()
         )));
     }
     if options.epochs == 0 || options.batch_size == 0 || options.devices.is_empty() {
-        return Err(Error::InvalidInput(
+        return Err(Error::Training(
             "epochs, batch size and the device list must not be zero or empty".to_string(),
         ));
     }
     let first_epoch = if options.resume {
         let last = last_checkpoint(&options.out_dir).ok_or_else(|| {
-            Error::InvalidInput(format!(
+            Error::Training(format!(
                 "nothing to resume: no complete checkpoint in {}/checkpoint",
                 options.out_dir.display()
             ))
@@ -371,7 +371,7 @@ pub fn train(
         scheduler,
     ));
     if let Some(err) = result.error {
-        return Err(Error::InvalidInput(format!("training failed: {err}")));
+        return Err(Error::Training(format!("burn-train failed: {err}")));
     }
 
     let device = options.devices[0].clone();
