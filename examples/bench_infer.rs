@@ -11,15 +11,18 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
 use clap::Parser;
-use efficientnet_burn::{DeviceChoice, Variant};
 use serde_json::json;
+
+mod choices;
+
+use choices::{DeviceArg, VariantArg};
 
 /// Time EfficientNet inference.
 #[derive(Parser)]
 struct Args {
     /// Variant.
-    #[arg(long, default_value = "b0")]
-    variant: String,
+    #[arg(long, value_enum, default_value = "b0")]
+    variant: VariantArg,
     /// Batch size.
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -36,9 +39,9 @@ struct Args {
     /// convolutions, as `classify` does).
     #[arg(long)]
     unfused: bool,
-    /// cpu, ndarray, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Backend (as compiled in).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
 }
 
 /// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
@@ -50,8 +53,8 @@ fn peak_rss_kib() -> Option<u64> {
 
 fn main() -> Result<(), efficientnet_burn::Error> {
     let args = Args::parse();
-    let device = args.device.parse::<DeviceChoice>()?.device()?;
-    let variant: Variant = args.variant.parse()?;
+    let device = args.device.0.device()?;
+    let variant = args.variant.0;
     let mut model = variant.config().init(&device).valid();
     if !args.unfused {
         model = model.fuse_batch_norm();
@@ -77,7 +80,7 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         json!({
             "peer": format!(
                 "efficientnet-burn ({}{})",
-                args.device,
+                args.device.0.name(),
                 if args.unfused { ", BN unfused" } else { "" }
             ),
             "variant": variant.name(),

@@ -18,10 +18,13 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::{DeviceChoice, Error, Preprocess};
+use efficientnet_burn::{Error, Preprocess};
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 
+mod choices;
 mod common;
+
+use choices::DeviceArg;
 
 /// Write class activation maps over images.
 #[derive(Parser)]
@@ -38,9 +41,9 @@ struct Args {
     /// How opaque the map is over the image, 0 to 1.
     #[arg(long, default_value_t = 0.5)]
     alpha: f32,
-    /// cpu, ndarray, wgpu or cuda (as compiled in).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Backend (as compiled in).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     /// Images.
     #[arg(required = true)]
     images: Vec<PathBuf>,
@@ -91,7 +94,7 @@ fn side_by_side(
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
+    let device: Device = args.device.0.device()?;
     let loaded = args.weights.load(&device)?;
     let names: Vec<String> = match loaded.classes.is_empty() {
         false => loaded.classes.clone(),

@@ -18,10 +18,13 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::Parser;
 use efficientnet_burn::imagenet::{Prediction, top_k};
-use efficientnet_burn::{DeviceChoice, Error, Preprocess, Pretrained};
+use efficientnet_burn::{Error, Preprocess, Pretrained};
 use serde_json::json;
 
+mod choices;
 mod common;
+
+use choices::DeviceArg;
 
 /// Classify images with a pretrained EfficientNet (torchvision's B0 by default, downloaded
 /// and cached on first use; see EFFICIENTNET_CACHE and EFFICIENTNET_OFFLINE).
@@ -45,9 +48,9 @@ struct Args {
     /// Add the raw logits to the JSON output (needs --json).
     #[arg(long, requires = "json")]
     logits: bool,
-    /// cpu, ndarray, wgpu or cuda (as compiled in).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Backend (as compiled in).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     /// List the known pretrained weights and exit.
     #[arg(long)]
     list: bool,
@@ -80,7 +83,7 @@ fn run(args: Args) -> Result<(), Error> {
     if args.images.is_empty() {
         return Err(Error::InvalidInput("no images given".to_string()));
     }
-    let device: Device = args.device.parse::<DeviceChoice>()?.device()?;
+    let device: Device = args.device.0.device()?;
 
     let mut loaded = args.weights.load(&device)?;
     if let Some(resize) = args.resize {

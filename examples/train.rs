@@ -18,11 +18,15 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::train::{ImageFolder, Recipe, TrainOptions, train};
+use efficientnet_burn::train::{ImageFolder, TrainOptions, train};
 use efficientnet_burn::{
-    DeviceChoice, EfficientNet, EfficientNetConfig, Error, Interpolation, LoadOptions, Preprocess,
-    Pretrained, Variant, WeightSource,
+    DeviceChoice, EfficientNet, EfficientNetConfig, Error, LoadOptions, Preprocess, Pretrained,
+    WeightSource,
 };
+
+mod choices;
+
+use choices::{DeviceArg, RecipeArg, SourceArg, VariantArg};
 
 /// Train or fine-tune EfficientNet on DATA/<class>/<image> folders.
 #[derive(Parser)]
@@ -37,10 +41,9 @@ struct Args {
     /// Share of each class held out for validation when --valid is not given.
     #[arg(long, default_value_t = 0.1)]
     valid_fraction: f64,
-    /// Architecture when not starting from --pretrained: b0..b8, l2, lite0..lite4, v2-s,
-    /// v2-m, v2-l, v2-xl, v2-b0..v2-b3.
-    #[arg(long, default_value = "b0")]
-    variant: String,
+    /// Architecture when not starting from --pretrained.
+    #[arg(long, value_enum, default_value = "b0")]
+    variant: VariantArg,
     /// Start from a registry entry's weights (downloaded unless --weights gives the file).
     #[arg(long)]
     pretrained: Option<String>,
@@ -48,9 +51,9 @@ struct Args {
     /// --pretrained names it.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// Layout of --weights: torchvision, timm, timm-tf or efficientnet-pytorch.
-    #[arg(long, default_value = "torchvision")]
-    source: String,
+    /// Layout of --weights.
+    #[arg(long, value_enum, default_value = "torchvision")]
+    source: SourceArg,
     /// Classes of the new head; default: the number of class folders.
     #[arg(long)]
     num_classes: Option<usize>,
@@ -58,8 +61,8 @@ struct Args {
     #[arg(long)]
     freeze_backbone: bool,
     /// paper (RMSProp, staircase decay) or finetune (AdamW, cosine).
-    #[arg(long, default_value = "finetune")]
-    recipe: String,
+    #[arg(long, value_enum, default_value = "finetune")]
+    recipe: RecipeArg,
     /// Epochs.
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -79,9 +82,9 @@ struct Args {
     /// Continue from the last checkpoint in --out.
     #[arg(long)]
     resume: bool,
-    /// cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    /// Backend (as compiled in; several devices need cuda or wgpu).
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
     /// Devices to train on data-parallel (cuda 0..N, or wgpu discrete GPUs 0..N). The way
     /// to train at ImageNet scale; untested here, where only one CPU device exists.
     #[arg(long, default_value_t = 1)]
@@ -152,14 +155,14 @@ fn starting_point(
         }
         return Ok((model, preprocess));
     }
-    let variant: Variant = args.variant.parse()?;
+    let variant = args.variant.0;
     let mut config: EfficientNetConfig = variant.config().with_num_classes(num_classes);
     if let Some(r) = args.resolution {
         config = config.with_resolution(r);
     }
     let model = match &args.weights {
         Some(file) => {
-            let source: WeightSource = args.source.parse()?;
+            let source = args.source.0;
             source
                 .configure(config.clone())
                 .try_init(device)?
@@ -173,10 +176,13 @@ fn starting_point(
         (None, Some(progressive)) => progressive.max_resolution,
         _ => model.config().resolution,
     };
-    Ok((
-        model,
-        Preprocess::imagenet(res * 8 / 7, res, Interpolation::Bicubic),
-    ))
+    // The architecture's default transform at that size (Lite: mean = std = 0.5).
+    let preprocess = model
+        .config()
+        .clone()
+        .with_resolution(res)
+        .default_preprocess();
+    Ok((model, preprocess))
 }
 
 #[cfg(feature = "pretrained")]
@@ -194,8 +200,7 @@ fn download(_pretrained: Pretrained) -> Result<PathBuf, Error> {
 }
 
 fn run(args: Args) -> Result<(), Error> {
-    let choice: DeviceChoice = args.device.parse()?;
-    let devices = devices(choice, args.devices)?;
+    let devices = devices(args.device.0, args.devices)?;
     let (train_set, valid_set) = match &args.valid {
         Some(valid) => {
             let train_set = ImageFolder::open(&args.data)?;
@@ -215,7 +220,7 @@ fn run(args: Args) -> Result<(), Error> {
     );
     let (model, preprocess) = starting_point(&args, train_set.classes().len(), &devices[0])?;
 
-    let mut options = TrainOptions::new(args.recipe.parse::<Recipe>()?, &args.out)
+    let mut options = TrainOptions::new(args.recipe.0, &args.out)
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size);
     options.learning_rate = args.lr;

@@ -43,6 +43,25 @@ fn not_built(choice: &str, feature: &str) -> Error {
 }
 
 impl DeviceChoice {
+    /// Every choice.
+    pub const ALL: [DeviceChoice; 4] = [
+        DeviceChoice::Cpu,
+        DeviceChoice::Ndarray,
+        DeviceChoice::Wgpu,
+        DeviceChoice::Cuda,
+    ];
+
+    /// Lower-case name, as accepted by `DeviceChoice::from_str`: `cpu`, `ndarray`, `wgpu`,
+    /// `cuda`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Ndarray => "ndarray",
+            DeviceChoice::Wgpu => "wgpu",
+            DeviceChoice::Cuda => "cuda",
+        }
+    }
+
     /// The device, or an error naming the Cargo feature that would provide it. GPU devices
     /// run one tiny operation first, so a missing adapter or driver is an error here rather
     /// than a panic at the first tensor.

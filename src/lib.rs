@@ -32,6 +32,24 @@
 /// `burn = "0.22"`, to use more of Burn; Cargo resolves both to one copy).
 pub use burn;
 
+/// Serialises a type as its `name()` and deserialises it through its `FromStr`.
+macro_rules! serde_by_name {
+    ($ty:ty) => {
+        impl serde::Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.name())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(deserializer)?;
+                name.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod cam;
 pub mod config;
 pub mod device;

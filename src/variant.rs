@@ -341,6 +341,8 @@ impl Variant {
     }
 }
 
+serde_by_name!(Variant);
+
 impl fmt::Display for Variant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use clap::Args;
 use efficientnet_burn::imagenet::labels;
-use efficientnet_burn::{
-    EfficientNet, Error, Pretrained, PretrainedModel, SavedModel, Variant, WeightSource,
-};
+use efficientnet_burn::{EfficientNet, Error, Pretrained, PretrainedModel, SavedModel};
+
+use crate::choices::{SourceArg, VariantArg};
 
 /// Which weights to run (default: torchvision's B0, downloaded and cached on first use).
 #[derive(Args, Debug)]
@@ -22,14 +22,12 @@ pub struct WeightArgs {
     /// transform); replaces --pretrained, --weights, --variant and --source.
     #[arg(long, conflicts_with_all = ["pretrained", "weights"])]
     pub model: Option<PathBuf>,
-    /// Variant, when not given by --pretrained: b0..b8, l2, lite0..lite4, v2-s, v2-m, v2-l,
-    /// v2-xl, v2-b0..v2-b3.
-    #[arg(long, default_value = "b0")]
-    pub variant: String,
-    /// Weight source, when not given by --pretrained: torchvision, timm, timm-tf,
-    /// efficientnet-pytorch.
-    #[arg(long, default_value = "torchvision")]
-    pub source: String,
+    /// Variant, when not given by --pretrained.
+    #[arg(long, value_enum, default_value = "b0")]
+    pub variant: VariantArg,
+    /// Weight source, when not given by --pretrained.
+    #[arg(long, value_enum, default_value = "torchvision")]
+    pub source: SourceArg,
 }
 
 impl WeightArgs {
@@ -51,8 +49,7 @@ impl WeightArgs {
             }
             (None, Some(name), None) => download_and_load(name.parse()?, device),
             (None, None, Some(weights)) => {
-                let variant: Variant = self.variant.parse()?;
-                let source: WeightSource = self.source.parse()?;
+                let (variant, source) = (self.variant.0, self.source.0);
                 let model = EfficientNet::from_pytorch(weights, variant.config(), source, device)?;
                 model.check_finite()?;
                 // Without registry metadata: the architecture's default transform, and the

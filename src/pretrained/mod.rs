@@ -21,8 +21,9 @@ use crate::weights::source::WeightSource;
 pub use model::PretrainedModel;
 pub use table::Pretrained;
 
-/// Metadata of one set of pretrained weights.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Metadata of one set of pretrained weights. Serialises with the variant and source by
+/// name (`"b0"`, `"torchvision"`).
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
 pub struct PretrainedInfo {
     /// `library/model.tag`, e.g. `torchvision/efficientnet_b0.IMAGENET1K_V1`.
     pub name: &'static str,
@@ -183,6 +184,15 @@ mod tests {
         // ImageNet-21k heads: 21,843 classes.
         let xl: Pretrained = "timm/tf_efficientnetv2_xl.in21k".parse().unwrap();
         assert_eq!(xl.config().num_classes, 21_843);
+    }
+
+    #[test]
+    fn metadata_serialises_with_names() {
+        let json = serde_json::to_value(Pretrained::TorchvisionB0V1.info()).unwrap();
+        assert_eq!(json["variant"], "b0");
+        assert_eq!(json["source"], "torchvision");
+        assert_eq!(json["crop"], 224);
+        assert_eq!(json["interpolation"], "Bicubic");
     }
 
     #[test]

@@ -65,6 +65,19 @@ pub enum Recipe {
     Finetune,
 }
 
+impl Recipe {
+    /// Every recipe.
+    pub const ALL: [Recipe; 2] = [Recipe::Paper, Recipe::Finetune];
+
+    /// Lower-case name, as accepted by `Recipe::from_str`: `paper`, `finetune`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Recipe::Paper => "paper",
+            Recipe::Finetune => "finetune",
+        }
+    }
+}
+
 impl FromStr for Recipe {
     type Err = Error;
 
@@ -215,7 +228,7 @@ impl TrainOptions {
 }
 
 /// Accuracy and loss of a model over a dataset (see [`evaluate`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     /// Images evaluated.
     pub images: usize,

@@ -92,6 +92,8 @@ impl WeightSource {
     }
 }
 
+serde_by_name!(WeightSource);
+
 impl fmt::Display for WeightSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

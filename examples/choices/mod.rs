@@ -1,0 +1,57 @@
+//! The examples' command-line choices as clap value enums, so `--help` lists them and clap
+//! refuses anything else: each wraps one of the crate's types, named as its `name()`.
+
+#![allow(dead_code)] // each example uses some of them
+
+use clap::ValueEnum;
+use clap::builder::PossibleValue;
+use efficientnet_burn::{DeviceChoice, Variant, WeightSource};
+
+macro_rules! choice {
+    ($(#[$doc:meta])* $name:ident($ty:ty), $all:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct $name(pub $ty);
+
+        impl ValueEnum for $name {
+            fn value_variants<'a>() -> &'a [Self] {
+                const ALL: [$name; $all.len()] = {
+                    let mut all = [$name($all[0]); $all.len()];
+                    let mut i = 0;
+                    while i < all.len() {
+                        all[i] = $name($all[i]);
+                        i += 1;
+                    }
+                    all
+                };
+                &ALL
+            }
+
+            fn to_possible_value(&self) -> Option<PossibleValue> {
+                Some(PossibleValue::new(self.0.name()))
+            }
+        }
+    };
+}
+
+choice!(
+    /// `--variant`: a published variant.
+    VariantArg(Variant),
+    Variant::ALL
+);
+choice!(
+    /// `--source`: the library a checkpoint comes from.
+    SourceArg(WeightSource),
+    WeightSource::ALL
+);
+choice!(
+    /// `--device`: the backend, as compiled in.
+    DeviceArg(DeviceChoice),
+    DeviceChoice::ALL
+);
+#[cfg(feature = "train")]
+choice!(
+    /// `--recipe`: the training recipe.
+    RecipeArg(efficientnet_burn::train::Recipe),
+    efficientnet_burn::train::Recipe::ALL
+);
