@@ -6,7 +6,7 @@ use burn::config::Config;
 use crate::error::Error;
 use crate::model::activation::Activation;
 use crate::model::block::BlockConfig;
-use crate::model::conv_bn_act::{ConvBnActConfig, Padding};
+use crate::model::conv_bn_act::{ConvBnActConfig, LayerStyle, Padding};
 use crate::model::fused_mbconv::FusedMBConvConfig;
 use crate::model::mbconv::MBConvConfig;
 use crate::preprocess::{Interpolation, Preprocess};
@@ -505,24 +505,28 @@ impl EfficientNetConfig {
         }
     }
 
+    /// The padding, batch-norm and activation settings every layer is built with.
+    pub fn style(&self) -> LayerStyle {
+        LayerStyle {
+            padding: self.padding,
+            bn_epsilon: self.bn_epsilon,
+            bn_momentum: self.bn_momentum,
+            activation: self.activation,
+        }
+    }
+
     /// The stem: 3x3 convolution, stride 2.
     pub fn stem(&self) -> ConvBnActConfig {
-        self.conv_bn_act(self.in_channels, self.scaled_stem_channels(), 3)
+        self.style()
+            .conv_bn_act(self.in_channels, self.scaled_stem_channels(), 3)
             .with_stride(2)
     }
 
     /// The head: 1x1 convolution from the last stage to the head channels.
     pub fn head(&self) -> ConvBnActConfig {
         let last = self.scaled_stage_channels(self.stages.len() - 1);
-        self.conv_bn_act(last, self.scaled_head_channels(), 1)
-    }
-
-    fn conv_bn_act(&self, in_channels: usize, out_channels: usize, k: usize) -> ConvBnActConfig {
-        ConvBnActConfig::new(in_channels, out_channels, k)
-            .with_padding(self.padding)
-            .with_bn_epsilon(self.bn_epsilon)
-            .with_bn_momentum(self.bn_momentum)
-            .with_activation(Some(self.activation))
+        self.style()
+            .conv_bn_act(last, self.scaled_head_channels(), 1)
     }
 
     /// The scaled network: one list of block configs per stage, with stochastic depth
@@ -563,10 +567,7 @@ impl EfficientNetConfig {
                             stride,
                         )
                         .with_se_ratio(self.se_ratio)
-                        .with_activation(self.activation)
-                        .with_padding(self.padding)
-                        .with_bn_epsilon(self.bn_epsilon)
-                        .with_bn_momentum(self.bn_momentum)
+                        .with_style(self.style())
                         .with_drop_path_prob(drop_path_prob),
                     ),
                     BlockKind::FusedMBConv => BlockConfig::FusedMBConv(
@@ -577,10 +578,7 @@ impl EfficientNetConfig {
                             stage.kernel_size,
                             stride,
                         )
-                        .with_activation(self.activation)
-                        .with_padding(self.padding)
-                        .with_bn_epsilon(self.bn_epsilon)
-                        .with_bn_momentum(self.bn_momentum)
+                        .with_style(self.style())
                         .with_drop_path_prob(drop_path_prob),
                     ),
                 });

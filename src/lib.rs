@@ -75,7 +75,7 @@ pub use device::DeviceChoice;
 pub use error::Error;
 pub use model::activation::Activation;
 pub use model::block::BlockConfig;
-pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};
+pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, LayerStyle, Padding};
 pub use model::efficientnet::EfficientNet;
 pub use model::fused_mbconv::{FusedMBConv, FusedMBConvConfig};
 pub use model::mbconv::{MBConv, MBConvConfig};

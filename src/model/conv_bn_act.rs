@@ -39,6 +39,44 @@ impl Padding {
     }
 }
 
+/// How a network builds its convolution units: padding, batch norm and activation. The one
+/// place these settings live for a block ([`MBConvConfig`](crate::MBConvConfig),
+/// [`FusedMBConvConfig`](crate::FusedMBConvConfig)); an
+/// [`EfficientNetConfig`](crate::EfficientNetConfig) hands its own out through
+/// [`style`](crate::EfficientNetConfig::style).
+#[derive(Config, Debug, PartialEq, Copy)]
+pub struct LayerStyle {
+    /// Padding style. Default: [`Padding::Symmetric`].
+    #[config(default = "Padding::Symmetric")]
+    pub padding: Padding,
+    /// Batch-norm epsilon. Default: 1e-5.
+    #[config(default = 1e-5)]
+    pub bn_epsilon: f64,
+    /// Batch-norm momentum, PyTorch sense (`running = (1 - m) running + m batch`). Default: 0.1.
+    #[config(default = 0.1)]
+    pub bn_momentum: f64,
+    /// Activation after the norm of every unit that has one. Default: SiLU.
+    #[config(default = "Activation::SiLU")]
+    pub activation: Activation,
+}
+
+impl LayerStyle {
+    /// A `k x k` convolution unit in this style, with its activation (change the stride,
+    /// groups or activation with the config's builders).
+    pub fn conv_bn_act(
+        &self,
+        in_channels: usize,
+        out_channels: usize,
+        k: usize,
+    ) -> ConvBnActConfig {
+        ConvBnActConfig::new(in_channels, out_channels, k)
+            .with_padding(self.padding)
+            .with_bn_epsilon(self.bn_epsilon)
+            .with_bn_momentum(self.bn_momentum)
+            .with_activation(Some(self.activation))
+    }
+}
+
 /// Configuration of a [`ConvBnAct`].
 #[derive(Config, Debug)]
 pub struct ConvBnActConfig {

@@ -4,8 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::activation::Activation;
-use crate::model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};
+use crate::model::conv_bn_act::{ConvBnAct, ConvBnActConfig, LayerStyle};
 use crate::model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
 use crate::scaling::round_channels;
 
@@ -23,18 +22,10 @@ pub struct FusedMBConvConfig {
     pub kernel_size: usize,
     /// Stride of the fused convolution (1 or 2).
     pub stride: usize,
-    /// Activation after the fused convolution. Default: SiLU.
-    #[config(default = "Activation::SiLU")]
-    pub activation: Activation,
-    /// Padding style. Default: [`Padding::Symmetric`].
-    #[config(default = "Padding::Symmetric")]
-    pub padding: Padding,
-    /// Batch-norm epsilon. Default: 1e-5.
-    #[config(default = 1e-5)]
-    pub bn_epsilon: f64,
-    /// Batch-norm momentum, PyTorch sense. Default: 0.1.
-    #[config(default = 0.1)]
-    pub bn_momentum: f64,
+    /// Padding, batch norm, and the activation after the fused convolution. Default:
+    /// [`LayerStyle::new`] (symmetric, 1e-5, 0.1, SiLU).
+    #[config(default = "LayerStyle::new()")]
+    pub style: LayerStyle,
     /// Stochastic-depth drop probability of the residual branch. Default: 0.
     #[config(default = 0.0)]
     pub drop_path_prob: f64,
@@ -78,24 +69,18 @@ impl FusedMBConvConfig {
         self.stride == 1 && self.in_channels == self.out_channels
     }
 
-    fn unit(&self, in_channels: usize, out_channels: usize, k: usize) -> ConvBnActConfig {
-        ConvBnActConfig::new(in_channels, out_channels, k)
-            .with_padding(self.padding)
-            .with_bn_epsilon(self.bn_epsilon)
-            .with_bn_momentum(self.bn_momentum)
-            .with_activation(Some(self.activation))
-    }
-
     /// The fused convolution's config.
     pub fn conv(&self) -> ConvBnActConfig {
-        self.unit(self.in_channels, self.expanded_channels(), self.kernel_size)
+        self.style
+            .conv_bn_act(self.in_channels, self.expanded_channels(), self.kernel_size)
             .with_stride(self.stride)
     }
 
     /// The projection's config (no activation); `None` when `expand_ratio == 1`.
     pub fn project(&self) -> Option<ConvBnActConfig> {
         (self.expand_ratio != 1).then(|| {
-            self.unit(self.expanded_channels(), self.out_channels, 1)
+            self.style
+                .conv_bn_act(self.expanded_channels(), self.out_channels, 1)
                 .with_activation(None)
         })
     }

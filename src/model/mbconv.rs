@@ -4,8 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::model::activation::Activation;
-use crate::model::conv_bn_act::{ConvBnAct, ConvBnActConfig, Padding};
+use crate::model::conv_bn_act::{ConvBnAct, ConvBnActConfig, LayerStyle};
 use crate::model::squeeze_excitation::{
     SqueezeExcitation, SqueezeExcitationConfig, squeeze_channels,
 };
@@ -28,18 +27,10 @@ pub struct MBConvConfig {
     /// Squeeze-excitation ratio relative to `in_channels`; 0 disables SE (Lite). Default: 0.25.
     #[config(default = 0.25)]
     pub se_ratio: f64,
-    /// Activation after the expansion, the depthwise convolution and inside SE. Default: SiLU.
-    #[config(default = "Activation::SiLU")]
-    pub activation: Activation,
-    /// Padding style. Default: [`Padding::Symmetric`].
-    #[config(default = "Padding::Symmetric")]
-    pub padding: Padding,
-    /// Batch-norm epsilon. Default: 1e-5.
-    #[config(default = 1e-5)]
-    pub bn_epsilon: f64,
-    /// Batch-norm momentum, PyTorch sense. Default: 0.1.
-    #[config(default = 0.1)]
-    pub bn_momentum: f64,
+    /// Padding, batch norm, and the activation after the expansion, the depthwise
+    /// convolution and inside SE. Default: [`LayerStyle::new`] (symmetric, 1e-5, 0.1, SiLU).
+    #[config(default = "LayerStyle::new()")]
+    pub style: LayerStyle,
     /// Stochastic-depth drop probability of the residual branch. Default: 0.
     #[config(default = 0.0)]
     pub drop_path_prob: f64,
@@ -80,23 +71,19 @@ impl MBConvConfig {
         self.stride == 1 && self.in_channels == self.out_channels
     }
 
-    fn unit(&self, in_channels: usize, out_channels: usize, k: usize) -> ConvBnActConfig {
-        ConvBnActConfig::new(in_channels, out_channels, k)
-            .with_padding(self.padding)
-            .with_bn_epsilon(self.bn_epsilon)
-            .with_bn_momentum(self.bn_momentum)
-            .with_activation(Some(self.activation))
-    }
-
     /// The expansion's config; `None` when `expand_ratio == 1`.
     pub fn expand(&self) -> Option<ConvBnActConfig> {
-        (self.expand_ratio != 1).then(|| self.unit(self.in_channels, self.expanded_channels(), 1))
+        (self.expand_ratio != 1).then(|| {
+            self.style
+                .conv_bn_act(self.in_channels, self.expanded_channels(), 1)
+        })
     }
 
     /// The depthwise convolution's config.
     pub fn depthwise(&self) -> ConvBnActConfig {
         let expanded = self.expanded_channels();
-        self.unit(expanded, expanded, self.kernel_size)
+        self.style
+            .conv_bn_act(expanded, expanded, self.kernel_size)
             .with_stride(self.stride)
             .with_groups(expanded)
     }
@@ -108,13 +95,14 @@ impl MBConvConfig {
                 self.expanded_channels(),
                 squeeze_channels(self.in_channels, self.se_ratio),
             )
-            .with_activation(self.activation)
+            .with_activation(self.style.activation)
         })
     }
 
     /// The projection's config (no activation).
     pub fn project(&self) -> ConvBnActConfig {
-        self.unit(self.expanded_channels(), self.out_channels, 1)
+        self.style
+            .conv_bn_act(self.expanded_channels(), self.out_channels, 1)
             .with_activation(None)
     }
 
@@ -220,7 +208,7 @@ mod tests {
         let device = Device::default();
         let block = MBConvConfig::new(16, 24, 6, 3, 2)
             .with_se_ratio(0.0)
-            .with_activation(Activation::ReLU6)
+            .with_style(LayerStyle::new().with_activation(crate::Activation::ReLU6))
             .init(&device);
         assert!(block.se.is_none());
         let out = block.forward(Tensor::zeros([2, 16, 9, 9], &device));
