@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::{Error, Preprocess};
+use efficientnet_burn::{Error, Preprocess, PretrainedModel};
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 
 mod choices;
@@ -103,38 +103,60 @@ fn run(args: Args) -> Result<(), Error> {
             .collect(),
     };
     std::fs::create_dir_all(&args.out).map_err(Error::write(&args.out))?;
+    // Each image gets its map or its own error; one bad file does not lose the others.
+    let mut failed = 0;
     for path in &args.images {
-        let crop = loaded
-            .preprocess
-            .resize_and_crop(&Preprocess::open(path)?)?;
-        let input =
-            burn::tensor::Tensor::<3>::from_data(loaded.preprocess.normalize(&crop), &device)
-                .unsqueeze::<4>();
-        let cam = loaded.model.class_activation_map(input, args.class)?;
-        let [_, map_h, map_w] = cam.maps.dims();
-        let map: Vec<f32> = cam.maps.into_data().iter::<f32>().collect();
-        let (class, probability) = (cam.classes[0], cam.probabilities[0]);
-        let label = names[class].replace(|c: char| !c.is_alphanumeric(), "_");
-        let stem = Path::new(path)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("image");
-        let file = args
-            .out
-            .join(format!("{stem}-{label}-{:.0}pct.png", 100.0 * probability));
-        side_by_side(&crop, &map, (map_h, map_w), args.alpha)
-            .save(&file)
-            .map_err(|e| Error::Image {
-                path: file.display().to_string(),
-                reason: e.to_string(),
-            })?;
-        println!(
-            "{}: {} ({:.1}%), {map_h}x{map_w} map -> {}",
-            path.display(),
-            names[class],
-            100.0 * probability,
-            file.display()
-        );
+        if let Err(error) = write_map(&args, &loaded, &names, &device, path) {
+            eprintln!("error: {}: {error}", path.display());
+            failed += 1;
+        }
     }
+    if failed > 0 {
+        return Err(Error::InvalidInput(format!(
+            "{failed} of {} images failed",
+            args.images.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The class activation map of one image, written beside its crop into `args.out`.
+fn write_map(
+    args: &Args,
+    loaded: &PretrainedModel,
+    names: &[String],
+    device: &Device,
+    path: &Path,
+) -> Result<(), Error> {
+    let crop = loaded
+        .preprocess
+        .resize_and_crop(&Preprocess::open(path)?)?;
+    let input = burn::tensor::Tensor::<3>::from_data(loaded.preprocess.normalize(&crop), device)
+        .unsqueeze::<4>();
+    let cam = loaded.model.class_activation_map(input, args.class)?;
+    let [_, map_h, map_w] = cam.maps.dims();
+    let map: Vec<f32> = cam.maps.into_data().iter::<f32>().collect();
+    let (class, probability) = (cam.classes[0], cam.probabilities[0]);
+    let label = names[class].replace(|c: char| !c.is_alphanumeric(), "_");
+    let stem = Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("image");
+    let file = args
+        .out
+        .join(format!("{stem}-{label}-{:.0}pct.png", 100.0 * probability));
+    side_by_side(&crop, &map, (map_h, map_w), args.alpha)
+        .save(&file)
+        .map_err(|e| Error::Image {
+            path: file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    println!(
+        "{}: {} ({:.1}%), {map_h}x{map_w} map -> {}",
+        path.display(),
+        names[class],
+        100.0 * probability,
+        file.display()
+    );
     Ok(())
 }

@@ -93,34 +93,37 @@ fn run(args: Args) -> Result<(), Error> {
         loaded.preprocess.crop = crop;
     }
 
-    let mut results = Vec::new();
-    for path in &args.images {
-        let image = Preprocess::open(path)?;
-        let logits = loaded.logits(&[image])?;
+    // Each image gets its result or its own error; one bad file does not lose the others.
+    let names: Vec<&str> = loaded.classes.iter().map(String::as_str).collect();
+    let classify = |path: &PathBuf| -> Result<(Vec<Prediction>, Vec<f32>), Error> {
+        let logits = loaded.logits(&[Preprocess::open(path)?])?;
         let raw = logits
             .clone()
             .into_data()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
-        let names: Vec<&str> = loaded.classes.iter().map(String::as_str).collect();
-        let top = top_k(logits, args.top_k, &names)?.remove(0);
-        results.push((path.clone(), top, raw));
-    }
+            .convert::<f32>()
+            .try_to_vec::<f32>();
+        Ok((
+            top_k(logits, args.top_k, &names)?.remove(0),
+            raw.unwrap_or_default(),
+        ))
+    };
+    let results: Vec<_> = args.images.iter().map(|p| (p, classify(p))).collect();
 
     if args.json {
         let objects: Vec<_> = results
             .iter()
-            .map(|(path, top, raw)| {
-                let mut object = json!({
-                    "path": path.display().to_string(),
-                    "top": top.iter().map(|p| json!({
-                        "index": p.index, "label": p.label, "prob": p.prob,
-                    })).collect::<Vec<_>>(),
-                });
-                if args.logits {
-                    object["logits"] = json!(raw);
+            .map(|(path, result)| match result {
+                Ok((top, raw)) => {
+                    let mut object = json!({ "path": path.display().to_string(), "top": top });
+                    if args.logits {
+                        object["logits"] = json!(raw);
+                    }
+                    object
                 }
-                object
+                Err(error) => json!({
+                    "path": path.display().to_string(),
+                    "error": error.to_string(),
+                }),
             })
             .collect();
         println!(
@@ -128,13 +131,25 @@ fn run(args: Args) -> Result<(), Error> {
             serde_json::to_string_pretty(&objects).unwrap_or_default()
         );
     } else {
-        for (path, top, _) in &results {
-            println!("{}", path.display());
-            for Prediction { index, label, prob } in top {
-                let label = label.as_deref().unwrap_or("");
-                println!("  {:>6.2}%  {index:>4}  {label}", prob * 100.0);
+        for (path, result) in &results {
+            match result {
+                Ok((top, _)) => {
+                    println!("{}", path.display());
+                    for Prediction { index, label, prob } in top {
+                        let label = label.as_deref().unwrap_or("");
+                        println!("  {:>6.2}%  {index:>4}  {label}", prob * 100.0);
+                    }
+                }
+                Err(error) => eprintln!("error: {}: {error}", path.display()),
             }
         }
+    }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        return Err(Error::InvalidInput(format!(
+            "{failed} of {} images could not be classified",
+            results.len()
+        )));
     }
     Ok(())
 }

@@ -189,7 +189,7 @@ fn starting_point(
 fn download(pretrained: Pretrained) -> Result<PathBuf, Error> {
     use efficientnet_burn::pretrained::download::Cache;
     let info = pretrained.info();
-    Cache::from_env()?.fetch(info.url, info.hash_prefix)
+    Cache::from_env()?.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())
 }
 
 #[cfg(not(feature = "pretrained"))]

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the checkpoint loader and the image decoder + preprocessing (fuzz/fuzz_targets/).
+# Fuzzes the checkpoint loader, the image decoder + preprocessing, and a saved model's
+# config.json / preprocess.json parsing and checks (fuzz/fuzz_targets/).
 #
 #   scripts/fuzz.sh [seconds per target = 600]
 #
@@ -13,11 +14,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-600}
 
-mkdir -p fuzz/corpus/checkpoint fuzz/corpus/image
+mkdir -p fuzz/corpus/checkpoint fuzz/corpus/image fuzz/corpus/saved_model
 { printf '\x00'; cat tests/fixtures/timm_small.pth; } >fuzz/corpus/checkpoint/timm_small.pth
 { printf '\x01'; cat tests/fixtures/timm_small.safetensors; } >fuzz/corpus/checkpoint/timm_small.safetensors
 .venv/bin/python - <<'PY'
+import json
 from PIL import Image
+# Saved-model seeds: a B0 config and a transform, as the train example writes them.
+with open("fuzz/corpus/saved_model/preprocess.json", "wb") as f:
+    f.write(b"\x01" + json.dumps({"resize": 256, "crop": 224, "interpolation": "Bicubic",
+                                  "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}).encode())
 image = Image.new("RGB", (9, 7), (200, 30, 30))
 image.putpixel((3, 3), (0, 255, 0))
 for fmt in ["PNG", "JPEG", "GIF", "BMP", "WEBP"]:
@@ -26,7 +32,12 @@ image.convert("L").save("fuzz/corpus/image/gray.png")
 image.convert("RGBA").save("fuzz/corpus/image/rgba.png")
 PY
 
-for target in checkpoint image; do
+# B0's and V2-S's config.json as the crate writes them (fuzz/seeds/, EfficientNetConfig::to_string).
+for seed in fuzz/seeds/*_config.json; do
+    { printf '\x00'; cat "$seed"; } >"fuzz/corpus/saved_model/$(basename "$seed")"
+done
+
+for target in checkpoint image saved_model; do
     echo "=== $target, $seconds s"
     RUSTC_BOOTSTRAP=1 cargo fuzz run -s none -O "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -rss_limit_mb=4096 -max_len=1048576 2>&1 | tail -n 12

@@ -242,6 +242,10 @@ def make_fixture(name, builder, height, width, also_safetensors):
     if also_safetensors:
         save_file({k: v.contiguous() for k, v in state.items()},
                   os.path.join(FIXTURES, f"{name}.safetensors"))
+        # The same weights in half precision, as fine-tuned checkpoints are often shared
+        # (tests/dtypes.rs loads it into an F32 model).
+        torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()},
+                   os.path.join(FIXTURES, f"{name}.f16.pth"))
     x = torch.randn(2, 3, height, width, generator=generator)
     with torch.no_grad():
         logits, pre, endpoints = run(x)

@@ -56,8 +56,8 @@ impl EfficientNet {
                 .map(|c| c as usize)
                 .collect(),
         };
-        let probabilities = probabilities.into_data();
-        let probabilities: Vec<f32> = probabilities.iter::<f32>().collect::<Vec<_>>();
+        // Any float type the model ran in: read as f32.
+        let probabilities: Vec<f32> = probabilities.into_data().iter::<f32>().collect();
         let probabilities = classes
             .iter()
             .enumerate()

@@ -266,6 +266,32 @@ fn invalid(message: String) -> Error {
     Error::InvalidConfig(message)
 }
 
+/// Upper bounds a config must respect, far beyond every published model (L2: width 4.3,
+/// depth 5.3, 800 px, 480M parameters) but low enough that a corrupt or hostile
+/// `config.json` is refused instead of exhausting memory.
+pub mod limits {
+    /// Width and depth multipliers.
+    pub const MULTIPLIER: f64 = 16.0;
+    /// Classes of the classifier.
+    pub const CLASSES: usize = 1_000_000;
+    /// Input channels.
+    pub const IN_CHANNELS: usize = 1024;
+    /// Any channel count before scaling (stem, head, stages).
+    pub const CHANNELS: usize = 16_384;
+    /// Resolution metadata.
+    pub const RESOLUTION: usize = 16_384;
+    /// Stages.
+    pub const STAGES: usize = 32;
+    /// Blocks of one stage before scaling, kernel size, expansion ratio.
+    pub const REPEATS: usize = 1_000;
+    /// Kernel size.
+    pub const KERNEL: usize = 31;
+    /// Expansion ratio.
+    pub const EXPAND: usize = 64;
+    /// Trainable parameters of the scaled network: 4e9 (16 GB in f32).
+    pub const PARAMS: usize = 4_000_000_000;
+}
+
 impl EfficientNetConfig {
     /// A custom model scaled from the B0 baseline by the paper's rule (Eq. 3):
     /// width `beta^phi`, depth `alpha^phi`, resolution `round(224 gamma^phi)`.
@@ -282,7 +308,7 @@ impl EfficientNetConfig {
         Ok(config)
     }
 
-    /// Parses a config saved as JSON ([`Config::save`](burn::config::Config::save), a saved
+    /// Parses a config saved as JSON ([`Config::save`], a saved
     /// model's `config.json`), including one saved before the V2 fields existed: a stage
     /// without `block` is MBConv, a missing `channel_round_limit` is 0.9. (Burn's `Config`
     /// deserialiser does not apply field defaults itself.)
@@ -302,9 +328,25 @@ impl EfficientNetConfig {
         serde_json::from_value(value)
     }
 
-    /// Checks the config describes a buildable network; the error says exactly what is wrong.
+    /// Checks the config describes a buildable network within [`limits`]; the error says
+    /// exactly what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
-        self.blocks().map(|_| ())
+        let blocks = self.blocks()?;
+        let params = self.stem().num_params()
+            + blocks
+                .iter()
+                .flatten()
+                .map(BlockConfig::num_params)
+                .sum::<usize>()
+            + self.head().num_params()
+            + (self.scaled_head_channels() + 1) * self.num_classes;
+        if params > limits::PARAMS {
+            return Err(invalid(format!(
+                "the network would have {params} parameters, over the limit of {}",
+                limits::PARAMS
+            )));
+        }
+        Ok(())
     }
 
     fn validate_fields(&self) -> Result<(), Error> {
@@ -319,16 +361,32 @@ impl EfficientNetConfig {
                 return Err(invalid(format!("{name} must be at least 1, got 0")));
             }
         }
-        if !self.width.is_finite() || self.width <= 0.0 {
+        for (name, value, limit) in [
+            ("num_classes", self.num_classes, limits::CLASSES),
+            ("in_channels", self.in_channels, limits::IN_CHANNELS),
+            ("stem_channels", self.stem_channels, limits::CHANNELS),
+            ("head_channels", self.head_channels, limits::CHANNELS),
+            ("resolution", self.resolution, limits::RESOLUTION),
+            ("the number of stages", self.stages.len(), limits::STAGES),
+        ] {
+            if value > limit {
+                return Err(invalid(format!(
+                    "{name} must be at most {limit}, got {value}"
+                )));
+            }
+        }
+        if !self.width.is_finite() || self.width <= 0.0 || self.width > limits::MULTIPLIER {
             return Err(invalid(format!(
-                "width multiplier must be finite and positive, got {}",
+                "width multiplier must be positive and at most {}, got {}",
+                limits::MULTIPLIER,
                 self.width
             )));
         }
         // A depth that is zero, negative or underflowed shows as a stage of 0 blocks.
-        if !self.depth.is_finite() {
+        if !self.depth.is_finite() || self.depth > limits::MULTIPLIER {
             return Err(invalid(format!(
-                "depth multiplier must be finite, got {}",
+                "depth multiplier must be finite and at most {}, got {}",
+                limits::MULTIPLIER,
                 self.depth
             )));
         }
@@ -406,6 +464,18 @@ impl EfficientNetConfig {
             }
             if stage.expand_ratio == 0 {
                 return Err(invalid(format!("stage {n} has expand ratio 0")));
+            }
+            for (what, value, limit) in [
+                ("channels", stage.out_channels, limits::CHANNELS),
+                ("repeats", stage.repeats, limits::REPEATS),
+                ("kernel size", stage.kernel_size, limits::KERNEL),
+                ("expand ratio", stage.expand_ratio, limits::EXPAND),
+            ] {
+                if value > limit {
+                    return Err(invalid(format!(
+                        "stage {n} {what} must be at most {limit}, got {value}"
+                    )));
+                }
             }
             if stage.repeats == 0 {
                 return Err(invalid(format!("stage {n} has 0 repeats")));
@@ -771,12 +841,39 @@ mod tests {
         );
         assert_eq!(
             message(EfficientNetConfig::new().with_width(f64::NAN)),
-            "invalid EfficientNet config: width multiplier must be finite and positive, got NaN"
+            "invalid EfficientNet config: width multiplier must be positive and at most 16, got NaN"
         );
         assert_eq!(
             message(EfficientNetConfig::new().with_dropout(1.0)),
             "invalid EfficientNet config: dropout must be in [0, 1), got 1"
         );
+    }
+
+    #[test]
+    fn absurd_sizes_are_rejected_before_anything_is_allocated() {
+        assert_eq!(
+            message(EfficientNetConfig::new().with_depth(1e6)),
+            "invalid EfficientNet config: depth multiplier must be finite and at most 16, got 1000000"
+        );
+        assert_eq!(
+            message(EfficientNetConfig::new().with_resolution(1 << 30)),
+            "invalid EfficientNet config: resolution must be at most 16384, got 1073741824"
+        );
+        let mut stages = B0_STAGES.to_vec();
+        stages[6].repeats = 1_000_000;
+        assert_eq!(
+            message(EfficientNetConfig::new().with_stages(stages)),
+            "invalid EfficientNet config: stage 7 repeats must be at most 1000, got 1000000"
+        );
+        // Each field within its bound, the whole too large: width 16 on L2's depth.
+        let err = message(EfficientNetConfig::new().with_width(16.0).with_depth(16.0));
+        assert!(
+            err.contains("parameters, over the limit of 4000000000"),
+            "{err}"
+        );
+        // The published extremes stay valid.
+        assert!(EfficientNetConfig::l2().validate().is_ok());
+        assert!(EfficientNetConfig::v2_xl().validate().is_ok());
     }
 
     #[test]

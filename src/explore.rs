@@ -117,18 +117,36 @@ impl Default for Grid {
     }
 }
 
+/// The most values one multiplier takes in [`compound_candidates`] (the default grid takes
+/// 23): at most 200^3 / 6 or so triples are looked at.
+pub const MAX_GRID_POINTS: usize = 200;
+
 /// Every `alpha, beta, gamma` on the grid (from 1 up) with `|alpha beta^2 gamma^2 - target| <=
 /// tolerance`, each with its model's params and MACs.
 pub fn compound_candidates(
     base: &EfficientNetConfig,
     grid: &Grid,
 ) -> Result<Vec<Candidate>, Error> {
-    if !(grid.target >= 1.0 && grid.step > 0.0 && grid.tolerance >= 0.0) {
+    let usable = grid.target >= 1.0
+        && grid.step > 0.0
+        && grid.tolerance >= 0.0
+        && (grid.target + grid.tolerance).is_finite();
+    if !usable {
         return Err(Error::InvalidInput(format!(
-            "the grid needs target >= 1, step > 0 and tolerance >= 0, got {grid:?}"
+            "the grid needs a finite target >= 1, step > 0 and tolerance >= 0, got {grid:?}"
         )));
     }
     let limit = grid.target + grid.tolerance;
+    // A tiny step would make the search practically endless (and below f64's resolution
+    // near 1, truly endless): bound the values each multiplier takes.
+    let points = (limit - 1.0) / grid.step;
+    if points > MAX_GRID_POINTS as f64 {
+        return Err(Error::InvalidInput(format!(
+            "the grid would take {points:.0} values per multiplier, at most \
+             {MAX_GRID_POINTS}: use a step of at least {:.2e}",
+            (limit - 1.0) / MAX_GRID_POINTS as f64
+        )));
+    }
     let values = |max: f64| {
         (0..)
             .map(move |i| 1.0 + i as f64 * grid.step)
@@ -187,6 +205,27 @@ pub fn single_dimension(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grids_that_would_not_end_are_refused() {
+        let base = EfficientNetConfig::b0();
+        let tiny = Grid {
+            step: 1e-300,
+            ..Grid::default()
+        };
+        let err = compound_candidates(&base, &tiny).unwrap_err();
+        assert!(err.to_string().contains("at most 200"), "{err}");
+        let endless = Grid {
+            target: f64::INFINITY,
+            ..Grid::default()
+        };
+        assert!(compound_candidates(&base, &endless).is_err());
+        let nan = Grid {
+            tolerance: f64::NAN,
+            ..Grid::default()
+        };
+        assert!(compound_candidates(&base, &nan).is_err());
+    }
 
     #[test]
     fn every_candidate_satisfies_the_constraint_and_the_papers_is_among_them() {

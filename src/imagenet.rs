@@ -31,7 +31,8 @@ pub struct Prediction {
 /// - `logits`: `[batch, classes]`
 pub fn top_k(logits: Tensor<2>, k: usize, labels: &[&str]) -> Result<Vec<Vec<Prediction>>, Error> {
     let [_, classes] = logits.dims();
-    let probs = softmax(logits, 1).into_data();
+    // Any float type the model ran in (F16, BF16, F64): ranked in f32.
+    let probs = softmax(logits, 1).into_data().convert::<f32>();
     let values = probs
         .try_to_vec::<f32>()
         .map_err(|e| Error::InvalidInput(format!("logits are not f32: {e:?}")))?;

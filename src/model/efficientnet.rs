@@ -69,6 +69,7 @@ impl EfficientNet {
     }
 
     pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
+        config.validate()?;
         let blocks = config.blocks()?;
         let mut fused_stages = Vec::new();
         let mut stages = Vec::new();

@@ -58,6 +58,15 @@ pub struct PretrainedInfo {
     pub license: &'static str,
 }
 
+impl PretrainedInfo {
+    /// The most a download of these weights may take: every parameter (and batch-norm
+    /// statistic) in f32, a quarter more for the file format and what else the checkpoint
+    /// holds, and 16 MiB. A server sending more is refused.
+    pub fn max_download_bytes(&self) -> u64 {
+        self.num_params as u64 * 4 * 5 / 4 + (16 << 20)
+    }
+}
+
 impl Pretrained {
     /// Every known entry.
     pub fn all() -> impl Iterator<Item = Pretrained> {
@@ -113,7 +122,8 @@ impl Pretrained {
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
         let info = self.info();
-        self.load_file(cache.fetch(info.url, info.hash_prefix)?, device)
+        let path = cache.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())?;
+        self.load_file(path, device)
     }
 }
 

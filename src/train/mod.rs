@@ -339,6 +339,20 @@ pub fn train(
         model,
         label_smoothing: options.label_smoothing,
     };
+    // burn-train panics on a checkpoint that does not fit: say what differs instead.
+    if options.resume {
+        let path = options
+            .out_dir
+            .join("checkpoint")
+            .join(format!("model-{}.bpk", first_epoch - 1));
+        if let Some(reason) = crate::weights::burnpack_mismatch(&classifier, &path)? {
+            return Err(Error::Training(format!(
+                "cannot resume from {}: {reason}; it was trained with another variant, class \
+                 count or width",
+                path.display()
+            )));
+        }
+    }
 
     let loader_train = DataLoaderBuilder::new(ImageBatcher::train(
         preprocess.clone(),

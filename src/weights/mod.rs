@@ -2,7 +2,7 @@
 //! `.safetensors`) and saving / loading Burn's native burnpack format.
 //!
 //! ```no_run
-//! use burn::tensor::Device;
+//! use efficientnet_burn::burn::tensor::Device;
 //! use efficientnet_burn::{EfficientNet, EfficientNetConfig, WeightSource};
 //!
 //! let device = Device::default();
@@ -27,7 +27,7 @@ use burn::store::{
     BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
     SafetensorsStore,
 };
-use burn::tensor::Device;
+use burn::tensor::{DType, Device, TensorData};
 
 use crate::config::EfficientNetConfig;
 use crate::error::Error;
@@ -91,6 +91,38 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, PackTensor>, Error> {
         return Err(checkpoint_error("it holds no tensors".to_string()));
     }
     Ok(tensors)
+}
+
+/// `tensor` with its values converted to `target`, the model parameter's float type. Integer
+/// or boolean data where the model has a float is an error naming the key.
+fn cast(tensor: PackTensor, target: DType, key: &str, path: &Path) -> Result<PackTensor, Error> {
+    if tensor.dtype == target {
+        return Ok(tensor);
+    }
+    let checkpoint_error = |reason: String| Error::Checkpoint {
+        path: path.display().to_string(),
+        reason,
+    };
+    if !matches!(
+        tensor.dtype,
+        DType::F64 | DType::F32 | DType::Flex32 | DType::F16 | DType::BF16
+    ) {
+        return Err(checkpoint_error(format!(
+            "`{key}` holds {:?} values where the model has a {target:?} tensor",
+            tensor.dtype
+        )));
+    }
+    let (name, dtype, shape, param_id, bytes) = tensor
+        .into_parts()
+        .map_err(|e| checkpoint_error(format!("cannot read `{key}`: {e}")))?;
+    let data = TensorData::from_bytes(bytes, shape.clone(), dtype).convert_dtype(target);
+    Ok(PackTensor::new(
+        name,
+        target,
+        shape,
+        param_id,
+        data.into_bytes(),
+    ))
 }
 
 /// Where a checkpoint tensor goes in the model.
@@ -208,13 +240,16 @@ impl EfficientNet {
         }
 
         // Shapes, before anything is applied, compared in PyTorch's convention.
-        let ours: HashMap<String, Vec<usize>> = self
+        let ours: HashMap<String, (Vec<usize>, DType)> = self
             .collect(None, None, false)
             .into_iter()
-            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .map(|t| (t.name.clone(), (t.shape.to_vec(), t.dtype)))
             .collect();
         for (target, key, tensor) in &renamed {
-            let mut model_shape = ours.get(&target.param).cloned().unwrap_or_default();
+            let mut model_shape = ours
+                .get(&target.param)
+                .map(|(shape, _)| shape.clone())
+                .unwrap_or_default();
             if target.transposed {
                 model_shape.reverse();
             }
@@ -229,7 +264,15 @@ impl EfficientNet {
             }
         }
 
-        let tensors = renamed.into_iter().map(|(_, _, t)| t).collect();
+        // Every float tensor in the model's float type, whatever the file stored (F16, BF16,
+        // F64): as PyTorch's load_state_dict copies into the parameter's dtype.
+        let tensors = renamed
+            .into_iter()
+            .map(|(target, key, tensor)| match ours.get(&target.param) {
+                Some((_, dtype)) => cast(tensor, *dtype, &key, path),
+                None => Ok(tensor),
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let result = self.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
         let missing: Vec<String> = result
             .missing
@@ -271,10 +314,15 @@ impl EfficientNet {
     }
 
     /// Loads weights saved by [`save_burnpack`](Self::save_burnpack) into a model built from
-    /// the same config; every tensor must match.
+    /// the same config; every tensor must match (a mismatch names the tensor and both shapes).
     pub fn load_burnpack(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(Error::io(path))?;
+        if let Some(reason) = burnpack_mismatch(&self, path)? {
+            return Err(Error::Checkpoint {
+                path: path.display().to_string(),
+                reason: format!("it does not match this model: {reason}"),
+            });
+        }
         let mut store = BurnpackStore::from_file(path);
         let result = self.load_from(&mut store).map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -288,4 +336,58 @@ impl EfficientNet {
         }
         Ok(self)
     }
+}
+
+/// How a burnpack file's tensors differ from `module`'s, or `None` if they fit: the first
+/// tensor whose shape differs (its name and both shapes), else the missing and unexpected
+/// names. Reads the file's index, not its data.
+pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
+    module: &M,
+    path: &Path,
+) -> Result<Option<String>, Error> {
+    std::fs::metadata(path).map_err(Error::io(path))?;
+    let mut store = BurnpackStore::from_file(path);
+    let file: BTreeMap<String, Vec<usize>> = store
+        .get_all_tensors()
+        .map_err(|e| Error::Checkpoint {
+            path: path.display().to_string(),
+            reason: format!("not a readable burnpack file: {e}"),
+        })?
+        .iter()
+        .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
+        .collect();
+    let ours: BTreeMap<String, Vec<usize>> = module
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
+    for (name, shape) in &ours {
+        if let Some(theirs) = file.get(name)
+            && theirs != shape
+        {
+            return Ok(Some(format!(
+                "`{name}` is {theirs:?} in the file and {shape:?} in the model"
+            )));
+        }
+    }
+    let missing: Vec<String> = ours
+        .keys()
+        .filter(|k| !file.contains_key(*k))
+        .cloned()
+        .collect();
+    let unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .cloned()
+        .collect();
+    if missing.is_empty() && unexpected.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(format!(
+        "{} tensors missing [{}], {} unexpected [{}]",
+        missing.len(),
+        abbreviate(&missing, 4),
+        unexpected.len(),
+        abbreviate(&unexpected, 4)
+    )))
 }
