@@ -66,3 +66,35 @@ pub fn argmax_rows(data: &TensorData) -> Vec<usize> {
         })
         .collect()
 }
+
+/// Builds a slim B0 on the CPU device configured for `dtype` (F16, BF16), runs it unfused
+/// and folded, and reads its outputs through the top-k and CAM helpers. The float type is a
+/// property of the device for the whole process, so each caller is a test binary of its own.
+pub fn model_runs_in(dtype: burn::tensor::FloatDType) {
+    use burn::tensor::DType;
+    use efficientnet_burn::EfficientNetConfig;
+    use efficientnet_burn::imagenet::top_k;
+
+    let mut device = Device::flex();
+    device
+        .configure(dtype)
+        .expect("the flex device takes a float type before first use");
+    let expected: DType = dtype.into();
+    let model = EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_num_classes(5)
+        .init(&device);
+    assert_eq!(model.classifier.weight.val().dtype(), expected);
+    let input = Tensor::<4>::ones([2, 3, 64, 64], &device);
+    let logits = model.forward(input.clone());
+    assert_eq!(logits.dtype(), expected);
+    assert!(logits.clone().into_data().iter::<f32>().all(f32::is_finite));
+    let folded = model.clone().fuse_batch_norm();
+    assert_eq!(folded.forward(input.clone()).dtype(), expected);
+    let top = top_k(logits, 3, &[]).unwrap();
+    assert_eq!((top.len(), top[0].len()), (2, 3));
+    assert!(top[0][0].prob >= top[0][1].prob);
+    let cam = model.class_activation_map(input, None).unwrap();
+    assert_eq!(cam.maps.dims(), [2, 2, 2]);
+    assert!(cam.probabilities.iter().all(|p| (0.0..=1.0).contains(p)));
+}
