@@ -32,7 +32,8 @@ def main():
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    model = getattr(torchvision.models, f"efficientnet_{args.variant}")().eval()
+    # Our names (b0, v2-s) to torchvision's constructors (efficientnet_b0, efficientnet_v2_s).
+    model = getattr(torchvision.models, f"efficientnet_{args.variant.replace('-', '_')}")().eval()
     x = torch.randn(args.batch, 3, args.resolution, args.resolution)
 
     if args.peer == "torch":

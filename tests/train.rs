@@ -21,6 +21,11 @@ use image::{Rgb, RgbImage};
 
 const CLASSES: [&str; 3] = ["disc", "square", "stripes"];
 
+/// The training tests run one at a time: they seed the one CPU device and draw from its
+/// random stream (initialisation, dropout, stochastic depth), which two concurrent runs
+/// would interleave, making both nondeterministic.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Deterministic pseudo-random numbers for drawing.
 struct Lcg(u64);
 
@@ -180,6 +185,7 @@ fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
 
 #[test]
 fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let run = train_tiny("v1", EfficientNetConfig::b0());
     let (config, options, out) = (&run.config, &run.options, &run.out);
     let (train_set, valid_set) = (run.train_set.clone(), &run.valid_set);
@@ -188,16 +194,13 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
     // Resume: one more epoch, from the checkpoint of epoch 5.
     let mut more = options.clone().with_epochs(6);
     more.resume = true;
-    // A model of another width cannot resume from these checkpoints: an error naming a
-    // tensor and both shapes, not a panic inside burn-train.
-    let other = config.clone().with_width(0.5).init(&device);
-    let err = train(other, train_set.clone(), valid_set.clone(), &more).unwrap_err();
-    let text = err.to_string();
-    assert!(
-        text.starts_with("training: cannot resume from ") && text.contains("in the file and"),
-        "{text}"
-    );
-    let resumed = train(config.init(&device), train_set, valid_set.clone(), &more).unwrap();
+    let resumed = train(
+        config.init(&device),
+        train_set.clone(),
+        valid_set.clone(),
+        &more,
+    )
+    .unwrap();
     assert_eq!(resumed.first_epoch, 6);
     assert_eq!(last_checkpoint(out), Some(6));
     println!("resumed {:?}", resumed.valid);
@@ -213,10 +216,22 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
         (reloaded.loss - resumed.valid.loss).abs() < 1e-6,
         "{reloaded:?}"
     );
+
+    // A model of another width cannot resume from these checkpoints: an error naming a
+    // tensor and both shapes, not a panic inside burn-train. (Last, so the model it builds
+    // does not shift the device's random stream for the runs above.)
+    let other = config.clone().with_width(0.5).init(&device);
+    let err = train(other, train_set, valid_set.clone(), &more).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("training: cannot resume from ") && text.contains("in the file and"),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_tiny_v2_model_learns_synthetic_shapes() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // V2-B0's structure (Fused-MBConv stages with and without expansion, then MBConv).
     let run = train_tiny("v2", EfficientNetConfig::v2_b0());
     assert_eq!(run.config.fused_stage_count(), 3);
@@ -229,6 +244,8 @@ fn a_tiny_v2_model_learns_synthetic_shapes() {
 
 #[test]
 fn resume_without_a_checkpoint_and_class_mismatches_are_errors() {
+    // It builds models on the device too: not while a training test draws from it.
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let data = temp_dir("errors");
     synthetic_dataset(&data, 2, 3);
     let set = ImageFolder::open(&data).unwrap();

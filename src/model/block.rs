@@ -14,6 +14,22 @@ pub enum BlockConfig {
 }
 
 impl BlockConfig {
+    /// The MBConv config, if it is one.
+    pub fn mbconv(&self) -> Option<&MBConvConfig> {
+        match self {
+            BlockConfig::MBConv(c) => Some(c),
+            BlockConfig::FusedMBConv(_) => None,
+        }
+    }
+
+    /// The Fused-MBConv config, if it is one.
+    pub fn fused(&self) -> Option<&FusedMBConvConfig> {
+        match self {
+            BlockConfig::FusedMBConv(c) => Some(c),
+            BlockConfig::MBConv(_) => None,
+        }
+    }
+
     /// Input channels.
     pub fn in_channels(&self) -> usize {
         match self {

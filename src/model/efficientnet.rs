@@ -73,27 +73,18 @@ impl EfficientNet {
         let blocks = config.blocks()?;
         let mut fused_stages = Vec::new();
         let mut stages = Vec::new();
+        // A stage is all of one kind, and validation puts the Fused-MBConv stages first.
         for stage in &blocks {
-            // Validation puts every Fused-MBConv stage before the MBConv ones.
-            match stage.first() {
-                Some(BlockConfig::FusedMBConv(_)) => fused_stages.push(
-                    stage
-                        .iter()
-                        .filter_map(|block| match block {
-                            BlockConfig::FusedMBConv(c) => Some(c.init(device)),
-                            BlockConfig::MBConv(_) => None,
-                        })
-                        .collect(),
-                ),
-                _ => stages.push(
-                    stage
-                        .iter()
-                        .filter_map(|block| match block {
-                            BlockConfig::MBConv(c) => Some(c.init(device)),
-                            BlockConfig::FusedMBConv(_) => None,
-                        })
-                        .collect(),
-                ),
+            let fused: Vec<FusedMBConv> = stage
+                .iter()
+                .filter_map(BlockConfig::fused)
+                .map(|c| c.init(device))
+                .collect();
+            if fused.is_empty() {
+                let mbconv = stage.iter().filter_map(BlockConfig::mbconv);
+                stages.push(mbconv.map(|c| c.init(device)).collect());
+            } else {
+                fused_stages.push(fused);
             }
         }
         let head_channels = config.scaled_head_channels();

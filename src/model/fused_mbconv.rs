@@ -131,11 +131,7 @@ impl FusedMBConv {
         if let Some(project) = &self.project {
             x = project.forward(x);
         }
-        if self.residual {
-            self.stochastic_depth.forward(x) + input
-        } else {
-            x
-        }
+        self.stochastic_depth.residual(x, input, self.residual)
     }
 }
 

@@ -165,11 +165,7 @@ impl MBConv {
             x = se.forward(x);
         }
         x = self.project.forward(x);
-        if self.residual {
-            self.stochastic_depth.forward(x) + input
-        } else {
-            x
-        }
+        self.stochastic_depth.residual(x, input, self.residual)
     }
 }
 

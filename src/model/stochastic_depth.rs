@@ -64,6 +64,19 @@ impl StochasticDepth {
         );
         input * mask.div_scalar(keep)
     }
+
+    /// How a block ends: `input + forward(branch)` when it has a residual, else `branch`.
+    ///
+    /// # Shapes
+    ///
+    /// - `branch`, `input` and output: `[batch, channels, height, width]`
+    pub fn residual(&self, branch: Tensor<4>, input: Tensor<4>, residual: bool) -> Tensor<4> {
+        if residual {
+            self.forward(branch) + input
+        } else {
+            branch
+        }
+    }
 }
 
 #[cfg(test)]
