@@ -20,7 +20,7 @@ mkdir -p fuzz/corpus/checkpoint fuzz/corpus/image fuzz/corpus/saved_model
 .venv/bin/python - <<'PY'
 import json
 from PIL import Image
-# Saved-model seeds: a B0 config and a transform, as the train example writes them.
+# The saved_model target's transform seed, as the train example writes preprocess.json.
 with open("fuzz/corpus/saved_model/preprocess.json", "wb") as f:
     f.write(b"\x01" + json.dumps({"resize": 256, "crop": 224, "interpolation": "Bicubic",
                                   "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}).encode())
