@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::imagenet::{Prediction, top_k};
+use efficientnet_burn::imagenet::Prediction;
 use efficientnet_burn::{Error, Preprocess, Pretrained};
 use serde_json::json;
 
@@ -94,7 +94,6 @@ fn run(args: Args) -> Result<(), Error> {
     }
 
     // Each image gets its result or its own error; one bad file does not lose the others.
-    let names: Vec<&str> = loaded.classes.iter().map(String::as_str).collect();
     let classify = |path: &PathBuf| -> Result<(Vec<Prediction>, Vec<f32>), Error> {
         let logits = loaded.logits(&[Preprocess::open(path)?])?;
         let raw = logits
@@ -103,7 +102,7 @@ fn run(args: Args) -> Result<(), Error> {
             .convert::<f32>()
             .try_to_vec::<f32>();
         Ok((
-            top_k(logits, args.top_k, &names)?.remove(0),
+            loaded.top_k(logits, args.top_k)?.remove(0),
             raw.unwrap_or_default(),
         ))
     };

@@ -187,9 +187,7 @@ fn starting_point(
 
 #[cfg(feature = "pretrained")]
 fn download(pretrained: Pretrained) -> Result<PathBuf, Error> {
-    use efficientnet_burn::pretrained::download::Cache;
-    let info = pretrained.info();
-    Cache::from_env()?.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())
+    pretrained.fetch(&efficientnet_burn::pretrained::download::Cache::from_env()?)
 }
 
 #[cfg(not(feature = "pretrained"))]

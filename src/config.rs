@@ -11,7 +11,7 @@ use crate::model::fused_mbconv::FusedMBConvConfig;
 use crate::model::mbconv::MBConvConfig;
 use crate::preprocess::{Interpolation, Preprocess};
 use crate::scaling::{
-    CompoundScaling, DEFAULT_ROUND_LIMIT, round_channels, round_channels_with_limit, round_repeats,
+    CompoundScaling, DEFAULT_ROUND_LIMIT, round_channels_with_limit, round_repeats,
 };
 
 /// The kind of block a stage is made of.
@@ -257,8 +257,8 @@ pub struct EfficientNetConfig {
     pub bn_momentum: f64,
     /// How far below `channels * width` the width scaling may round stage, stem and head
     /// channels before adding 8 ([`round_channels_with_limit`]): 0.9 everywhere but
-    /// EfficientNetV2-B0..B3, which use 0. Default: 0.9.
-    #[config(default = 0.9)]
+    /// EfficientNetV2-B0..B3, which use 0. Default: 0.9 ([`DEFAULT_ROUND_LIMIT`]).
+    #[config(default = "DEFAULT_ROUND_LIMIT")]
     pub channel_round_limit: f64,
 }
 
@@ -331,22 +331,21 @@ impl EfficientNetConfig {
     /// Checks the config describes a buildable network within [`limits`]; the error says
     /// exactly what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
+        self.checked_blocks().map(|_| ())
+    }
+
+    /// [`blocks`](Self::blocks), once the whole network is known to be within
+    /// [`limits::PARAMS`]: what building a model starts from.
+    pub(crate) fn checked_blocks(&self) -> Result<Vec<Vec<BlockConfig>>, Error> {
         let blocks = self.blocks()?;
-        let params = self.stem().num_params()
-            + blocks
-                .iter()
-                .flatten()
-                .map(BlockConfig::num_params)
-                .sum::<usize>()
-            + self.head().num_params()
-            + (self.scaled_head_channels() + 1) * self.num_classes;
+        let params = self.params_of(&blocks);
         if params > limits::PARAMS {
             return Err(invalid(format!(
                 "the network would have {params} parameters, over the limit of {}",
                 limits::PARAMS
             )));
         }
-        Ok(())
+        Ok(blocks)
     }
 
     fn validate_fields(&self) -> Result<(), Error> {
@@ -521,11 +520,7 @@ impl EfficientNetConfig {
 
     /// `channels` scaled by the width multiplier with this config's rounding.
     fn scale_channels(&self, channels: usize) -> usize {
-        if self.channel_round_limit == DEFAULT_ROUND_LIMIT {
-            round_channels(channels, self.width)
-        } else {
-            round_channels_with_limit(channels, self.width, self.channel_round_limit)
-        }
+        round_channels_with_limit(channels, self.width, self.channel_round_limit)
     }
 
     /// Stem output channels after width scaling.
@@ -694,7 +689,12 @@ impl EfficientNetConfig {
     /// If the config is invalid (see [`validate`](Self::validate)).
     pub fn num_params(&self) -> usize {
         let blocks = self.unwrap_valid(self.blocks());
-        let head = self.scaled_head_channels();
+        self.params_of(&blocks)
+    }
+
+    /// Trainable parameters of the network `blocks` (this config's plan) builds: stem,
+    /// blocks, head, and the classifier's weight and bias.
+    fn params_of(&self, blocks: &[Vec<BlockConfig>]) -> usize {
         self.stem().num_params()
             + blocks
                 .iter()
@@ -702,8 +702,7 @@ impl EfficientNetConfig {
                 .map(BlockConfig::num_params)
                 .sum::<usize>()
             + self.head().num_params()
-            + head * self.num_classes
-            + self.num_classes
+            + (self.scaled_head_channels() + 1) * self.num_classes
     }
 
     /// Multiply-adds of one forward pass over a `height x width` image: every convolution

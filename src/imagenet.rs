@@ -13,6 +13,15 @@ pub fn labels() -> Vec<&'static str> {
     CLASSES.lines().collect()
 }
 
+/// Class names for a classifier of `num_classes` outputs: the ImageNet-1k labels for a
+/// 1000-class head, none otherwise (ImageNet-21k and other heads ship no names here).
+pub fn class_names(num_classes: usize) -> Vec<String> {
+    match num_classes {
+        1000 => labels().into_iter().map(str::to_string).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// One ranked class.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prediction {

@@ -4,7 +4,6 @@
 use std::path::Path;
 
 use burn::config::Config;
-use burn::store::{BurnpackStore, ModuleStore};
 use burn::tensor::Device;
 
 use crate::config::EfficientNetConfig;
@@ -65,8 +64,9 @@ impl SavedModel {
         };
         let config = EfficientNetConfig::from_json(&read(CONFIG_FILE)?)
             .map_err(|e| bad(CONFIG_FILE, format!("not an EfficientNet config: {e}")))?;
-        config
-            .validate()
+        // Building validates the config (within the crate's limits): name the file on failure.
+        let mut model = config
+            .try_init(device)
             .map_err(|e| bad(CONFIG_FILE, e.to_string()))?;
         let preprocess: Preprocess = serde_json::from_str(&read(PREPROCESS_FILE)?)
             .map_err(|e| bad(PREPROCESS_FILE, format!("not a transform: {e}")))?;
@@ -74,21 +74,20 @@ impl SavedModel {
             .validate()
             .map_err(|e| bad(PREPROCESS_FILE, e.to_string()))?;
         let classes: Vec<String> = read(CLASSES_FILE)?.lines().map(str::to_string).collect();
-        if classes.len() != config.num_classes {
+        let num_classes = model.config().num_classes;
+        if classes.len() != num_classes {
             return Err(bad(
                 CLASSES_FILE,
                 format!(
-                    "{} class names for a model with {} classes",
-                    classes.len(),
-                    config.num_classes
+                    "{} class names for a model with {num_classes} classes",
+                    classes.len()
                 ),
             ));
         }
         // A model saved after `fuse_batch_norm` has a bias on its stem convolution and no
         // norm there; build the same form before loading.
         let weights = dir.join(WEIGHTS_FILE);
-        let mut model = config.try_init(device)?;
-        if is_fused_burnpack(&weights)? {
+        if crate::weights::burnpack_index(&weights)?.contains_key("stem.conv.bias") {
             model = model.fuse_batch_norm();
         }
         let model = model.load_burnpack(&weights)?;
@@ -98,18 +97,6 @@ impl SavedModel {
             preprocess,
         })
     }
-}
-
-/// Whether a burnpack file holds a model with folded batch norms (a stem convolution bias).
-fn is_fused_burnpack(path: &Path) -> Result<bool, Error> {
-    std::fs::metadata(path).map_err(Error::io(path))?;
-    let keys = BurnpackStore::from_file(path)
-        .keys()
-        .map_err(|e| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason: format!("not a readable burnpack file: {e}"),
-        })?;
-    Ok(keys.iter().any(|key| key == "stem.conv.bias"))
 }
 
 #[cfg(test)]

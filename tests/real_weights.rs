@@ -10,7 +10,7 @@
 mod common;
 
 use burn::tensor::Device;
-use efficientnet_burn::imagenet::labels;
+use efficientnet_burn::imagenet::class_names;
 use efficientnet_burn::{EfficientNet, EfficientNetConfig, PretrainedModel, WeightSource};
 
 #[test]
@@ -31,8 +31,8 @@ fn lite0_recognises_the_sample_photos() {
     // Lite's default transform: mean = std = 0.5 (as timm's tf_efficientnet_lite configs).
     let preprocess = model.config().default_preprocess();
     assert_eq!(preprocess.mean, [0.5; 3]);
-    let classes = labels().into_iter().map(str::to_string).collect();
-    let model = PretrainedModel::new(model, preprocess, classes);
+    let classes = class_names(1000);
+    let model = PretrainedModel::new(model, preprocess, classes).unwrap();
     // (photo, acceptable top-1 classes): chelsea is a tabby cat (ImageNet 281-285 are
     // domestic cats), coffee is a cup of espresso.
     let cases: [(&str, &[usize]); 2] = [
@@ -102,8 +102,8 @@ fn the_same_weights_in_f16_give_the_same_top_5() {
         )
         .unwrap();
         let preprocess = model.config().default_preprocess();
-        let classes = labels().into_iter().map(str::to_string).collect();
-        PretrainedModel::new(model, preprocess, classes)
+        let classes = class_names(1000);
+        PretrainedModel::new(model, preprocess, classes).unwrap()
     };
     let (full, reduced) = (load(weights), load(half.to_str().unwrap()));
     for photo in ["chelsea.png", "coffee.png"] {

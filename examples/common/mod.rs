@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use burn::tensor::Device;
 use clap::Args;
-use efficientnet_burn::imagenet::labels;
+use efficientnet_burn::imagenet::class_names;
 use efficientnet_burn::{EfficientNet, Error, Pretrained, PretrainedModel, SavedModel};
 
 use crate::choices::{SourceArg, VariantArg};
@@ -37,12 +37,7 @@ impl WeightArgs {
         match (&self.model, &self.pretrained, &self.weights) {
             (Some(dir), _, _) => {
                 let saved = SavedModel::load(dir, device)?;
-                saved.model.check_finite()?;
-                Ok(PretrainedModel::new(
-                    saved.model,
-                    saved.preprocess,
-                    saved.classes,
-                ))
+                PretrainedModel::new(saved.model, saved.preprocess, saved.classes)
             }
             (None, Some(name), Some(weights)) => {
                 PretrainedModel::from_file(name.parse()?, weights, device)
@@ -51,15 +46,11 @@ impl WeightArgs {
             (None, None, Some(weights)) => {
                 let (variant, source) = (self.variant.0, self.source.0);
                 let model = EfficientNet::from_pytorch(weights, variant.config(), source, device)?;
-                model.check_finite()?;
                 // Without registry metadata: the architecture's default transform, and the
                 // ImageNet labels for a 1000-class head.
                 let preprocess = model.config().default_preprocess();
-                let classes = match model.config().num_classes {
-                    1000 => labels().into_iter().map(str::to_string).collect(),
-                    _ => Vec::new(),
-                };
-                Ok(PretrainedModel::new(model, preprocess, classes))
+                let classes = class_names(model.config().num_classes);
+                PretrainedModel::new(model, preprocess, classes)
             }
             (None, None, None) => download_and_load(Pretrained::TorchvisionB0V1, device),
         }

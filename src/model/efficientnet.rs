@@ -69,8 +69,7 @@ impl EfficientNet {
     }
 
     pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
-        config.validate()?;
-        let blocks = config.blocks()?;
+        let blocks = config.checked_blocks()?;
         let mut fused_stages = Vec::new();
         let mut stages = Vec::new();
         // A stage is all of one kind, and validation puts the Fused-MBConv stages first.

@@ -115,15 +115,20 @@ impl Pretrained {
 
 #[cfg(feature = "pretrained")]
 impl Pretrained {
+    /// The weights' file in `cache`, downloaded first if needed: checked against the
+    /// published hash prefix and capped at [`PretrainedInfo::max_download_bytes`].
+    pub fn fetch(self, cache: &download::Cache) -> Result<std::path::PathBuf, Error> {
+        let info = self.info();
+        cache.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())
+    }
+
     /// Downloads (or finds in `cache`) the weights and loads them into a fresh model.
     pub fn load(
         self,
         cache: &download::Cache,
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
-        let info = self.info();
-        let path = cache.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())?;
-        self.load_file(path, device)
+        self.load_file(self.fetch(cache)?, device)
     }
 }
 

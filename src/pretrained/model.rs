@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::Error;
-use crate::imagenet::{Prediction, labels, top_k};
+use crate::imagenet::{Prediction, class_names, top_k};
 use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::Preprocess;
 use crate::pretrained::Pretrained;
@@ -31,18 +31,24 @@ pub struct PretrainedModel {
 }
 
 impl PretrainedModel {
-    /// Folds `model`'s batch norms and keeps it with its transform and class names.
-    pub fn new(model: EfficientNet, preprocess: Preprocess, classes: Vec<String>) -> Self {
-        Self {
+    /// Refuses weights holding NaN or infinity ([`EfficientNet::check_finite`]), folds
+    /// `model`'s batch norms and keeps it with its transform and class names.
+    pub fn new(
+        model: EfficientNet,
+        preprocess: Preprocess,
+        classes: Vec<String>,
+    ) -> Result<Self, Error> {
+        model.check_finite()?;
+        Ok(Self {
             model: model.fuse_batch_norm(),
             preprocess,
             classes,
-        }
+        })
     }
 
     /// Loads registry weights from a file already on disk (nothing is downloaded): checked
-    /// like any checkpoint, refused if it holds NaN or infinity, folded, with the entry's
-    /// transform and class names.
+    /// like any checkpoint, then as [`new`](Self::new), with the entry's transform and class
+    /// names.
     pub fn from_file(
         weights: Pretrained,
         path: impl AsRef<Path>,
@@ -53,13 +59,8 @@ impl PretrainedModel {
 
     /// `model` (holding `weights`) with the entry's transform and class names.
     pub(crate) fn for_weights(weights: Pretrained, model: EfficientNet) -> Result<Self, Error> {
-        model.check_finite()?;
-        let classes = if weights.info().num_classes == 1000 {
-            labels().into_iter().map(str::to_string).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(Self::new(model, weights.preprocess(), classes))
+        let classes = class_names(weights.info().num_classes);
+        Self::new(model, weights.preprocess(), classes)
     }
 
     /// The device the model runs on.
@@ -80,8 +81,18 @@ impl PretrainedModel {
     /// The `k` most probable classes of each image, best first, named from
     /// [`classes`](Self::classes).
     pub fn classify(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Prediction>>, Error> {
+        self.top_k(self.logits(images)?, k)
+    }
+
+    /// The `k` most probable classes of each row of `logits` (from [`logits`](Self::logits)),
+    /// best first, named from [`classes`](Self::classes).
+    ///
+    /// # Shapes
+    ///
+    /// - `logits`: `[batch, num_classes]`
+    pub fn top_k(&self, logits: Tensor<2>, k: usize) -> Result<Vec<Vec<Prediction>>, Error> {
         let names: Vec<&str> = self.classes.iter().map(String::as_str).collect();
-        top_k(self.logits(images)?, k, &names)
+        top_k(logits, k, &names)
     }
 
     /// Reads, decodes and classifies one image file.

@@ -338,16 +338,11 @@ impl EfficientNet {
     }
 }
 
-/// How a burnpack file's tensors differ from `module`'s, or `None` if they fit: the first
-/// tensor whose shape differs (its name and both shapes), else the missing and unexpected
-/// names. Reads the file's index, not its data.
-pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
-    module: &M,
-    path: &Path,
-) -> Result<Option<String>, Error> {
+/// A burnpack file's tensor names and shapes, read from its index (not its data).
+pub(crate) fn burnpack_index(path: &Path) -> Result<BTreeMap<String, Vec<usize>>, Error> {
     std::fs::metadata(path).map_err(Error::io(path))?;
     let mut store = BurnpackStore::from_file(path);
-    let file: BTreeMap<String, Vec<usize>> = store
+    Ok(store
         .get_all_tensors()
         .map_err(|e| Error::Checkpoint {
             path: path.display().to_string(),
@@ -355,7 +350,17 @@ pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
         })?
         .iter()
         .map(|(name, tensor)| (name.clone(), tensor.shape.to_vec()))
-        .collect();
+        .collect())
+}
+
+/// How a burnpack file's tensors differ from `module`'s, or `None` if they fit: the first
+/// tensor whose shape differs (its name and both shapes), else the missing and unexpected
+/// names. Reads the file's index, not its data.
+pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
+    module: &M,
+    path: &Path,
+) -> Result<Option<String>, Error> {
+    let file = burnpack_index(path)?;
     let ours: BTreeMap<String, Vec<usize>> = module
         .collect(None, None, false)
         .into_iter()
