@@ -35,10 +35,14 @@ struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 20)]
     runs: usize,
-    /// Keep the batch norms as separate layers (by default they are folded into the
-    /// convolutions, as `classify` does).
-    #[arg(long)]
+    /// Keep the batch norms as separate layers (by default the model is
+    /// `for_inference()`: folded and planned, as `classify` runs it).
+    #[arg(long, conflicts_with = "unplanned")]
     unfused: bool,
+    /// Fold the batch norms but do not plan the model (`fuse_batch_norm()` only: the
+    /// per-layer kernels).
+    #[arg(long)]
+    unplanned: bool,
     /// Backend (as compiled in).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
@@ -56,8 +60,10 @@ fn main() -> Result<(), efficientnet_burn::Error> {
     let device = args.device.0.device()?;
     let variant = args.variant.0;
     let mut model = variant.config().init(&device).valid();
-    if !args.unfused {
+    if args.unplanned {
         model = model.fuse_batch_norm();
+    } else if !args.unfused {
+        model = model.for_inference();
     }
     let input = Tensor::<4>::random(
         [args.batch, 3, args.resolution, args.resolution],
@@ -81,7 +87,13 @@ fn main() -> Result<(), efficientnet_burn::Error> {
             "peer": format!(
                 "efficientnet-burn ({}{})",
                 args.device.0.name(),
-                if args.unfused { ", BN unfused" } else { "" }
+                if args.unfused {
+                    ", BN unfused"
+                } else if args.unplanned {
+                    ", per layer"
+                } else {
+                    ""
+                }
             ),
             "variant": variant.name(),
             "batch": args.batch,

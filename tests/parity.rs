@@ -26,8 +26,9 @@ fn small(width: f64, depth: f64) -> EfficientNetConfig {
 }
 
 /// Loads `checkpoint` through the public API and compares every output with `name`'s
-/// reference, for the model as loaded and with its batch norms folded
-/// ([`EfficientNet::fuse_batch_norm`]). Returns the largest difference seen.
+/// reference, for the model as loaded, with its batch norms folded
+/// ([`EfficientNet::fuse_batch_norm`]) and planned for the CPU kernels
+/// ([`EfficientNet::for_inference`]). Returns the largest difference seen.
 fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: WeightSource) -> f32 {
     let device = Device::default();
     let model = EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
@@ -47,11 +48,25 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
     // Folding reorders float operations only: the two agree far inside the tolerance.
     let between = max_abs_diff(
         &fused_model.forward(input.clone()).into_data(),
-        &model.forward(input).into_data(),
+        &model.forward(input.clone()).into_data(),
     );
     println!("{name}: fused vs unfused logits {between:.2e}");
     assert!(between <= 1e-5, "{name}: fused logits differ by {between}");
-    unfused.max(fused)
+    let planned_model = model.clone().for_inference();
+    assert!(planned_model.is_planned() && !fused_model.is_planned());
+    let planned = compare(
+        &format!("{name} planned"),
+        &planned_model,
+        &input,
+        &reference,
+    );
+    let between = max_abs_diff(
+        &planned_model.forward(input.clone()).into_data(),
+        &model.forward(input).into_data(),
+    );
+    println!("{name}: planned vs Burn ops logits {between:.2e}");
+    assert!(between <= 1e-5, "{name}: planned logits differ by {between}");
+    unfused.max(fused).max(planned)
 }
 
 fn compare(

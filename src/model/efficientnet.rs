@@ -37,7 +37,15 @@ pub struct EfficientNet {
     /// The config the model was built from.
     #[module(skip)]
     config: EfficientNetConfig,
+    /// The CPU plan [`for_inference`](Self::for_inference) attaches.
+    #[module(skip)]
+    plan: InferencePlan,
 }
+
+/// The flex CPU backend's planned inference path for a folded model (`model::cpu::plan`),
+/// shared by clones of the model; empty for any other model.
+#[derive(Clone, Debug, Default)]
+struct InferencePlan(#[cfg(feature = "flex")] Option<std::sync::Arc<crate::model::cpu::Plan>>);
 
 macro_rules! preset_models {
     ($($fn_name:ident => $variant:ident),* $(,)?) => {
@@ -105,6 +113,7 @@ impl EfficientNet {
             dropout: DropoutConfig::new(config.dropout).init(),
             classifier,
             config: config.clone(),
+            plan: InferencePlan::default(),
         })
     }
 
@@ -143,6 +152,43 @@ impl EfficientNet {
         }
     }
 
+    /// The model as inference wants it: batch norms folded into the convolutions
+    /// ([`fuse_batch_norm`](Self::fuse_batch_norm)) and, on the flex CPU backend in f32, the
+    /// whole network planned once for its CPU kernels: weights packed, activations kept
+    /// channels-last between layers, bias, activation, residual and squeeze-excitation
+    /// fused into the convolutions, buffers reused from one forward to the next. Its
+    /// [`forward`](Self::forward) and [`forward_features`](Self::forward_features) give the
+    /// same values as Burn's ops to float rounding (`tests/planned.rs` holds them within 1e-5
+    /// on logits); other methods, backends and dtypes run the folded model on Burn's ops.
+    ///
+    /// The plan holds a copy of the weights. A model whose weights change afterwards
+    /// (`load_record`, say) notices that its stem no longer matches and runs on Burn's ops;
+    /// call `for_inference` again to plan the new weights. Clones share one plan.
+    ///
+    /// Every loader in this crate that returns a model for inference
+    /// ([`PretrainedModel`](crate::PretrainedModel), [`SavedModel`](crate::SavedModel) with
+    /// folded weights) returns it planned.
+    pub fn for_inference(self) -> Self {
+        let model = self.fuse_batch_norm();
+        #[cfg(feature = "flex")]
+        let model = {
+            let plan = crate::model::cpu::Plan::new(&model).map(std::sync::Arc::new);
+            Self {
+                plan: InferencePlan(plan),
+                ..model
+            }
+        };
+        model
+    }
+
+    /// Whether [`for_inference`](Self::for_inference) planned this model for the CPU kernels.
+    pub fn is_planned(&self) -> bool {
+        #[cfg(feature = "flex")]
+        return self.plan.0.is_some();
+        #[cfg(not(feature = "flex"))]
+        false
+    }
+
     /// Whether the batch norms are folded into the convolutions ([`Self::fuse_batch_norm`]).
     pub fn is_fused(&self) -> bool {
         self.stem.bn.is_none()
@@ -167,6 +213,14 @@ impl EfficientNet {
     /// with every size at least 1, got [1, 4, 224, 224]`. [`try_forward`](Self::try_forward)
     /// returns that as an error instead.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        let input = match self.plan.0.as_deref() {
+            Some(plan) => match plan.logits(self, input) {
+                Ok(output) => return output,
+                Err(input) => input,
+            },
+            None => input,
+        };
         self.forward_head(self.forward_features(input))
     }
 
@@ -210,6 +264,14 @@ impl EfficientNet {
     ///
     /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        let input = match self.plan.0.as_deref() {
+            Some(plan) => match plan.features(self, input) {
+                Ok(output) => return output,
+                Err(input) => input,
+            },
+            None => input,
+        };
         let x = self.run_stages(input, usize::MAX, |_, _| {});
         self.head.forward(x)
     }

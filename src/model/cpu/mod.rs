@@ -60,6 +60,11 @@ macro_rules! wide_fn {
     };
 }
 
+pub(crate) mod matmul;
+pub(crate) mod plan;
+
+pub(crate) use plan::Plan;
+
 /// Applies `kernel` to every element of `tensor` in place. The tensor must pass
 /// [`applies`].
 fn map_in_place<const D: usize>(tensor: Tensor<D>, kernel: fn(&mut [f32])) -> Tensor<D> {
@@ -337,15 +342,12 @@ impl Depthwise {
             return None;
         }
         let [_, _, height, width] = input.dims();
-        let (top, bottom, left, right) = match *padding {
-            PaddingConfig2d::Valid => (0, 0, 0, 0),
-            PaddingConfig2d::Explicit(top, left, bottom, right) => (top, bottom, left, right),
-            PaddingConfig2d::Same => {
-                let (top, bottom) = same_padding(height, kernel, stride);
-                let (left, right) = same_padding(width, kernel, stride);
-                (top, bottom, left, right)
-            }
-        };
+        let Pads {
+            top,
+            bottom,
+            left,
+            right,
+        } = resolve_padding(padding, height, width, kernel, stride);
         let plane = Plane {
             width,
             top,
@@ -389,6 +391,63 @@ impl Depthwise {
             });
         let data = TensorData::new(output, [batch, channels, out_height, out_width]);
         Tensor::from_data(data, &device)
+    }
+}
+
+/// Pixels of padding on each side of a convolution's input.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Pads {
+    pub(crate) top: usize,
+    pub(crate) bottom: usize,
+    pub(crate) left: usize,
+    pub(crate) right: usize,
+}
+
+impl Pads {
+    /// Output height and width of a `kernel x kernel` convolution at `stride` over a padded
+    /// `height x width` input (at least 1 when the padded input holds a window).
+    pub(crate) fn output_size(
+        &self,
+        height: usize,
+        width: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> (usize, usize) {
+        let size = |padded: usize| padded.saturating_sub(kernel) / stride + 1;
+        (
+            size(height + self.top + self.bottom),
+            size(width + self.left + self.right),
+        )
+    }
+}
+
+/// `padding` resolved to pixels for a `kernel x kernel` convolution at `stride` over a
+/// `height x width` input.
+pub(crate) fn resolve_padding(
+    padding: &PaddingConfig2d,
+    height: usize,
+    width: usize,
+    kernel: usize,
+    stride: usize,
+) -> Pads {
+    match *padding {
+        PaddingConfig2d::Valid => Pads::default(),
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Pads {
+            top,
+            bottom,
+            left,
+            right,
+        },
+        PaddingConfig2d::Same => {
+            let (top, bottom) = same_padding(height, kernel, stride);
+            let (left, right) = same_padding(width, kernel, stride);
+            Pads {
+                top,
+                bottom,
+                left,
+                right,
+            }
+        }
     }
 }
 

@@ -1,0 +1,582 @@
+//! The matrix product behind every convolution of the planned CPU path ([`super::plan`]):
+//! `C = epilogue(A * B)` with `A` the activations (one row per pixel, channels contiguous:
+//! NHWC), `B` a layer's weights packed once into panels of [`NR`] columns, and the bias,
+//! activation and residual applied to each `MR x NR` tile while it is still in registers.
+//!
+//! The micro-kernel is plain Rust over fixed-size arrays, which LLVM keeps in vector
+//! registers: compiled three times (AVX-512, AVX2 + FMA, the baseline) and chosen at run time,
+//! with `MR` as many rows as the registers hold (12 x 16 lanes in 32 zmm registers, 6 x 16 in
+//! 16 ymm registers).
+
+use rayon::prelude::*;
+
+use super::silu_element;
+use crate::model::activation::Activation;
+
+/// Columns of a packed panel, and lanes of the micro-kernel's accumulator rows.
+pub(crate) const NR: usize = 16;
+
+/// A row block is a multiple of this many rows, so that every kernel build's `MR` divides it.
+const ROW_QUANTUM: usize = 12;
+
+/// Row blocks per thread the parallel drivers aim for: enough to balance the cores on a
+/// machine that other work also uses.
+const TASKS_PER_THREAD: usize = 4;
+
+/// A `k x n` right-hand side in panels of [`NR`] columns: panel `p` holds rows `0..k` of
+/// columns `p * NR..(p + 1) * NR`, each row's `NR` values contiguous, columns past `n` zero.
+#[derive(Clone, Debug)]
+pub(crate) struct Packed {
+    k: usize,
+    n: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    /// Packs `value(row, column)` for `row < k`, `column < n`.
+    pub(crate) fn new(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Self {
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0.0; panels * k * NR];
+        for (index, slot) in data.iter_mut().enumerate() {
+            let (panel, row, lane) = (index / (k * NR), index / NR % k, index % NR);
+            let column = panel * NR + lane;
+            if column < n {
+                *slot = value(row, column);
+            }
+        }
+        Self { k, n, data }
+    }
+
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
+
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The packed values.
+    pub(crate) fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// Values in the packed layout with row `r` scaled by `factors[r]`: `diag(factors) * B`,
+    /// how a squeeze-excitation gate on the input channels folds into a 1x1 convolution.
+    pub(crate) fn scale_rows_into(&self, factors: &[f32], out: &mut [f32]) {
+        let rows = self.data.chunks_exact(NR).zip(out.chunks_exact_mut(NR));
+        for (index, (row, out)) in rows.enumerate() {
+            let factor = factors[index % self.k];
+            for (out, &value) in out.iter_mut().zip(row) {
+                *out = value * factor;
+            }
+        }
+    }
+}
+
+/// What happens to each output value after the product: `+ bias[column]`, the activation,
+/// then `+ residual[row][column]` (the block's input, in the output's layout).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epilogue<'a> {
+    pub(crate) bias: &'a [f32],
+    pub(crate) activation: Option<Activation>,
+    pub(crate) residual: Option<&'a [f32]>,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for the rows from `first_row` on (of `n` columns each).
+    pub(crate) fn from_row(self, first_row: usize, n: usize) -> Self {
+        Self {
+            residual: self.residual.map(|residual| &residual[first_row * n..]),
+            ..self
+        }
+    }
+}
+
+/// Where a product's tiles go: `rows` rows of `n` values from `ptr` (row stride `n`), of
+/// which a call writes the columns of panels `first_panel..end_panel` only.
+#[derive(Clone, Copy, Debug)]
+struct Region {
+    ptr: *mut f32,
+    rows: usize,
+    first_panel: usize,
+    end_panel: usize,
+}
+
+/// `c = epilogue(a * b)`, serially, for the `c.len() / n` rows of `c` (row stride `n`).
+/// Row `i` of `a` is `a[i * lda..i * lda + k]`; `b` is [`Packed::data`] of a `k x n` matrix
+/// (or a copy scaled by [`Packed::scale_rows_into`]). `scratch` holds packed rows of `a`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    c: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let rows = c.len() / n.max(1);
+    if rows == 0 {
+        return;
+    }
+    assert!(a.len() >= (rows - 1) * lda + k && b.len() >= n.div_ceil(NR) * NR * k);
+    let region = Region {
+        ptr: c.as_mut_ptr(),
+        rows,
+        first_panel: 0,
+        end_panel: n.div_ceil(NR),
+    };
+    // SAFETY: the region is all of `c`, borrowed mutably here; `a` and `b` were checked.
+    unsafe { gemm_region(a, lda, b, k, n, epilogue, region, scratch) };
+}
+
+/// [`gemm`] into a region of an output that other calls may be writing elsewhere.
+///
+/// # Safety
+///
+/// `region` must be valid for writes of its rows and panels' columns, which no one else
+/// reads or writes during the call; `a` must hold `region.rows` rows and `b` every panel.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_region(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    // SAFETY (each call): the CPU has the features the build was compiled for; the caller
+    // vouches for the region.
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            return unsafe { gemm_avx512(a, lda, b, k, n, epilogue, region, scratch) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return unsafe { gemm_avx2(a, lda, b, k, n, epilogue, region, scratch) };
+        }
+    }
+    unsafe { gemm_rows::<4, false>(a, lda, b, k, n, epilogue, region, scratch) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx512(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    e: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    // SAFETY: passed on from `gemm_region`'s caller.
+    unsafe { gemm_rows::<12, true>(a, lda, b, k, n, e, region, scratch) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_avx2(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    e: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    // SAFETY: passed on from `gemm_region`'s caller.
+    unsafe { gemm_rows::<6, true>(a, lda, b, k, n, e, region, scratch) };
+}
+
+/// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
+const PACKED_ROWS_BYTES: usize = 96 * 1024;
+
+/// [`gemm_region`] with `MR` rows per tile; `FMA`: whether fused multiply-adds are cheap
+/// (without the instruction, `mul_add` is a library call).
+///
+/// Rows go in blocks: a block's rows are packed tile by tile (`k` steps of `MR` values, so
+/// the kernel reads them with one pointer at fixed offsets; rows past the end are zeros),
+/// then every panel of `b` runs over the block.
+///
+/// # Safety
+///
+/// As [`gemm_region`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    let rows = region.rows;
+    if rows == 0 || k == 0 {
+        return;
+    }
+    let block_rows = (PACKED_ROWS_BYTES / 4 / k / MR).max(1) * MR;
+    for block_start in (0..rows).step_by(block_rows) {
+        let block_len = block_rows.min(rows - block_start);
+        let tiles = block_len.div_ceil(MR);
+        scratch.clear();
+        scratch.resize(tiles * k * MR, 0.0);
+        for (tile, packed) in scratch.chunks_exact_mut(k * MR).enumerate() {
+            let first = block_start + tile * MR;
+            for r in 0..MR.min(rows - first) {
+                let row = &a[(first + r) * lda..(first + r) * lda + k];
+                for (slot, &value) in packed[r..].iter_mut().step_by(MR).zip(row) {
+                    *slot = value;
+                }
+            }
+        }
+        for panel in region.first_panel..region.end_panel {
+            let b = &b[panel * k * NR..(panel + 1) * k * NR];
+            let first_column = panel * NR;
+            let columns = NR.min(n - first_column);
+            for (index, packed) in scratch.chunks_exact(k * MR).enumerate() {
+                let first_row = block_start + index * MR;
+                let tile_rows = MR.min(rows - first_row);
+                let acc = tile::<MR, FMA>(packed, b);
+                for (r, acc) in acc.iter().enumerate().take(tile_rows) {
+                    let start = (first_row + r) * n + first_column;
+                    // SAFETY: row `first_row + r < rows`, columns of `panel`: inside the
+                    // region, which is ours alone.
+                    let out =
+                        unsafe { std::slice::from_raw_parts_mut(region.ptr.add(start), columns) };
+                    let bias = &epilogue.bias[first_column..first_column + columns];
+                    let residual = epilogue
+                        .residual
+                        .map(|residual| &residual[start..start + columns]);
+                    finish(acc, bias, epilogue.activation, residual, out);
+                }
+            }
+        }
+    }
+}
+
+/// One `MR x NR` tile of the product: `packed` holds `k` steps of `MR` row values, `b` `k`
+/// rows of `NR` values.
+#[inline(always)]
+fn tile<const MR: usize, const FMA: bool>(packed: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: `FMA` is only set by the callers compiled with AVX2 and FMA; `MR` is 12
+        // only in the one compiled with AVX-512F as well.
+        return unsafe {
+            if MR == 12 {
+                x86::tile_avx512::<MR>(packed, b)
+            } else {
+                x86::tile_avx2::<MR>(packed, b)
+            }
+        };
+    }
+    let mut acc = [[0.0f32; NR]; MR];
+    for (a_step, b_row) in packed.chunks_exact(MR).zip(b.chunks_exact(NR)) {
+        for (acc, &a) in acc.iter_mut().zip(a_step) {
+            for (acc, &b) in acc.iter_mut().zip(b_row) {
+                *acc += a * b;
+            }
+        }
+    }
+    acc
+}
+
+/// The micro-kernels in explicit vector instructions: written as plain loops, LLVM
+/// vectorises the `MR` loop (with gathers) instead of the lanes.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    /// AVX-512: one register per tile row.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile_avx512<const MR: usize>(
+        packed: &[f32],
+        b: &[f32],
+    ) -> [[f32; NR]; MR] {
+        let steps = (packed.len() / MR).min(b.len() / NR);
+        let mut acc = [_mm512_setzero_ps(); MR];
+        let (a, b) = (packed.as_ptr(), b.as_ptr());
+        for step in 0..steps {
+            // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
+            // values at `step * MR`.
+            unsafe {
+                let b_row = _mm512_loadu_ps(b.add(step * NR));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a_value = _mm512_set1_ps(*a.add(step * MR + r));
+                    *acc = _mm512_fmadd_ps(a_value, b_row, *acc);
+                }
+            }
+        }
+        let mut out = [[0.0f32; NR]; MR];
+        for (out, acc) in out.iter_mut().zip(acc) {
+            // SAFETY: `out` has room for NR = 16 values.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
+        }
+        out
+    }
+
+    /// AVX2 + FMA: two registers per tile row.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn tile_avx2<const MR: usize>(
+        packed: &[f32],
+        b: &[f32],
+    ) -> [[f32; NR]; MR] {
+        let steps = (packed.len() / MR).min(b.len() / NR);
+        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        let (a, b) = (packed.as_ptr(), b.as_ptr());
+        for step in 0..steps {
+            // SAFETY: as in `tile_avx512`.
+            unsafe {
+                let low = _mm256_loadu_ps(b.add(step * NR));
+                let high = _mm256_loadu_ps(b.add(step * NR + 8));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let a_value = _mm256_set1_ps(*a.add(step * MR + r));
+                    acc[0] = _mm256_fmadd_ps(a_value, low, acc[0]);
+                    acc[1] = _mm256_fmadd_ps(a_value, high, acc[1]);
+                }
+            }
+        }
+        let mut out = [[0.0f32; NR]; MR];
+        for (out, acc) in out.iter_mut().zip(acc) {
+            // SAFETY: `out` has room for 2 x 8 values.
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+            }
+        }
+        out
+    }
+}
+
+/// One tile row's epilogue: bias, activation, residual, store.
+#[inline(always)]
+fn finish(
+    acc: &[f32; NR],
+    bias: &[f32],
+    activation: Option<Activation>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let mut values = *acc;
+    for (value, &bias) in values.iter_mut().zip(bias) {
+        *value += bias;
+    }
+    match activation {
+        Some(Activation::SiLU) => values.iter_mut().for_each(|v| *v = silu_element(*v)),
+        Some(Activation::ReLU6) => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        None => {}
+    }
+    match residual {
+        Some(residual) => {
+            for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
+                *out = value + residual;
+            }
+        }
+        None => out.copy_from_slice(&values[..out.len()]),
+    }
+}
+
+/// Splits `c` (`samples` samples of equal row counts, `n` columns a row) into row blocks
+/// that do not cross samples, and calls `task(sample, first_row_in_sample, block)` on each,
+/// over rayon's pool, `init` giving each worker its scratch state.
+pub(crate) fn for_row_blocks<S>(
+    c: &mut [f32],
+    samples: usize,
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize, usize, &mut [f32]) + Sync + Send,
+) {
+    let rows = c.len() / n.max(1) / samples.max(1);
+    if rows == 0 {
+        return;
+    }
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+    let blocks = wanted.div_ceil(samples).clamp(1, rows);
+    let block = rows.div_ceil(blocks).next_multiple_of(ROW_QUANTUM).min(rows);
+    c.par_chunks_mut(rows * n)
+        .enumerate()
+        .flat_map(|(sample, c)| {
+            c.par_chunks_mut(block * n)
+                .enumerate()
+                .map(move |(index, c)| (sample, index * block, c))
+        })
+        .for_each_init(init, |state, (sample, first_row, c)| {
+            task(state, sample, first_row, c)
+        });
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer share.
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint regions (see `gemm_parallel`).
+unsafe impl Send for SharedOutput {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
+/// rows as `c`, and `b` one packed matrix per sample (`b_stride` values apart; 0 when all
+/// samples share it). Tasks split the rows and, when the rows are too few to feed every
+/// thread (small maps), the panels of `b` too, so that each task reads only its share of
+/// the weights.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_parallel(
+    a: &[f32],
+    samples: usize,
+    b: &[f32],
+    b_stride: usize,
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    c: &mut [f32],
+) {
+    let samples = samples.max(1);
+    let rows = c.len() / n.max(1) / samples;
+    let panels = n.div_ceil(NR);
+    if rows == 0 || panels == 0 {
+        return;
+    }
+    assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
+    assert!(b.len() >= (samples - 1) * b_stride + panels * NR * k);
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+    let row_blocks = wanted.div_ceil(samples).clamp(1, rows.div_ceil(ROW_QUANTUM));
+    let block = rows.div_ceil(row_blocks).next_multiple_of(ROW_QUANTUM).min(rows);
+    let row_blocks = rows.div_ceil(block);
+    let panel_groups = wanted.div_ceil(samples * row_blocks).clamp(1, panels);
+    let group = panels.div_ceil(panel_groups);
+    let panel_groups = panels.div_ceil(group);
+    let output = SharedOutput(c.as_mut_ptr());
+    (0..samples * row_blocks * panel_groups)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, task| {
+            let (sample, rest) = (task / (row_blocks * panel_groups), task % (row_blocks * panel_groups));
+            let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
+            let first_row = sample * rows + row_block * block;
+            let region = Region {
+                // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
+                ptr: unsafe { output.get().add(first_row * n) },
+                rows: block.min(rows - row_block * block),
+                first_panel: panel_group * group,
+                end_panel: ((panel_group + 1) * group).min(panels),
+            };
+            // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
+            // this function borrows mutably until they all end; the asserts above bound `a`
+            // and `b`.
+            unsafe {
+                gemm_region(
+                    &a[first_row * k..],
+                    k,
+                    &b[sample * b_stride..],
+                    k,
+                    n,
+                    epilogue.from_row(first_row, n),
+                    region,
+                    scratch,
+                );
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic pseudo-random matrix.
+    fn matrix(rows: usize, columns: usize, seed: u32) -> Vec<f32> {
+        (0..rows * columns)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gemm_matches_the_definition_with_every_epilogue() {
+        // Rows and columns around the tile sizes: partial tiles and panels, one row, k = 1.
+        for (m, k, n) in [(1, 1, 1), (13, 27, 24), (49, 96, 40), (7, 5, 17), (25, 64, 16)] {
+            let a = matrix(m, k, 1);
+            let weights = matrix(k, n, 2);
+            let bias = matrix(1, n, 3);
+            let residual = matrix(m, n, 4);
+            let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+            for activation in [None, Some(Activation::SiLU), Some(Activation::ReLU6)] {
+                let epilogue = Epilogue {
+                    bias: &bias,
+                    activation,
+                    residual: Some(&residual),
+                };
+                let mut c = vec![f32::NAN; m * n];
+                gemm_parallel(&a, 1, packed.data(), 0, k, n, epilogue, &mut c);
+                for i in 0..m {
+                    for j in 0..n {
+                        let dot: f32 = (0..k).map(|t| a[i * k + t] * weights[t * n + j]).sum();
+                        let x = dot + bias[j];
+                        let x = match activation {
+                            Some(Activation::SiLU) => x / (1.0 + (-x).exp()),
+                            Some(Activation::ReLU6) => x.clamp(0.0, 6.0),
+                            None => x,
+                        } + residual[i * n + j];
+                        let got = c[i * n + j];
+                        assert!((got - x).abs() < 1e-5, "{m}x{k}x{n} [{i}, {j}]: {got} vs {x}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn row_scaling_scales_the_input_channels() {
+        let (k, n) = (3, 20);
+        let packed = Packed::new(k, n, |r, c| (r * n + c) as f32);
+        let mut scaled = vec![0.0; packed.data().len()];
+        packed.scale_rows_into(&[1.0, 2.0, 0.5], &mut scaled);
+        let scaled = Packed {
+            data: scaled,
+            ..packed.clone()
+        };
+        let a = [1.0, 1.0, 1.0];
+        let (mut plain, mut gated) = (vec![0.0; n], vec![0.0; n]);
+        let epilogue = Epilogue {
+            bias: &[0.0; 20],
+            activation: None,
+            residual: None,
+        };
+        gemm(&a, k, packed.data(), k, n, epilogue, &mut plain, &mut Vec::new());
+        gemm(&a, k, scaled.data(), k, n, epilogue, &mut gated, &mut Vec::new());
+        for c in 0..n {
+            let expected = c as f32 + 2.0 * (n + c) as f32 + 0.5 * (2 * n + c) as f32;
+            assert_eq!(gated[c], expected);
+            assert_eq!(plain[c], (3 * c + 3 * n) as f32);
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The planned inference path: a folded [`EfficientNet`] read once into packed weights, then
+//! run as a whole on its own buffers instead of layer by layer through Burn's tensors.
+//!
+//! What makes it faster than the per-layer kernels, in the order it matters (ONNX Runtime's
+//! MLAS does the same things):
+//! - Activations stay in NHWC (pixel-major, channels contiguous) from the stem to the head:
+//!   a 1x1 convolution is then one matrix product with the pixels as rows, and a depthwise
+//!   convolution is a multiply-add across channels, vectorised without gathering.
+//! - Every convolution is [`matmul::gemm`] with the weights packed at planning time and the bias,
+//!   activation and residual applied to each tile in registers; a kxk convolution (the stem,
+//!   Fused-MBConv) unfolds one row block of pixels at a time into a scratch that stays in
+//!   cache.
+//! - The depthwise pass also sums each channel for the squeeze-excitation, whose gate then
+//!   scales the projection's packed weights (`diag(gate) * W`, K x N values) instead of the
+//!   activations (H x W x K values).
+//! - Buffers come from a pool kept with the plan: after the first input of a size, a forward
+//!   allocates only its output tensor.
+//! - Every layer splits its rows over rayon's pool, a batch of one included.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use burn::nn::PaddingConfig2d;
+use burn::tensor::{Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::matmul::{self, Epilogue, Packed};
+use super::{Pads, applies, resolve_padding, sigmoid_element, silu_element};
+use crate::model::activation::Activation;
+use crate::model::conv_bn_act::ConvBnAct;
+use crate::model::efficientnet::EfficientNet;
+use crate::model::squeeze_excitation::SqueezeExcitation;
+
+/// A folded model's weights, packed for the CPU kernels, and the buffers its forwards reuse.
+pub(crate) struct Plan {
+    stem: Conv,
+    blocks: Vec<Block>,
+    head: Conv,
+    classifier: Packed,
+    classifier_bias: Vec<f32>,
+    /// The stem's folded weight as planned: a forward checks the model still has it, so a
+    /// model whose weights were replaced after planning runs Burn's ops, not stale ones.
+    fingerprint: Vec<f32>,
+    buffers: Mutex<Vec<Vec<f32>>>,
+}
+
+impl fmt::Debug for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plan")
+            .field("blocks", &self.blocks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A convolution with its folded bias and activation; `weights` is `k * k * in` rows (tap
+/// major, then input channel) by `out` columns.
+struct Conv {
+    kernel: usize,
+    stride: usize,
+    padding: PaddingConfig2d,
+    weights: Packed,
+    bias: Vec<f32>,
+    activation: Option<Activation>,
+}
+
+/// A depthwise convolution; `taps` is `[k * k][channels]`.
+struct Depthwise {
+    kernel: usize,
+    stride: usize,
+    padding: PaddingConfig2d,
+    channels: usize,
+    taps: Vec<f32>,
+    bias: Vec<f32>,
+    activation: Option<Activation>,
+}
+
+/// Squeeze-excitation's two small layers: `reduce` is `[squeeze][channels]`, `expand`
+/// `[channels][squeeze]`.
+struct Se {
+    channels: usize,
+    reduce: Vec<f32>,
+    reduce_bias: Vec<f32>,
+    expand: Vec<f32>,
+    expand_bias: Vec<f32>,
+    activation: Activation,
+}
+
+enum Block {
+    MBConv {
+        expand: Option<Conv>,
+        depthwise: Depthwise,
+        se: Option<Se>,
+        project: Conv,
+        residual: bool,
+    },
+    Fused {
+        conv: Conv,
+        project: Option<Conv>,
+        residual: bool,
+    },
+}
+
+/// An NHWC activation: its buffer (from the pool, maybe longer than needed) and shape.
+struct Map {
+    data: Vec<f32>,
+    batch: usize,
+    height: usize,
+    width: usize,
+    channels: usize,
+}
+
+impl Map {
+    fn len(&self) -> usize {
+        self.batch * self.height * self.width * self.channels
+    }
+
+    fn values(&self) -> &[f32] {
+        &self.data[..self.len()]
+    }
+}
+
+/// A tensor's values as f32, if it is an f32 tensor.
+fn values<const D: usize>(tensor: Tensor<D>) -> Option<Vec<f32>> {
+    tensor.into_data().try_into_vec::<f32>().ok()
+}
+
+impl Conv {
+    fn read(layer: &ConvBnAct) -> Option<Self> {
+        let conv = &layer.conv;
+        let weight = conv.weight.val();
+        let [out, inputs, kh, kw] = weight.dims();
+        let plain = layer.bn.is_none()
+            && conv.groups == 1
+            && kh == kw
+            && conv.stride[0] == conv.stride[1]
+            && conv.dilation == [1, 1];
+        if !plain || !applies(&weight) {
+            return None;
+        }
+        let w = values(weight)?;
+        let k = kh;
+        let weights = Packed::new(k * k * inputs, out, |row, column| {
+            let (tap, channel) = (row / inputs, row % inputs);
+            w[(column * inputs + channel) * k * k + tap]
+        });
+        Some(Self {
+            kernel: k,
+            stride: conv.stride[0],
+            padding: conv.padding.clone(),
+            weights,
+            bias: bias_of(layer, out)?,
+            activation: layer.activation,
+        })
+    }
+
+    fn in_channels(&self) -> usize {
+        self.weights.k() / (self.kernel * self.kernel)
+    }
+}
+
+/// A folded layer's bias (zeros if it has none).
+fn bias_of(layer: &ConvBnAct, channels: usize) -> Option<Vec<f32>> {
+    match &layer.conv.bias {
+        Some(bias) => values(bias.val()),
+        None => Some(vec![0.0; channels]),
+    }
+}
+
+impl Depthwise {
+    fn read(layer: &ConvBnAct) -> Option<Self> {
+        let conv = &layer.conv;
+        let weight = conv.weight.val();
+        let [channels, per_group, kh, kw] = weight.dims();
+        let depthwise = layer.bn.is_none()
+            && per_group == 1
+            && conv.groups == channels
+            && kh == kw
+            && conv.stride[0] == conv.stride[1]
+            && conv.dilation == [1, 1];
+        if !depthwise || !applies(&weight) {
+            return None;
+        }
+        let w = values(weight)?;
+        let taps_per_channel = kh * kw;
+        let taps = (0..taps_per_channel * channels)
+            .map(|i| w[(i % channels) * taps_per_channel + i / channels])
+            .collect();
+        Some(Self {
+            kernel: kh,
+            stride: conv.stride[0],
+            padding: conv.padding.clone(),
+            channels,
+            taps,
+            bias: bias_of(layer, channels)?,
+            activation: layer.activation,
+        })
+    }
+}
+
+impl Se {
+    fn read(se: &SqueezeExcitation) -> Option<Self> {
+        let [squeeze, channels, _, _] = se.reduce.weight.dims();
+        let bias = |conv: &burn::nn::conv::Conv2d, n| match &conv.bias {
+            Some(bias) => values(bias.val()),
+            None => Some(vec![0.0; n]),
+        };
+        Some(Self {
+            channels,
+            reduce: values(se.reduce.weight.val())?,
+            reduce_bias: bias(&se.reduce, squeeze)?,
+            expand: values(se.expand.weight.val())?,
+            expand_bias: bias(&se.expand, channels)?,
+            activation: se.activation,
+        })
+    }
+
+    /// Per-channel gates in (0, 1) from one sample's channel means.
+    fn gate(&self, means: &[f32], gate: &mut [f32]) {
+        let squeezed: Vec<f32> = self
+            .reduce
+            .chunks_exact(self.channels)
+            .zip(&self.reduce_bias)
+            .map(|(row, &bias)| {
+                let x = bias + row.iter().zip(means).map(|(w, m)| w * m).sum::<f32>();
+                match self.activation {
+                    Activation::SiLU => silu_element(x),
+                    Activation::ReLU6 => x.clamp(0.0, 6.0),
+                }
+            })
+            .collect();
+        let rows = self.expand.chunks_exact(squeezed.len());
+        for ((gate, row), &bias) in gate.iter_mut().zip(rows).zip(&self.expand_bias) {
+            let x = bias + row.iter().zip(&squeezed).map(|(w, s)| w * s).sum::<f32>();
+            *gate = sigmoid_element(x);
+        }
+    }
+}
+
+impl Plan {
+    /// Reads a folded model on the flex device in f32; `None` for anything else (the model
+    /// then runs on Burn's ops).
+    pub(crate) fn new(model: &EfficientNet) -> Option<Self> {
+        let stem = Conv::read(&model.stem)?;
+        let mut blocks = Vec::new();
+        for block in model.fused_stages.iter().flatten() {
+            blocks.push(Block::Fused {
+                conv: Conv::read(&block.conv)?,
+                project: match &block.project {
+                    Some(project) => Some(Conv::read(project)?),
+                    None => None,
+                },
+                residual: block.residual,
+            });
+        }
+        for block in model.stages.iter().flatten() {
+            blocks.push(Block::MBConv {
+                expand: match &block.expand {
+                    Some(expand) => Some(Conv::read(expand)?),
+                    None => None,
+                },
+                depthwise: Depthwise::read(&block.depthwise)?,
+                se: match &block.se {
+                    Some(se) => Some(Se::read(se)?),
+                    None => None,
+                },
+                project: Conv::read(&block.project)?,
+                residual: block.residual,
+            });
+        }
+        let head = Conv::read(&model.head)?;
+        let linear = &model.classifier;
+        let [inputs, classes] = linear.weight.dims();
+        let weight = values(linear.weight.val())?;
+        let classifier = Packed::new(inputs, classes, |row, column| {
+            weight[row * classes + column]
+        });
+        let classifier_bias = match &linear.bias {
+            Some(bias) => values(bias.val())?,
+            None => vec![0.0; classes],
+        };
+        Some(Self {
+            fingerprint: values(model.stem.conv.weight.val())?,
+            stem,
+            blocks,
+            head,
+            classifier,
+            classifier_bias,
+            buffers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Whether the plan applies to `input` on `model`: an f32 flex tensor of the model's
+    /// channels, no size zero, and the model still holding the weights planned.
+    fn applies(&self, model: &EfficientNet, input: &Tensor<4>) -> bool {
+        let [batch, channels, height, width] = input.dims();
+        applies(input)
+            && channels == self.stem.in_channels()
+            && batch * height * width > 0
+            && model.is_fused()
+            && values(model.stem.conv.weight.val()).as_ref() == Some(&self.fingerprint)
+    }
+
+    /// Class logits, or the input back if the plan does not apply to it.
+    pub(crate) fn logits(
+        &self,
+        model: &EfficientNet,
+        input: Tensor<4>,
+    ) -> Result<Tensor<2>, Tensor<4>> {
+        if !self.applies(model, &input) {
+            return Err(input);
+        }
+        let device = input.device();
+        let features = in_pool(|| self.features_nhwc(input));
+        let (batch, channels) = (features.batch, features.channels);
+        let pixels = features.height * features.width;
+        let mut pooled = self.take(batch * channels);
+        pooled[..batch * channels].fill(0.0);
+        for (sample, pooled) in pooled.chunks_exact_mut(channels).take(batch).enumerate() {
+            let rows = &features.values()[sample * pixels * channels..];
+            for row in rows.chunks_exact(channels).take(pixels) {
+                for (sum, &value) in pooled.iter_mut().zip(row) {
+                    *sum += value;
+                }
+            }
+            pooled.iter_mut().for_each(|sum| *sum /= pixels as f32);
+        }
+        self.give(features.data);
+        let classes = self.classifier.n();
+        let mut logits = vec![0.0; batch * classes];
+        let epilogue = Epilogue {
+            bias: &self.classifier_bias,
+            activation: None,
+            residual: None,
+        };
+        matmul::gemm(
+            &pooled,
+            channels,
+            self.classifier.data(),
+            channels,
+            classes,
+            epilogue,
+            &mut logits,
+            &mut Vec::new(),
+        );
+        self.give(pooled);
+        let data = TensorData::new(logits, [batch, classes]);
+        Ok(Tensor::from_data(data, &device))
+    }
+
+    /// The head's feature map (NCHW), or the input back if the plan does not apply to it.
+    pub(crate) fn features(
+        &self,
+        model: &EfficientNet,
+        input: Tensor<4>,
+    ) -> Result<Tensor<4>, Tensor<4>> {
+        if !self.applies(model, &input) {
+            return Err(input);
+        }
+        let device = input.device();
+        let map = in_pool(|| self.features_nhwc(input));
+        let (batch, height, width, channels) = (map.batch, map.height, map.width, map.channels);
+        let pixels = height * width;
+        let mut nchw = vec![0.0; map.len()];
+        nchw.par_chunks_mut(pixels * channels)
+            .zip(map.values().par_chunks(pixels * channels))
+            .for_each(|(out, sample)| {
+                for (pixel, row) in sample.chunks_exact(channels).enumerate() {
+                    for (channel, &value) in row.iter().enumerate() {
+                        out[channel * pixels + pixel] = value;
+                    }
+                }
+            });
+        self.give(map.data);
+        let data = TensorData::new(nchw, [batch, channels, height, width]);
+        Ok(Tensor::from_data(data, &device))
+    }
+
+    /// Stem, blocks and head on an input the plan applies to.
+    fn features_nhwc(&self, input: Tensor<4>) -> Map {
+        let [batch, channels, height, width] = input.dims();
+        let pixels = height * width;
+        let mut data = self.take(batch * pixels * channels);
+        {
+            let nchw = input.into_data();
+            let nchw = nchw.as_slice::<f32>().expect("checked f32");
+            data[..batch * pixels * channels]
+                .par_chunks_mut(pixels * channels)
+                .zip(nchw.par_chunks(pixels * channels))
+                .for_each(|(out, sample)| {
+                    for (channel, plane) in sample.chunks_exact(pixels).enumerate() {
+                        for (pixel, &value) in plane.iter().enumerate() {
+                            out[pixel * channels + channel] = value;
+                        }
+                    }
+                });
+        }
+        let input = Map {
+            data,
+            batch,
+            height,
+            width,
+            channels,
+        };
+        let mut x = self.conv(&self.stem, &input, None, None);
+        self.give(input.data);
+        for block in &self.blocks {
+            let y = self.block(block, &x);
+            self.give(std::mem::replace(&mut x, y).data);
+        }
+        let y = self.conv(&self.head, &x, None, None);
+        self.give(x.data);
+        y
+    }
+
+    fn block(&self, block: &Block, x: &Map) -> Map {
+        match block {
+            Block::MBConv {
+                expand,
+                depthwise,
+                se,
+                project,
+                residual,
+            } => {
+                let expanded = expand.as_ref().map(|expand| self.conv(expand, x, None, None));
+                let (y, sums) = self.depthwise(depthwise, expanded.as_ref().unwrap_or(x));
+                if let Some(expanded) = expanded {
+                    self.give(expanded.data);
+                }
+                let residual = residual.then(|| x.values());
+                let out = match se {
+                    Some(se) => {
+                        let pixels = (y.height * y.width) as f32;
+                        let channels = se.channels;
+                        let mut gates = vec![0.0; channels];
+                        let packed = project.weights.data();
+                        let mut gated = self.take(y.batch * packed.len());
+                        for (sample, sums) in sums.chunks_exact(channels).take(y.batch).enumerate() {
+                            let means: Vec<f32> = sums.iter().map(|sum| sum / pixels).collect();
+                            se.gate(&means, &mut gates);
+                            let out = &mut gated[sample * packed.len()..][..packed.len()];
+                            project.weights.scale_rows_into(&gates, out);
+                        }
+                        let out = self.conv(project, &y, residual, Some(&gated));
+                        self.give(gated);
+                        out
+                    }
+                    None => self.conv(project, &y, residual, None),
+                };
+                self.give(sums);
+                self.give(y.data);
+                out
+            }
+            Block::Fused {
+                conv,
+                project,
+                residual,
+            } => {
+                let residual = residual.then(|| x.values());
+                match project {
+                    Some(project) => {
+                        let y = self.conv(conv, x, None, None);
+                        let out = self.conv(project, &y, residual, None);
+                        self.give(y.data);
+                        out
+                    }
+                    None => self.conv(conv, x, residual, None),
+                }
+            }
+        }
+    }
+
+    /// A convolution, plus `residual` (the output's shape) after the activation; `gated`:
+    /// one packed weight matrix per sample in place of the layer's own.
+    fn conv(&self, conv: &Conv, x: &Map, residual: Option<&[f32]>, gated: Option<&[f32]>) -> Map {
+        let (k, stride) = (conv.kernel, conv.stride);
+        let pads = resolve_padding(&conv.padding, x.height, x.width, k, stride);
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let n = conv.weights.n();
+        let mut out = Map {
+            data: self.take(x.batch * out_height * out_width * n),
+            batch: x.batch,
+            height: out_height,
+            width: out_width,
+            channels: n,
+        };
+        let len = out.len();
+        let epilogue = Epilogue {
+            bias: &conv.bias,
+            activation: conv.activation,
+            residual,
+        };
+        let (weights, stride_between) = match gated {
+            Some(gated) => (gated, conv.weights.data().len()),
+            None => (conv.weights.data(), 0),
+        };
+        let c = &mut out.data[..len];
+        if k == 1 && stride == 1 && pads == Pads::default() {
+            matmul::gemm_parallel(
+                x.values(),
+                x.batch,
+                weights,
+                stride_between,
+                x.channels,
+                n,
+                epilogue,
+                c,
+            );
+            return out;
+        }
+        let depth = conv.weights.k();
+        let input = x.values();
+        let sample_len = x.height * x.width * x.channels;
+        let pixels = out_height * out_width;
+        matmul::for_row_blocks(
+            c,
+            x.batch,
+            n,
+            || (Vec::new(), Vec::new()),
+            |(scratch, packed): &mut (Vec<f32>, Vec<f32>), sample, first_row, c| {
+                let rows = c.len() / n;
+                scratch.clear();
+                scratch.resize(rows * depth, 0.0);
+                let sample_input = &input[sample * sample_len..(sample + 1) * sample_len];
+                for (row, unfolded) in scratch.chunks_exact_mut(depth).enumerate() {
+                    let pixel = first_row + row;
+                    let (oy, ox) = (pixel / out_width, pixel % out_width);
+                    unfold(sample_input, x, &pads, k, stride, oy, ox, unfolded);
+                }
+                let b = &weights[sample * stride_between..];
+                let epilogue = epilogue.from_row(sample * pixels + first_row, n);
+                matmul::gemm(scratch, depth, b, depth, n, epilogue, c, packed);
+            },
+        );
+        out
+    }
+
+    /// A depthwise convolution with its bias and activation, and the per-sample channel sums
+    /// of its output (`[batch][channels]`, for the squeeze-excitation).
+    fn depthwise(&self, dw: &Depthwise, x: &Map) -> (Map, Vec<f32>) {
+        let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
+        let pads = resolve_padding(&dw.padding, x.height, x.width, k, stride);
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let mut out = Map {
+            data: self.take(x.batch * out_height * out_width * channels),
+            batch: x.batch,
+            height: out_height,
+            width: out_width,
+            channels,
+        };
+        let len = out.len();
+        let rows = x.batch * out_height;
+        let mut partial = self.take(rows * channels);
+        let geometry = DwGeometry {
+            height: x.height,
+            width: x.width,
+            channels,
+            kernel: k,
+            stride,
+            top: pads.top,
+            left: pads.left,
+            out_width,
+        };
+        let sample_len = x.height * x.width * channels;
+        let input = x.values();
+        out.data[..len]
+            .par_chunks_mut(out_width * channels)
+            .zip(partial[..rows * channels].par_chunks_mut(channels))
+            .enumerate()
+            .for_each(|(row, (out, sums))| {
+                let (sample, oy) = (row / out_height, row % out_height);
+                let input = &input[sample * sample_len..(sample + 1) * sample_len];
+                depthwise_row(input, &geometry, dw, oy, out, sums);
+            });
+        let mut sums = self.take(x.batch * channels);
+        for (sample, sums) in sums.chunks_exact_mut(channels).take(x.batch).enumerate() {
+            sums.fill(0.0);
+            let rows = partial[sample * out_height * channels..].chunks_exact(channels);
+            for row in rows.take(out_height) {
+                for (sum, &value) in sums.iter_mut().zip(row) {
+                    *sum += value;
+                }
+            }
+        }
+        self.give(partial);
+        (out, sums)
+    }
+
+    /// A buffer of at least `len` values, from the pool if it has one.
+    fn take(&self, len: usize) -> Vec<f32> {
+        let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let best = pool
+            .iter()
+            .enumerate()
+            .filter(|(_, buffer)| buffer.len() >= len)
+            .min_by_key(|(_, buffer)| buffer.len())
+            .map(|(index, _)| index)
+            .or_else(|| {
+                // None long enough: grow the longest.
+                (0..pool.len()).max_by_key(|&index| pool[index].len())
+            });
+        let mut buffer = match best {
+            Some(index) => pool.swap_remove(index),
+            None => Vec::new(),
+        };
+        drop(pool);
+        if buffer.len() < len {
+            buffer.resize(len, 0.0);
+        }
+        buffer
+    }
+
+    fn give(&self, buffer: Vec<f32>) {
+        let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push(buffer);
+    }
+}
+
+/// Runs `work` on a thread of rayon's pool. Called from outside the pool, every parallel
+/// loop would hand its tasks over and put the caller to sleep until they end: a wake-up on
+/// each side of each of a network's ~80 layers. From inside, the loops start at once.
+fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    let mut result = None;
+    rayon::scope(|_| result = Some(work()));
+    result.expect("the scope ran its body")
+}
+
+/// Output pixel `(oy, ox)`'s kxk window of `input` (one sample, NHWC, the shape of `x`) into
+/// `unfolded` (`[tap][channel]`), zeros where the window lies in the padding.
+#[allow(clippy::too_many_arguments)]
+fn unfold(
+    input: &[f32],
+    x: &Map,
+    pads: &Pads,
+    k: usize,
+    stride: usize,
+    oy: usize,
+    ox: usize,
+    unfolded: &mut [f32],
+) {
+    let channels = x.channels;
+    for (tap, out) in unfolded.chunks_exact_mut(channels).enumerate() {
+        let (ky, kx) = (tap / k, tap % k);
+        let iy = (oy * stride + ky).checked_sub(pads.top).filter(|&y| y < x.height);
+        let ix = (ox * stride + kx).checked_sub(pads.left).filter(|&v| v < x.width);
+        match (iy, ix) {
+            (Some(iy), Some(ix)) => {
+                let start = (iy * x.width + ix) * channels;
+                out.copy_from_slice(&input[start..start + channels]);
+            }
+            _ => out.fill(0.0),
+        }
+    }
+}
+
+/// What a depthwise output row needs to know of the input.
+struct DwGeometry {
+    height: usize,
+    width: usize,
+    channels: usize,
+    kernel: usize,
+    stride: usize,
+    top: usize,
+    left: usize,
+    out_width: usize,
+}
+
+/// One output row of a depthwise convolution (`out`: `[out_width][channels]`), adding each
+/// channel's outputs to `sums`.
+fn depthwise_row(
+    input: &[f32],
+    geometry: &DwGeometry,
+    dw: &Depthwise,
+    oy: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F, which `depthwise_row_avx512` was compiled for.
+            return unsafe { depthwise_row_avx512(input, geometry, dw, oy, out, sums) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA, which `depthwise_row_avx2` was compiled for.
+            return unsafe { depthwise_row_avx2(input, geometry, dw, oy, out, sums) };
+        }
+    }
+    depthwise_row_channels::<false>(input, geometry, dw, oy, out, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn depthwise_row_avx512(
+    input: &[f32],
+    geometry: &DwGeometry,
+    dw: &Depthwise,
+    oy: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) {
+    depthwise_row_channels::<true>(input, geometry, dw, oy, out, sums);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn depthwise_row_avx2(
+    input: &[f32],
+    geometry: &DwGeometry,
+    dw: &Depthwise,
+    oy: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) {
+    depthwise_row_channels::<true>(input, geometry, dw, oy, out, sums);
+}
+
+/// [`depthwise_row`] in channel chunks of 64, then 16, then 1 (64 lanes give four
+/// independent accumulator registers per tap).
+#[inline(always)]
+fn depthwise_row_channels<const FMA: bool>(
+    input: &[f32],
+    geometry: &DwGeometry,
+    dw: &Depthwise,
+    oy: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) {
+    let mut first = 0;
+    while first < geometry.channels {
+        let left = geometry.channels - first;
+        first += if left >= 64 {
+            depthwise_chunk::<64, FMA>(input, geometry, dw, oy, first, out, sums)
+        } else if left >= 16 {
+            depthwise_chunk::<16, FMA>(input, geometry, dw, oy, first, out, sums)
+        } else {
+            depthwise_chunk::<1, FMA>(input, geometry, dw, oy, first, out, sums)
+        };
+    }
+}
+
+/// Channels `first..first + L` of one depthwise output row; returns `L`.
+#[inline(always)]
+fn depthwise_chunk<const L: usize, const FMA: bool>(
+    input: &[f32],
+    g: &DwGeometry,
+    dw: &Depthwise,
+    oy: usize,
+    first: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) -> usize {
+    let (c, k) = (g.channels, g.kernel);
+    let bias: [f32; L] = dw.bias[first..first + L].try_into().expect("L values");
+    let mut total = [0.0f32; L];
+    // Taps inside the input: padded row `oy * stride + ky` is input row that minus `top`.
+    let base_y = oy * g.stride;
+    let ky_range = g.top.saturating_sub(base_y)..k.min((g.height + g.top).saturating_sub(base_y));
+    for ox in 0..g.out_width {
+        let base_x = ox * g.stride;
+        let kx_range =
+            g.left.saturating_sub(base_x)..k.min((g.width + g.left).saturating_sub(base_x));
+        let mut acc = bias;
+        for ky in ky_range.clone() {
+            let iy = base_y + ky - g.top;
+            for kx in kx_range.clone() {
+                let ix = base_x + kx - g.left;
+                let start = (iy * g.width + ix) * c + first;
+                let src: &[f32; L] = input[start..start + L].try_into().expect("L values");
+                let tap = (ky * k + kx) * c + first;
+                let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
+                for lane in 0..L {
+                    acc[lane] = if FMA {
+                        w[lane].mul_add(src[lane], acc[lane])
+                    } else {
+                        acc[lane] + w[lane] * src[lane]
+                    };
+                }
+            }
+        }
+        match dw.activation {
+            Some(Activation::SiLU) => acc.iter_mut().for_each(|v| *v = silu_element(*v)),
+            Some(Activation::ReLU6) => acc.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+            None => {}
+        }
+        for (total, &value) in total.iter_mut().zip(&acc) {
+            *total += value;
+        }
+        out[ox * c + first..ox * c + first + L].copy_from_slice(&acc);
+    }
+    for (sum, total) in sums[first..first + L].iter_mut().zip(total) {
+        *sum = total;
+    }
+    L
+}
