@@ -99,6 +99,7 @@ fn main() -> Result<(), efficientnet_burn::Error> {
             "batch": args.batch,
             "resolution": args.resolution,
             "median_ms": median,
+            "min_ms": times.first().copied().unwrap_or(f64::NAN),
             "images_per_s": args.batch as f64 * 1e3 / median,
             "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
         })

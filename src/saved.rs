@@ -23,8 +23,9 @@ pub const CLASSES_FILE: &str = "classes.txt";
 /// A model with what it takes to use it: class names and input transform.
 #[derive(Debug)]
 pub struct SavedModel {
-    /// The model: as trained (unfused), or folded if it was saved folded
-    /// ([`EfficientNet::fuse_batch_norm`]); [`load`](Self::load) restores either form.
+    /// The model: as trained (unfused), or, if it was saved folded
+    /// ([`EfficientNet::fuse_batch_norm`]), folded and planned for inference
+    /// ([`EfficientNet::for_inference`]); [`load`](Self::load) restores either form.
     pub model: EfficientNet,
     /// Class names by label; as many as the model has outputs.
     pub classes: Vec<String>,
@@ -87,10 +88,15 @@ impl SavedModel {
         // A model saved after `fuse_batch_norm` has a bias on its stem convolution and no
         // norm there; build the same form before loading.
         let weights = dir.join(WEIGHTS_FILE);
-        if crate::weights::burnpack_index(&weights)?.contains_key("stem.conv.bias") {
+        let folded = crate::weights::burnpack_index(&weights)?.contains_key("stem.conv.bias");
+        if folded {
             model = model.fuse_batch_norm();
         }
-        let model = model.load_burnpack(&weights)?;
+        let mut model = model.load_burnpack(&weights)?;
+        if folded {
+            // Folded weights are for inference only: plan them for the CPU kernels.
+            model = model.for_inference();
+        }
         Ok(Self {
             model,
             classes,

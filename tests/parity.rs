@@ -234,44 +234,73 @@ fn timm_tf_v2_base_parity_at_an_odd_size() {
 }
 
 #[test]
-fn v2_folded_model_on_the_cpu_kernels_matches_burn_ops() {
-    // At these sizes the folded model's depthwise layers and the 1x1 convolutions on maps of
-    // 28x28 and more (the fused stages' projections, the first MBConv expansions) run the
-    // flex CPU kernels; the unfused model runs Burn's own ops. Batch 1 and 8, an odd size
-    // with TF "SAME", trained-like weights from the fixtures.
+fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
+    // The folded model runs the per-layer flex kernels (depthwise layers, 1x1 convolutions
+    // on maps of 28x28 and more), the planned one (`for_inference`) the whole-network path;
+    // the unfused model runs Burn's own ops. Trained-like weights from the fixtures: V1 and
+    // V2, PyTorch and TF "SAME" padding, SiLU and ReLU6 (Lite); batch 1 and 8; square, odd
+    // and tiny inputs (a 1x1 image still runs every layer).
     let device = Device::default();
     let cases = [
+        (
+            "torchvision_small.pth",
+            small(0.1, 1.1),
+            WeightSource::Torchvision,
+            vec![[64, 64], [1, 1]],
+        ),
+        (
+            "timm_tf_small_odd.pth",
+            small(0.25, 0.34),
+            WeightSource::TimmTf,
+            vec![[65, 67], [7, 5]],
+        ),
+        (
+            "timm_tf_lite_small.pth",
+            EfficientNetConfig::lite0().with_width(0.25).with_depth(0.34),
+            WeightSource::TimmTf,
+            vec![[64, 64], [33, 47]],
+        ),
         (
             "torchvision_v2_small.pth",
             EfficientNetConfig::v2_s().with_width(0.25).with_depth(0.34),
             WeightSource::Torchvision,
-            [128, 128],
+            vec![[128, 128], [31, 33]],
         ),
         (
             "timm_tf_v2_base_small_odd.pth",
             EfficientNetConfig::v2_b0().with_width(0.3).with_depth(0.5),
             WeightSource::TimmTf,
-            [131, 117],
+            vec![[131, 117], [2, 3]],
         ),
     ];
-    for (checkpoint, config, source, [height, width]) in cases {
+    for (checkpoint, config, source, sizes) in cases {
         let config = config.with_num_classes(10);
         let model =
             EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
                 .unwrap();
         let fused = model.clone().fuse_batch_norm();
-        for batch in [1, 8] {
-            let input = Tensor::<4>::random(
-                [batch, 3, height, width],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &device,
-            );
-            let diff = max_abs_diff(
-                &fused.forward(input.clone()).into_data(),
-                &model.forward(input).into_data(),
-            );
-            println!("{checkpoint} batch {batch} {height}x{width}: fused vs Burn ops {diff:.2e}");
-            assert!(diff <= 1e-5, "{checkpoint} batch {batch}: {diff}");
+        let planned = model.clone().for_inference();
+        assert!(planned.is_planned(), "{checkpoint}");
+        for [height, width] in sizes {
+            for batch in [1, 8] {
+                let input = Tensor::<4>::random(
+                    [batch, 3, height, width],
+                    burn::tensor::Distribution::Normal(0.0, 1.0),
+                    &device,
+                );
+                let expected = model.forward(input.clone()).into_data();
+                let case = format!("{checkpoint} batch {batch} {height}x{width}");
+                for (form, model) in [("folded", &fused), ("planned", &planned)] {
+                    let diff = max_abs_diff(&model.forward(input.clone()).into_data(), &expected);
+                    println!("{case}: {form} vs Burn ops {diff:.2e}");
+                    assert!(diff <= 1e-5, "{case}: {form} differs by {diff}");
+                }
+                let diff = max_abs_diff(
+                    &planned.forward_features(input.clone()).into_data(),
+                    &model.forward_features(input).into_data(),
+                );
+                assert!(diff <= 1e-5, "{case}: planned features differ by {diff}");
+            }
         }
     }
 }

@@ -30,9 +30,10 @@ impl Activation {
 /// SiLU: in place on the flex CPU device (see `model::cpu`), Burn's ops elsewhere.
 pub(crate) fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if crate::model::cpu::applies(&input) {
-        return crate::model::cpu::silu(input);
-    }
+    let input = match crate::model::cpu::silu(input) {
+        Ok(output) => return output,
+        Err(input) => input,
+    };
     // `x / (1 + exp(-x))` is `x * sigmoid(x)` in one pass less. For x -> -inf, exp(-x)
     // -> inf and the quotient -> -0, the correct limit.
     input.clone().div(input.neg().exp().add_scalar(1.0))
@@ -41,9 +42,10 @@ pub(crate) fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
 /// Sigmoid: in place on the flex CPU device, Burn's op elsewhere.
 pub(crate) fn sigmoid<const D: usize>(input: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "flex")]
-    if crate::model::cpu::applies(&input) {
-        return crate::model::cpu::sigmoid(input);
-    }
+    let input = match crate::model::cpu::sigmoid(input) {
+        Ok(output) => return output,
+        Err(input) => input,
+    };
     burn::tensor::activation::sigmoid(input)
 }
 

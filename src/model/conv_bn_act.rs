@@ -175,21 +175,10 @@ impl ConvBnAct {
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         // A folded layer on the flex CPU device may run as one fused kernel.
         #[cfg(feature = "flex")]
-        if self.bn.is_none() {
-            let weight = self.conv.weight.val();
-            let bias = self.conv.bias.as_ref().map(|bias| bias.val());
-            if let Some(depthwise) = self.fused_depthwise(&input, &weight) {
-                return depthwise.run(input, &weight, bias.as_ref(), self.activation);
-            }
-            if self.is_fused_pointwise(&input, &weight) {
-                return crate::model::cpu::pointwise(
-                    input,
-                    &weight,
-                    bias.as_ref(),
-                    self.activation,
-                );
-            }
-        }
+        let input = match crate::model::cpu::conv_bn_act(self, input) {
+            Ok(output) => return output,
+            Err(input) => input,
+        };
         let x = self.conv.forward(input);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
@@ -203,50 +192,6 @@ impl ConvBnAct {
 }
 
 impl ConvBnAct {
-    /// The plan of the fused depthwise kernel (`model::cpu::Depthwise`) for `input`, if this
-    /// (folded) layer is a depthwise convolution the kernel takes.
-    #[cfg(feature = "flex")]
-    fn fused_depthwise(
-        &self,
-        input: &Tensor<4>,
-        weight: &Tensor<4>,
-    ) -> Option<crate::model::cpu::Depthwise> {
-        let [out_channels, in_per_group, kh, kw] = weight.dims();
-        let channels = input.dims()[1];
-        let depthwise = in_per_group == 1
-            && self.conv.groups == channels
-            && out_channels == channels
-            && kh == kw
-            && self.conv.stride[0] == self.conv.stride[1]
-            && self.conv.dilation == [1, 1];
-        if !depthwise {
-            return None;
-        }
-        crate::model::cpu::Depthwise::plan(
-            input,
-            weight,
-            kh,
-            self.conv.stride[0],
-            &self.conv.padding,
-        )
-    }
-
-    /// Whether this (folded) layer is a 1x1 convolution (stride 1, no groups) over a map
-    /// large enough for the flex CPU kernel `model::cpu::pointwise`, which fuses in the bias
-    /// and activation.
-    #[cfg(feature = "flex")]
-    fn is_fused_pointwise(&self, input: &Tensor<4>, weight: &Tensor<4>) -> bool {
-        let [_, in_channels, kh, kw] = weight.dims();
-        let [_, _, height, width] = input.dims();
-        height * width >= crate::model::cpu::POINTWISE_MIN_PIXELS
-            && [kh, kw] == [1, 1]
-            && self.conv.groups == 1
-            && self.conv.stride == [1, 1]
-            && input.dims()[1] == in_channels
-            && crate::model::cpu::applies(input)
-            && crate::model::cpu::applies(weight)
-    }
-
     /// Folds the batch norm's running statistics and affine parameters into the
     /// convolution, for inference: `conv'(x) = bn(conv(x))` in evaluation mode, one pass
     /// instead of two. Per output channel `c`, with `s = gamma / sqrt(running_var + eps)`,

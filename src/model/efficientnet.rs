@@ -161,9 +161,13 @@ impl EfficientNet {
     /// same values as Burn's ops to float rounding (`tests/planned.rs` holds them within 1e-5
     /// on logits); other methods, backends and dtypes run the folded model on Burn's ops.
     ///
-    /// The plan holds a copy of the weights. A model whose weights change afterwards
-    /// (`load_record`, say) notices that its stem no longer matches and runs on Burn's ops;
-    /// call `for_inference` again to plan the new weights. Clones share one plan.
+    /// The plan holds a copy of the weights, so plan again after changing them. Loading
+    /// another checkpoint or a fine-tuned head into a planned model (`load_record`, say) is
+    /// noticed (each forward compares the stem weight, the head's bias and the
+    /// classifier's bias with the plan's) and runs on Burn's ops until `for_inference` is
+    /// called again; a change to the blocks alone is not. Clones share one plan. The model
+    /// is evaluation-only: like [`fuse_batch_norm`](Self::fuse_batch_norm), this drops
+    /// autodiff (`valid()`).
     ///
     /// Every loader in this crate that returns a model for inference
     /// ([`PretrainedModel`](crate::PretrainedModel), [`SavedModel`](crate::SavedModel) with

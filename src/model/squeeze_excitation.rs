@@ -83,9 +83,10 @@ impl SqueezeExcitation {
     /// - output: `[batch, channels, height, width]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         #[cfg(feature = "flex")]
-        if crate::model::cpu::applies(&input) {
-            return crate::model::cpu::squeeze_excite(input, |pooled| self.gate(pooled));
-        }
+        let input = match crate::model::cpu::squeeze_excite(input, |pooled| self.gate(pooled)) {
+            Ok(output) => return output,
+            Err(input) => input,
+        };
         let pooled = input.clone().mean_dim(3).mean_dim(2);
         input * self.gate(pooled)
     }

@@ -12,16 +12,16 @@ use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::Preprocess;
 use crate::pretrained::Pretrained;
 
-/// A model ready for inference: batch norms folded ([`EfficientNet::fuse_batch_norm`], which
-/// also selects the fast CPU kernels on flex), the exact eval transform its weights were
-/// measured with, and the names of its classes.
+/// A model ready for inference ([`EfficientNet::for_inference`]: batch norms folded and, on
+/// the flex CPU backend, the network planned for the fast kernels), the exact eval
+/// transform its weights were measured with, and the names of its classes.
 ///
 /// From the registry, [`EfficientNet::pretrained`] (downloads once, then uses the cache) or
 /// [`PretrainedModel::from_file`] (a checkpoint already on disk, no network); from anything
 /// else, [`PretrainedModel::new`].
 #[derive(Debug)]
 pub struct PretrainedModel {
-    /// The folded model, in evaluation mode.
+    /// The model, folded and planned for inference.
     pub model: EfficientNet,
     /// The eval transform (resize, crop, interpolation, mean / std).
     pub preprocess: Preprocess,
@@ -31,8 +31,9 @@ pub struct PretrainedModel {
 }
 
 impl PretrainedModel {
-    /// Refuses weights holding NaN or infinity ([`EfficientNet::check_finite`]), folds
-    /// `model`'s batch norms and keeps it with its transform and class names.
+    /// Refuses weights holding NaN or infinity ([`EfficientNet::check_finite`]), prepares
+    /// `model` for inference ([`EfficientNet::for_inference`]) and keeps it with its
+    /// transform and class names.
     pub fn new(
         model: EfficientNet,
         preprocess: Preprocess,
@@ -40,7 +41,7 @@ impl PretrainedModel {
     ) -> Result<Self, Error> {
         model.check_finite()?;
         Ok(Self {
-            model: model.fuse_batch_norm(),
+            model: model.for_inference(),
             preprocess,
             classes,
         })

@@ -59,18 +59,6 @@ impl Packed {
     pub(crate) fn data(&self) -> &[f32] {
         &self.data
     }
-
-    /// Values in the packed layout with row `r` scaled by `factors[r]`: `diag(factors) * B`,
-    /// how a squeeze-excitation gate on the input channels folds into a 1x1 convolution.
-    pub(crate) fn scale_rows_into(&self, factors: &[f32], out: &mut [f32]) {
-        let rows = self.data.chunks_exact(NR).zip(out.chunks_exact_mut(NR));
-        for (index, (row, out)) in rows.enumerate() {
-            let factor = factors[index % self.k];
-            for (out, &value) in out.iter_mut().zip(row) {
-                *out = value * factor;
-            }
-        }
-    }
 }
 
 /// What happens to each output value after the product: `+ bias[column]`, the activation,
@@ -104,7 +92,7 @@ struct Region {
 
 /// `c = epilogue(a * b)`, serially, for the `c.len() / n` rows of `c` (row stride `n`).
 /// Row `i` of `a` is `a[i * lda..i * lda + k]`; `b` is [`Packed::data`] of a `k x n` matrix
-/// (or a copy scaled by [`Packed::scale_rows_into`]). `scratch` holds packed rows of `a`.
+/// `scratch` holds packed rows of `a`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm(
     a: &[f32],
@@ -128,7 +116,7 @@ pub(crate) fn gemm(
         end_panel: n.div_ceil(NR),
     };
     // SAFETY: the region is all of `c`, borrowed mutably here; `a` and `b` were checked.
-    unsafe { gemm_region(a, lda, b, k, n, epilogue, region, scratch) };
+    unsafe { gemm_region(a, lda, None, b, k, n, epilogue, region, scratch) };
 }
 
 /// [`gemm`] into a region of an output that other calls may be writing elsewhere.
@@ -141,6 +129,7 @@ pub(crate) fn gemm(
 unsafe fn gemm_region(
     a: &[f32],
     lda: usize,
+    a_scale: Option<&[f32]>,
     b: &[f32],
     k: usize,
     n: usize,
@@ -153,13 +142,13 @@ unsafe fn gemm_region(
     #[cfg(target_arch = "x86_64")]
     {
         if is_x86_feature_detected!("avx512f") {
-            return unsafe { gemm_avx512(a, lda, b, k, n, epilogue, region, scratch) };
+            return unsafe { gemm_avx512(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
         }
         if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return unsafe { gemm_avx2(a, lda, b, k, n, epilogue, region, scratch) };
+            return unsafe { gemm_avx2(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
         }
     }
-    unsafe { gemm_rows::<4, false>(a, lda, b, k, n, epilogue, region, scratch) };
+    unsafe { gemm_rows::<4, false>(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -168,6 +157,7 @@ unsafe fn gemm_region(
 unsafe fn gemm_avx512(
     a: &[f32],
     lda: usize,
+    a_scale: Option<&[f32]>,
     b: &[f32],
     k: usize,
     n: usize,
@@ -176,7 +166,7 @@ unsafe fn gemm_avx512(
     scratch: &mut Vec<f32>,
 ) {
     // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<12, true>(a, lda, b, k, n, e, region, scratch) };
+    unsafe { gemm_rows::<12, true>(a, lda, a_scale, b, k, n, e, region, scratch) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -185,6 +175,7 @@ unsafe fn gemm_avx512(
 unsafe fn gemm_avx2(
     a: &[f32],
     lda: usize,
+    a_scale: Option<&[f32]>,
     b: &[f32],
     k: usize,
     n: usize,
@@ -193,18 +184,23 @@ unsafe fn gemm_avx2(
     scratch: &mut Vec<f32>,
 ) {
     // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<6, true>(a, lda, b, k, n, e, region, scratch) };
+    unsafe { gemm_rows::<6, true>(a, lda, a_scale, b, k, n, e, region, scratch) };
 }
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
 const PACKED_ROWS_BYTES: usize = 96 * 1024;
 
+/// Steps of `k` one pass of the kernel takes: a panel's share of `b` (`KC x NR` values,
+/// 16 KiB) stays in L1 while it runs over the block's tiles.
+const KC: usize = 256;
+
 /// [`gemm_region`] with `MR` rows per tile; `FMA`: whether fused multiply-adds are cheap
 /// (without the instruction, `mul_add` is a library call).
 ///
-/// Rows go in blocks: a block's rows are packed tile by tile (`k` steps of `MR` values, so
-/// the kernel reads them with one pointer at fixed offsets; rows past the end are zeros),
-/// then every panel of `b` runs over the block.
+/// The classic blocking: `k` in slices of [`KC`]; rows in blocks, each block's slice of `a`
+/// packed tile by tile (`KC` steps of `MR` values, so the kernel reads them with one
+/// pointer at fixed offsets; rows past the end are zeros); every panel of `b` runs over the
+/// block's tiles. Partial sums wait in the output; the last slice applies the epilogue.
 ///
 /// # Safety
 ///
@@ -214,6 +210,7 @@ const PACKED_ROWS_BYTES: usize = 96 * 1024;
 unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
     a: &[f32],
     lda: usize,
+    a_scale: Option<&[f32]>,
     b: &[f32],
     k: usize,
     n: usize,
@@ -225,63 +222,109 @@ unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
     if rows == 0 || k == 0 {
         return;
     }
-    let block_rows = (PACKED_ROWS_BYTES / 4 / k / MR).max(1) * MR;
+    let slices = k.div_ceil(KC);
+    let step = k.div_ceil(slices);
+    let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
     for block_start in (0..rows).step_by(block_rows) {
         let block_len = block_rows.min(rows - block_start);
         let tiles = block_len.div_ceil(MR);
-        scratch.clear();
-        scratch.resize(tiles * k * MR, 0.0);
-        for (tile, packed) in scratch.chunks_exact_mut(k * MR).enumerate() {
-            let first = block_start + tile * MR;
-            for r in 0..MR.min(rows - first) {
-                let row = &a[(first + r) * lda..(first + r) * lda + k];
-                for (slot, &value) in packed[r..].iter_mut().step_by(MR).zip(row) {
-                    *slot = value;
+        for k_start in (0..k).step_by(step) {
+            let depth = step.min(k - k_start);
+            let (first_slice, last_slice) = (k_start == 0, k_start + depth == k);
+            scratch.clear();
+            scratch.resize(tiles * depth * MR, 0.0);
+            for (tile, packed) in scratch.chunks_exact_mut(depth * MR).enumerate() {
+                let first = block_start + tile * MR;
+                for r in 0..MR.min(rows - first) {
+                    let start = (first + r) * lda + k_start;
+                    let row = &a[start..start + depth];
+                    let slots = packed[r..].iter_mut().step_by(MR);
+                    match a_scale {
+                        Some(scale) => {
+                            let scale = &scale[k_start..k_start + depth];
+                            for ((slot, &value), &factor) in slots.zip(row).zip(scale) {
+                                *slot = value * factor;
+                            }
+                        }
+                        None => {
+                            for (slot, &value) in slots.zip(row) {
+                                *slot = value;
+                            }
+                        }
+                    }
                 }
             }
-        }
-        for panel in region.first_panel..region.end_panel {
-            let b = &b[panel * k * NR..(panel + 1) * k * NR];
-            let first_column = panel * NR;
-            let columns = NR.min(n - first_column);
-            for (index, packed) in scratch.chunks_exact(k * MR).enumerate() {
-                let first_row = block_start + index * MR;
-                let tile_rows = MR.min(rows - first_row);
-                let acc = tile::<MR, FMA>(packed, b);
-                for (r, acc) in acc.iter().enumerate().take(tile_rows) {
-                    let start = (first_row + r) * n + first_column;
-                    // SAFETY: row `first_row + r < rows`, columns of `panel`: inside the
-                    // region, which is ours alone.
-                    let out =
-                        unsafe { std::slice::from_raw_parts_mut(region.ptr.add(start), columns) };
-                    let bias = &epilogue.bias[first_column..first_column + columns];
-                    let residual = epilogue
-                        .residual
-                        .map(|residual| &residual[start..start + columns]);
-                    finish(acc, bias, epilogue.activation, residual, out);
+            for panel in region.first_panel..region.end_panel {
+                let b = &b[(panel * k + k_start) * NR..(panel * k + k_start + depth) * NR];
+                let first_column = panel * NR;
+                let columns = NR.min(n - first_column);
+                for (index, packed) in scratch.chunks_exact(depth * MR).enumerate() {
+                    let first_row = block_start + index * MR;
+                    let tile_rows = MR.min(rows - first_row);
+                    let mut acc = [[0.0f32; NR]; MR];
+                    if !first_slice {
+                        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
+                            let start = (first_row + r) * n + first_column;
+                            // SAFETY: inside the region (see below); the previous slice
+                            // stored these partial sums.
+                            let sums =
+                                unsafe { std::slice::from_raw_parts(region.ptr.add(start), columns) };
+                            for (acc, &sum) in acc.iter_mut().zip(sums) {
+                                *acc = sum;
+                            }
+                        }
+                    }
+                    tile::<MR, FMA>(packed, b, &mut acc, !first_slice);
+                    for (r, acc) in acc.iter().enumerate().take(tile_rows) {
+                        let start = (first_row + r) * n + first_column;
+                        // SAFETY: row `first_row + r < rows`, columns of `panel`: inside
+                        // the region, which is ours alone.
+                        let out = unsafe {
+                            std::slice::from_raw_parts_mut(region.ptr.add(start), columns)
+                        };
+                        if !last_slice {
+                            for (out, &sum) in out.iter_mut().zip(acc) {
+                                *out = sum;
+                            }
+                            continue;
+                        }
+                        let bias = &epilogue.bias[first_column..first_column + columns];
+                        let residual = epilogue
+                            .residual
+                            .map(|residual| &residual[start..start + columns]);
+                        finish(acc, bias, epilogue.activation, residual, out);
+                    }
                 }
             }
         }
     }
 }
 
-/// One `MR x NR` tile of the product: `packed` holds `k` steps of `MR` row values, `b` `k`
-/// rows of `NR` values.
+/// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds `depth` steps of `MR`
+/// row values, `b` `depth` rows of `NR` values.
 #[inline(always)]
-fn tile<const MR: usize, const FMA: bool>(packed: &[f32], b: &[f32]) -> [[f32; NR]; MR] {
+fn tile<const MR: usize, const FMA: bool>(
+    packed: &[f32],
+    b: &[f32],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
     #[cfg(target_arch = "x86_64")]
     if FMA {
         // SAFETY: `FMA` is only set by the callers compiled with AVX2 and FMA; `MR` is 12
         // only in the one compiled with AVX-512F as well.
-        return unsafe {
+        unsafe {
             if MR == 12 {
-                x86::tile_avx512::<MR>(packed, b)
+                x86::tile_avx512::<MR>(packed, b, acc, add)
             } else {
-                x86::tile_avx2::<MR>(packed, b)
+                x86::tile_avx2::<MR>(packed, b, acc, add)
             }
         };
+        return;
     }
-    let mut acc = [[0.0f32; NR]; MR];
+    if !add {
+        *acc = [[0.0; NR]; MR];
+    }
     for (a_step, b_row) in packed.chunks_exact(MR).zip(b.chunks_exact(NR)) {
         for (acc, &a) in acc.iter_mut().zip(a_step) {
             for (acc, &b) in acc.iter_mut().zip(b_row) {
@@ -289,7 +332,6 @@ fn tile<const MR: usize, const FMA: bool>(packed: &[f32], b: &[f32]) -> [[f32; N
             }
         }
     }
-    acc
 }
 
 /// The micro-kernels in explicit vector instructions: written as plain loops, LLVM
@@ -309,9 +351,18 @@ mod x86 {
     pub(super) unsafe fn tile_avx512<const MR: usize>(
         packed: &[f32],
         b: &[f32],
-    ) -> [[f32; NR]; MR] {
+        out: &mut [[f32; NR]; MR],
+        add: bool,
+    ) {
         let steps = (packed.len() / MR).min(b.len() / NR);
-        let mut acc = [_mm512_setzero_ps(); MR];
+        // SAFETY: each row of `out` holds NR = 16 values.
+        let mut acc: [__m512; MR] = core::array::from_fn(|r| unsafe {
+            if add {
+                _mm512_loadu_ps(out[r].as_ptr())
+            } else {
+                _mm512_setzero_ps()
+            }
+        });
         let (a, b) = (packed.as_ptr(), b.as_ptr());
         for step in 0..steps {
             // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
@@ -324,12 +375,10 @@ mod x86 {
                 }
             }
         }
-        let mut out = [[0.0f32; NR]; MR];
         for (out, acc) in out.iter_mut().zip(acc) {
             // SAFETY: `out` has room for NR = 16 values.
             unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
         }
-        out
     }
 
     /// AVX2 + FMA: two registers per tile row.
@@ -342,9 +391,21 @@ mod x86 {
     pub(super) unsafe fn tile_avx2<const MR: usize>(
         packed: &[f32],
         b: &[f32],
-    ) -> [[f32; NR]; MR] {
+        out: &mut [[f32; NR]; MR],
+        add: bool,
+    ) {
         let steps = (packed.len() / MR).min(b.len() / NR);
-        let mut acc = [[_mm256_setzero_ps(); 2]; MR];
+        // SAFETY: each row of `out` holds 2 x 8 values.
+        let mut acc: [[__m256; 2]; MR] = core::array::from_fn(|r| unsafe {
+            if add {
+                [
+                    _mm256_loadu_ps(out[r].as_ptr()),
+                    _mm256_loadu_ps(out[r].as_ptr().add(8)),
+                ]
+            } else {
+                [_mm256_setzero_ps(); 2]
+            }
+        });
         let (a, b) = (packed.as_ptr(), b.as_ptr());
         for step in 0..steps {
             // SAFETY: as in `tile_avx512`.
@@ -358,7 +419,6 @@ mod x86 {
                 }
             }
         }
-        let mut out = [[0.0f32; NR]; MR];
         for (out, acc) in out.iter_mut().zip(acc) {
             // SAFETY: `out` has room for 2 x 8 values.
             unsafe {
@@ -366,7 +426,6 @@ mod x86 {
                 _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
             }
         }
-        out
     }
 }
 
@@ -379,22 +438,51 @@ fn finish(
     residual: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    // A whole panel as fixed-size arrays (vector registers, no library copy); the last,
+    // partial panel of a layer through slices.
+    if let (Ok(bias), Ok(out)) = (<&[f32; NR]>::try_from(bias), <&mut [f32; NR]>::try_from(&mut *out))
+    {
+        let mut values = *acc;
+        for (value, &bias) in values.iter_mut().zip(bias) {
+            *value += bias;
+        }
+        activate(&mut values, activation);
+        match residual.map(<&[f32; NR]>::try_from) {
+            Some(Ok(residual)) => {
+                for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
+                    *out = value + residual;
+                }
+            }
+            _ => *out = values,
+        }
+        return;
+    }
     let mut values = *acc;
     for (value, &bias) in values.iter_mut().zip(bias) {
         *value += bias;
     }
-    match activation {
-        Some(Activation::SiLU) => values.iter_mut().for_each(|v| *v = silu_element(*v)),
-        Some(Activation::ReLU6) => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        None => {}
-    }
+    activate(&mut values, activation);
     match residual {
         Some(residual) => {
             for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
                 *out = value + residual;
             }
         }
-        None => out.copy_from_slice(&values[..out.len()]),
+        None => {
+            for (out, value) in out.iter_mut().zip(values) {
+                *out = value;
+            }
+        }
+    }
+}
+
+/// The activation over one tile row.
+#[inline(always)]
+fn activate(values: &mut [f32; NR], activation: Option<Activation>) {
+    match activation {
+        Some(Activation::SiLU) => values.iter_mut().for_each(|v| *v = silu_element(*v)),
+        Some(Activation::ReLU6) => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        None => {}
     }
 }
 
@@ -444,16 +532,17 @@ impl SharedOutput {
 }
 
 /// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
-/// rows as `c`, and `b` one packed matrix per sample (`b_stride` values apart; 0 when all
-/// samples share it). Tasks split the rows and, when the rows are too few to feed every
+/// rows as `c`. With `a_scale` (`[samples][k]`), column `j` of a sample's rows is first
+/// multiplied by its `a_scale[sample][j]`: a squeeze-excitation gate on the input channels,
+/// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the rows are too few to feed every
 /// thread (small maps), the panels of `b` too, so that each task reads only its share of
 /// the weights.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_parallel(
     a: &[f32],
     samples: usize,
+    a_scale: Option<&[f32]>,
     b: &[f32],
-    b_stride: usize,
     k: usize,
     n: usize,
     epilogue: Epilogue,
@@ -466,7 +555,7 @@ pub(crate) fn gemm_parallel(
         return;
     }
     assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
-    assert!(b.len() >= (samples - 1) * b_stride + panels * NR * k);
+    assert!(b.len() >= panels * NR * k && a_scale.is_none_or(|s| s.len() >= samples * k));
     let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
     let row_blocks = wanted.div_ceil(samples).clamp(1, rows.div_ceil(ROW_QUANTUM));
     let block = rows.div_ceil(row_blocks).next_multiple_of(ROW_QUANTUM).min(rows);
@@ -495,7 +584,8 @@ pub(crate) fn gemm_parallel(
                 gemm_region(
                     &a[first_row * k..],
                     k,
-                    &b[sample * b_stride..],
+                    a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
+                    b,
                     k,
                     n,
                     epilogue.from_row(first_row, n),
@@ -536,7 +626,7 @@ mod tests {
                     residual: Some(&residual),
                 };
                 let mut c = vec![f32::NAN; m * n];
-                gemm_parallel(&a, 1, packed.data(), 0, k, n, epilogue, &mut c);
+                gemm_parallel(&a, 1, None, packed.data(), k, n, epilogue, &mut c);
                 for i in 0..m {
                     for j in 0..n {
                         let dot: f32 = (0..k).map(|t| a[i * k + t] * weights[t * n + j]).sum();
@@ -555,28 +645,54 @@ mod tests {
     }
 
     #[test]
-    fn row_scaling_scales_the_input_channels() {
-        let (k, n) = (3, 20);
-        let packed = Packed::new(k, n, |r, c| (r * n + c) as f32);
-        let mut scaled = vec![0.0; packed.data().len()];
-        packed.scale_rows_into(&[1.0, 2.0, 0.5], &mut scaled);
-        let scaled = Packed {
-            data: scaled,
-            ..packed.clone()
-        };
-        let a = [1.0, 1.0, 1.0];
-        let (mut plain, mut gated) = (vec![0.0; n], vec![0.0; n]);
+    fn input_scaling_gates_each_samples_channels() {
+        // Two samples of 5 rows, k = 3: sample 1's channels scaled by (1, 2, 0.5), sample 0's
+        // by 0 except channel 0.
+        let (k, n, rows) = (3, 20, 5);
+        let weights = matrix(k, n, 5);
+        let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+        let a = matrix(2 * rows, k, 6);
+        let scale = [1.0, 0.0, 0.0, 1.0, 2.0, 0.5];
+        let bias = [0.0; 20];
         let epilogue = Epilogue {
-            bias: &[0.0; 20],
+            bias: &bias,
             activation: None,
             residual: None,
         };
-        gemm(&a, k, packed.data(), k, n, epilogue, &mut plain, &mut Vec::new());
-        gemm(&a, k, scaled.data(), k, n, epilogue, &mut gated, &mut Vec::new());
-        for c in 0..n {
-            let expected = c as f32 + 2.0 * (n + c) as f32 + 0.5 * (2 * n + c) as f32;
-            assert_eq!(gated[c], expected);
-            assert_eq!(plain[c], (3 * c + 3 * n) as f32);
+        let mut c = vec![0.0; 2 * rows * n];
+        gemm_parallel(&a, 2, Some(&scale), packed.data(), k, n, epilogue, &mut c);
+        for i in 0..2 * rows {
+            let factors = &scale[(i / rows) * k..(i / rows + 1) * k];
+            for j in 0..n {
+                let expected: f32 = (0..k)
+                    .map(|t| a[i * k + t] * factors[t] * weights[t * n + j])
+                    .sum();
+                assert!((c[i * n + j] - expected).abs() < 1e-6, "[{i}, {j}]");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_shapes() {
+        for (m, k, n, act) in [(12544, 16, 96, true), (12544, 16, 96, false), (12544, 32, 16, false), (3136, 24, 144, true), (3136, 144, 24, false), (196, 672, 112, false), (196, 112, 672, true), (49, 192, 1152, true), (49, 1152, 192, false), (49, 320, 1280, true)] {
+            let a = vec![0.5f32; m * k];
+            let packed = Packed::new(k, n, |r, c| ((r + c) % 7) as f32 * 0.01);
+            let bias = vec![0.1f32; n];
+            let mut c = vec![0.0f32; m * n];
+            let e = Epilogue { bias: &bias, activation: act.then_some(Activation::SiLU), residual: None };
+            let mut best = f64::MAX;
+            for _ in 0..50 {
+                let t = std::time::Instant::now();
+                gemm_parallel(&a, 1, None, packed.data(), k, n, e, &mut c);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
+            println!("{m}x{k}x{n} act {act}: {:.3} ms {gflops:.1} GFLOP/s", best * 1e3);
         }
     }
 }

@@ -1,29 +1,37 @@
-//! Kernels for inference on Burn's `flex` CPU backend: element-wise activations, and a
-//! depthwise convolution with its bias and activation fused in.
+//! Kernels for inference on Burn's `flex` CPU backend, on two paths.
 //!
-//! Burn 0.22's flex backend runs `exp` (and so `sigmoid`) as a scalar loop on one thread; in
-//! a B0 forward that made SiLU 40% of the time. Here, for a tensor on the flex device that
-//! is not tracked by autodiff, the activation runs in place on the tensor's own buffer: Burn
-//! hands the buffer out and takes it back without copying (`into_data` / `from_data` on a
-//! uniquely owned contiguous flex tensor), the work is split over rayon's pool (the one flex
-//! itself uses), and `exp` is a branch-free polynomial the compiler vectorises, with an
-//! AVX2+FMA build selected at run time where the CPU has it.
+//! **Planned** ([`plan`], what `EfficientNet::for_inference` sets up): the whole folded
+//! network read once into packed weights and run on its own channels-last buffers, every
+//! convolution a [`matmul`] with its bias, activation and residual fused in. This is the
+//! fast path; its module documentation says why.
 //!
-//! Flex's depthwise convolution vectorises only at stride 1 and makes a pass of its own for
-//! the bias; after batch-norm folding it was a third of a B0 forward. [`depthwise`] copies
-//! each channel into a zero-padded scratch plane split into `stride` column phases, so every
-//! kernel tap is a contiguous multiply-add over an output row at any stride, then adds the
-//! bias and applies the activation while the plane is in cache.
+//! **Per layer**, for a model that is only folded (`fuse_batch_norm`) or a method the plan
+//! does not cover (`endpoints`): each model file makes one call here, which runs the layer's
+//! kernel or gives the tensor back (`Err`) for Burn's ops. [`conv_bn_act`] holds every rule
+//! of which convolutions the kernels take; [`silu`], [`sigmoid`] and [`squeeze_excite`] take
+//! any f32 flex tensor outside autodiff ([`applies`]).
+//! - Burn 0.22's flex backend runs `exp` (and so `sigmoid`) as a scalar loop on one thread;
+//!   in a B0 forward that made SiLU 40% of the time. Here the activation runs in place on the
+//!   tensor's own buffer: Burn hands the buffer out and takes it back without copying
+//!   (`into_data` / `from_data` on a uniquely owned contiguous flex tensor), the work is split
+//!   over rayon's pool (the one flex itself uses), and `exp` is a branch-free polynomial the
+//!   compiler vectorises, with AVX-512 and AVX2+FMA builds selected at run time.
+//! - Flex's depthwise convolution vectorises only at stride 1 and makes a pass of its own
+//!   for the bias. The per-layer depthwise kernel copies each channel into a zero-padded
+//!   scratch plane split into `stride` column phases, so every kernel tap is a contiguous
+//!   multiply-add over an output row at any stride, then adds the bias and applies the
+//!   activation while the plane is in cache.
 //!
-//! Anything else (other backends, autodiff, non-f32 tensors) gives the tensor back and the
-//! caller uses Burn's ops, so results never depend on whether this path ran beyond rounding
-//! (`exp` here is within 2 ulp of the correctly rounded value; see the tests).
+//! Both paths give Burn's results to rounding (`exp` here is within 2 ulp of the correctly
+//! rounded value; see the tests); other backends, autodiff and other float types never come
+//! here.
 
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::model::activation::Activation;
+use crate::model::conv_bn_act::ConvBnAct;
 
 /// Elements per rayon task: big enough to amortise scheduling, small enough to split the
 /// larger B0 activations (`[1, 96, 112, 112]` ~ 1.2M) over the cores.
@@ -35,9 +43,10 @@ pub(crate) fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
     !device.is_autodiff() && device == Device::flex() && tensor.dtype() == DType::F32
 }
 
-/// Defines `fn $name` twice over one body: compiled for AVX2+FMA, chosen at run time when
-/// the CPU has them, and for the build's baseline (x86-64 assumes only SSE2). What the body
-/// calls must be `#[inline(always)]` for the wide copy to reach it.
+/// Defines `fn $name` three times over one body: compiled for AVX-512 and for AVX2+FMA,
+/// chosen at run time when the CPU has them, and for the build's baseline (x86-64 assumes
+/// only SSE2). What the body calls must be `#[inline(always)]` for the wide copies to reach
+/// it.
 macro_rules! wide_fn {
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$doc])*
@@ -46,9 +55,17 @@ macro_rules! wide_fn {
             fn body($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2_fma($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
+                }
+                if is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                    return unsafe { avx512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
                     // SAFETY: the CPU supports the features `avx2_fma` was compiled for.
@@ -81,14 +98,20 @@ fn map_in_place<const D: usize>(tensor: Tensor<D>, kernel: fn(&mut [f32])) -> Te
     Tensor::from_data(data, &device)
 }
 
-/// SiLU in place. The tensor must pass [`applies`].
-pub(crate) fn silu<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
-    map_in_place(tensor, silu_slice)
+/// SiLU in place, or the tensor back if the kernels do not apply to it.
+pub(crate) fn silu<const D: usize>(tensor: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    if !applies(&tensor) {
+        return Err(tensor);
+    }
+    Ok(map_in_place(tensor, silu_slice))
 }
 
-/// Sigmoid in place. The tensor must pass [`applies`].
-pub(crate) fn sigmoid<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
-    map_in_place(tensor, sigmoid_slice)
+/// Sigmoid in place, or the tensor back if the kernels do not apply to it.
+pub(crate) fn sigmoid<const D: usize>(tensor: Tensor<D>) -> Result<Tensor<D>, Tensor<D>> {
+    if !applies(&tensor) {
+        return Err(tensor);
+    }
+    Ok(map_in_place(tensor, sigmoid_slice))
 }
 
 wide_fn! {
@@ -146,12 +169,15 @@ fn exp(x: f32) -> f32 {
 
 /// Squeeze-and-excitation on the tensor's own buffer: channel means in one parallel pass,
 /// `gate` (the two small convolutions and the sigmoid, Burn ops on `[batch, channels, 1, 1]`)
-/// on them, then every channel scaled in place. The tensor must pass [`applies`], and
-/// `gate` must return `[batch, channels, 1, 1]` on the same device.
+/// on them, then every channel scaled in place; or the input back if the kernels do not
+/// apply to it. `gate` must return `[batch, channels, 1, 1]` on the same device.
 pub(crate) fn squeeze_excite(
     input: Tensor<4>,
     gate: impl FnOnce(Tensor<4>) -> Tensor<4>,
-) -> Tensor<4> {
+) -> Result<Tensor<4>, Tensor<4>> {
+    if !applies(&input) {
+        return Err(input);
+    }
     let device = input.device();
     let [batch, channels, height, width] = input.dims();
     let plane = (height * width).max(1);
@@ -170,7 +196,7 @@ pub(crate) fn squeeze_excite(
         .par_chunks_mut(plane)
         .zip(scale.par_iter())
         .for_each(|(plane, &factor)| scale_slice(plane, factor));
-    Tensor::from_data(data, &device)
+    Ok(Tensor::from_data(data, &device))
 }
 
 wide_fn! {
@@ -192,6 +218,47 @@ wide_fn! {
     fn scale_slice(values: &mut [f32], factor: f32) {
         values.iter_mut().for_each(|x| *x *= factor);
     }
+}
+
+/// The per-layer kernels' one entry for a [`ConvBnAct`]: a folded (no batch norm) layer in
+/// f32 on the flex device runs as one fused kernel when it is
+/// - a depthwise convolution (one input channel per group, square kernel, equal strides, no
+///   dilation) whose padded input holds a window: [`Depthwise`], any stride and padding;
+/// - a 1x1 convolution without groups, stride, dilation or padding over a map of at least
+///   [`POINTWISE_MIN_PIXELS`]: [`pointwise`].
+///
+/// Anything else comes back as `Err(input)` for Burn's ops. (A model planned by
+/// `EfficientNet::for_inference` does not come here at all: see [`plan`].)
+pub(crate) fn conv_bn_act(layer: &ConvBnAct, input: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
+    let conv = &layer.conv;
+    let weight = conv.weight.val();
+    let eligible = layer.bn.is_none()
+        && conv.dilation == [1, 1]
+        && applies(&input)
+        && applies(&weight);
+    if !eligible {
+        return Err(input);
+    }
+    let bias = conv.bias.as_ref().map(|bias| bias.val());
+    let [out_channels, in_per_group, kh, kw] = weight.dims();
+    let [_, channels, height, width] = input.dims();
+    let square = kh == kw && conv.stride[0] == conv.stride[1];
+    let depthwise = in_per_group == 1 && conv.groups == channels && out_channels == channels;
+    if depthwise && square {
+        return match Depthwise::plan(&input, &weight, kh, conv.stride[0], &conv.padding) {
+            Some(plan) => Ok(plan.run(input, &weight, bias.as_ref(), layer.activation)),
+            None => Err(input),
+        };
+    }
+    let pointwise_layer = [kh, kw] == [1, 1]
+        && conv.groups == 1
+        && conv.stride == [1, 1]
+        && in_per_group == channels
+        && resolve_padding(&conv.padding, height, width, 1, 1) == Pads::default();
+    if pointwise_layer && height * width >= POINTWISE_MIN_PIXELS {
+        return Ok(pointwise(input, &weight, bias.as_ref(), layer.activation));
+    }
+    Err(input)
 }
 
 /// A convolution's operands read out of Burn: the input without a copy when Burn holds it
@@ -231,7 +298,7 @@ const POINTWISE_TASKS_PER_THREAD: usize = 4;
 /// [`pointwise`] pays off from 28 x 28 maps up. On smaller ones (B0's last two stages) flex's
 /// own 1x1 path, one `gemm` parallel inside, was faster at batch 1: each of our row blocks
 /// packs the whole input again, and the weights are copied out of the shared parameter.
-pub(crate) const POINTWISE_MIN_PIXELS: usize = 28 * 28;
+const POINTWISE_MIN_PIXELS: usize = 28 * 28;
 
 /// Bytes of output one `gemm` call writes before its epilogue runs over them: a tile that
 /// stays in L2.
@@ -240,7 +307,7 @@ const POINTWISE_TILE_BYTES: usize = 256 * 1024;
 /// A 1x1 convolution (`weight`: `[out, in, 1, 1]`) plus `bias`, then `activation`, with the
 /// bias and activation applied to each tile of the product while it is in cache instead of
 /// in two more passes over memory. `input` and `weight` must pass [`applies`].
-pub(crate) fn pointwise(
+fn pointwise(
     input: Tensor<4>,
     weight: &Tensor<4>,
     bias: Option<&Tensor<1>>,
@@ -324,14 +391,14 @@ wide_fn! {
 /// A depthwise convolution planned for one input size: square kernel, one stride, padding
 /// resolved to pixels.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Depthwise {
+struct Depthwise {
     plane: Plane,
 }
 
 impl Depthwise {
     /// Plans a `kernel x kernel` depthwise convolution over `input`, if the kernels here
     /// apply to `input` and `weight` and the padded input holds at least one kernel window.
-    pub(crate) fn plan(
+    fn plan(
         input: &Tensor<4>,
         weight: &Tensor<4>,
         kernel: usize,
@@ -362,7 +429,7 @@ impl Depthwise {
 
     /// `[batch, channels, h, w]` -> each channel convolved with its own filter (`weight`:
     /// `[channels, 1, k, k]`), plus `bias`, then `activation`.
-    pub(crate) fn run(
+    fn run(
         self,
         input: Tensor<4>,
         weight: &Tensor<4>,
@@ -641,7 +708,7 @@ mod tests {
         let x = Tensor::<2>::random([3, CHUNK], Distribution::Uniform(-10.0, 10.0), &device);
         let expected = burn::tensor::activation::silu(x.clone());
         assert!(applies(&x));
-        let fast = silu(x);
+        let fast = silu(x).expect("the kernels apply");
         fast.into_data().assert_approx_eq::<f32>(
             &expected.into_data(),
             burn::tensor::Tolerance::absolute(1e-5),
@@ -736,7 +803,8 @@ mod tests {
         let output = squeeze_excite(input, |means| {
             seen = Some(means.clone());
             means.mul_scalar(0.5)
-        });
+        })
+        .expect("the kernels apply");
         seen.unwrap().into_data().assert_approx_eq::<f32>(
             &expected_means.into_data(),
             burn::tensor::Tolerance::absolute(1e-6),

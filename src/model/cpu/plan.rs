@@ -38,9 +38,9 @@ pub(crate) struct Plan {
     head: Conv,
     classifier: Packed,
     classifier_bias: Vec<f32>,
-    /// The stem's folded weight as planned: a forward checks the model still has it, so a
-    /// model whose weights were replaced after planning runs Burn's ops, not stale ones.
-    fingerprint: Vec<f32>,
+    /// The weights a forward checks the model still has, so that a model whose weights
+    /// changed after planning runs Burn's ops, not stale ones (see [`Fingerprint`]).
+    fingerprint: Fingerprint,
     buffers: Mutex<Vec<Vec<f32>>>,
 }
 
@@ -49,6 +49,27 @@ impl fmt::Debug for Plan {
         f.debug_struct("Plan")
             .field("blocks", &self.blocks.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A model's stem weight, head bias and classifier bias: what changes when other weights are
+/// loaded (another checkpoint: every tensor; a fine-tuned head: the classifier), read on
+/// every forward for a few thousand values. Changes to the blocks alone go unnoticed:
+/// `for_inference` documents that a model changed after planning is planned again.
+#[derive(Debug, PartialEq)]
+struct Fingerprint {
+    stem: Vec<f32>,
+    head_bias: Option<Vec<f32>>,
+    classifier_bias: Option<Vec<f32>>,
+}
+
+impl Fingerprint {
+    fn of(model: &EfficientNet) -> Option<Self> {
+        Some(Self {
+            stem: values(model.stem.conv.weight.val())?,
+            head_bias: model.head.conv.bias.as_ref().and_then(|b| values(b.val())),
+            classifier_bias: model.classifier.bias.as_ref().and_then(|b| values(b.val())),
+        })
     }
 }
 
@@ -279,7 +300,7 @@ impl Plan {
             None => vec![0.0; classes],
         };
         Some(Self {
-            fingerprint: values(model.stem.conv.weight.val())?,
+            fingerprint: Fingerprint::of(model)?,
             stem,
             blocks,
             head,
@@ -297,7 +318,7 @@ impl Plan {
             && channels == self.stem.in_channels()
             && batch * height * width > 0
             && model.is_fused()
-            && values(model.stem.conv.weight.val()).as_ref() == Some(&self.fingerprint)
+            && Fingerprint::of(model).as_ref() == Some(&self.fingerprint)
     }
 
     /// Class logits, or the input back if the plan does not apply to it.
@@ -431,17 +452,14 @@ impl Plan {
                     Some(se) => {
                         let pixels = (y.height * y.width) as f32;
                         let channels = se.channels;
-                        let mut gates = vec![0.0; channels];
-                        let packed = project.weights.data();
-                        let mut gated = self.take(y.batch * packed.len());
-                        for (sample, sums) in sums.chunks_exact(channels).take(y.batch).enumerate() {
+                        let mut gates = self.take(y.batch * channels);
+                        let samples = sums.chunks_exact(channels).zip(gates.chunks_exact_mut(channels));
+                        for (sums, gates) in samples.take(y.batch) {
                             let means: Vec<f32> = sums.iter().map(|sum| sum / pixels).collect();
-                            se.gate(&means, &mut gates);
-                            let out = &mut gated[sample * packed.len()..][..packed.len()];
-                            project.weights.scale_rows_into(&gates, out);
+                            se.gate(&means, gates);
                         }
-                        let out = self.conv(project, &y, residual, Some(&gated));
-                        self.give(gated);
+                        let out = self.conv(project, &y, residual, Some(&gates));
+                        self.give(gates);
                         out
                     }
                     None => self.conv(project, &y, residual, None),
@@ -469,9 +487,9 @@ impl Plan {
         }
     }
 
-    /// A convolution, plus `residual` (the output's shape) after the activation; `gated`:
-    /// one packed weight matrix per sample in place of the layer's own.
-    fn conv(&self, conv: &Conv, x: &Map, residual: Option<&[f32]>, gated: Option<&[f32]>) -> Map {
+    /// A convolution, plus `residual` (the output's shape) after the activation; `gates`:
+    /// per sample, a factor for each input channel (`[batch][channels]`, 1x1 layers only).
+    fn conv(&self, conv: &Conv, x: &Map, residual: Option<&[f32]>, gates: Option<&[f32]>) -> Map {
         let (k, stride) = (conv.kernel, conv.stride);
         let pads = resolve_padding(&conv.padding, x.height, x.width, k, stride);
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
@@ -489,17 +507,14 @@ impl Plan {
             activation: conv.activation,
             residual,
         };
-        let (weights, stride_between) = match gated {
-            Some(gated) => (gated, conv.weights.data().len()),
-            None => (conv.weights.data(), 0),
-        };
+        let weights = conv.weights.data();
         let c = &mut out.data[..len];
         if k == 1 && stride == 1 && pads == Pads::default() {
             matmul::gemm_parallel(
                 x.values(),
                 x.batch,
+                gates,
                 weights,
-                stride_between,
                 x.channels,
                 n,
                 epilogue,
@@ -507,6 +522,8 @@ impl Plan {
             );
             return out;
         }
+        // Gates come with MBConv projections, which are 1x1.
+        debug_assert!(gates.is_none(), "channel gates on a {k}x{k} convolution");
         let depth = conv.weights.k();
         let input = x.values();
         let sample_len = x.height * x.width * x.channels;
@@ -526,9 +543,8 @@ impl Plan {
                     let (oy, ox) = (pixel / out_width, pixel % out_width);
                     unfold(sample_input, x, &pads, k, stride, oy, ox, unfolded);
                 }
-                let b = &weights[sample * stride_between..];
                 let epilogue = epilogue.from_row(sample * pixels + first_row, n);
-                matmul::gemm(scratch, depth, b, depth, n, epilogue, c, packed);
+                matmul::gemm(scratch, depth, weights, depth, n, epilogue, c, packed);
             },
         );
         out
@@ -637,15 +653,21 @@ fn unfold(
     ox: usize,
     unfolded: &mut [f32],
 ) {
+    // One kernel row at a time: its taps inside the input are one contiguous run of NHWC.
     let channels = x.channels;
-    for (tap, out) in unfolded.chunks_exact_mut(channels).enumerate() {
-        let (ky, kx) = (tap / k, tap % k);
+    let base_x = ox * stride;
+    let kx_range = pads.left.saturating_sub(base_x)..k.min((x.width + pads.left).saturating_sub(base_x));
+    for (ky, out) in unfolded.chunks_exact_mut(k * channels).enumerate() {
         let iy = (oy * stride + ky).checked_sub(pads.top).filter(|&y| y < x.height);
-        let ix = (ox * stride + kx).checked_sub(pads.left).filter(|&v| v < x.width);
-        match (iy, ix) {
-            (Some(iy), Some(ix)) => {
+        match iy {
+            Some(iy) if !kx_range.is_empty() => {
+                let ix = base_x + kx_range.start - pads.left;
                 let start = (iy * x.width + ix) * channels;
-                out.copy_from_slice(&input[start..start + channels]);
+                let (before, rest) = out.split_at_mut(kx_range.start * channels);
+                let (inside, after) = rest.split_at_mut(kx_range.len() * channels);
+                before.fill(0.0);
+                inside.copy_from_slice(&input[start..start + inside.len()]);
+                after.fill(0.0);
             }
             _ => out.fill(0.0),
         }

@@ -1,0 +1,151 @@
+//! The planned CPU inference path (`EfficientNet::for_inference`): when a model is planned,
+//! when a planned model falls back to Burn's ops, and what every loader returns. Its
+//! numbers against Burn's ops and the reference libraries are in `tests/parity.rs`.
+
+mod common;
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use common::max_abs_diff;
+use efficientnet_burn::{EfficientNet, EfficientNetConfig, PretrainedModel, SavedModel};
+
+fn slim() -> EfficientNetConfig {
+    EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(7)
+}
+
+fn input(batch: usize, device: &Device) -> Tensor<4> {
+    Tensor::random([batch, 3, 40, 36], Distribution::Normal(0.0, 1.0), device)
+}
+
+#[test]
+fn for_inference_plans_on_flex_and_matches_the_unplanned_model() {
+    let device = Device::flex();
+    let model = slim().init(&device).valid();
+    let planned = model.clone().for_inference();
+    assert!(planned.is_planned() && planned.is_fused());
+    assert!(!model.is_planned() && !model.clone().fuse_batch_norm().is_planned());
+    // Planning twice is planning once.
+    assert!(planned.clone().for_inference().is_planned());
+    for batch in [1, 3] {
+        let x = input(batch, &device);
+        let diff = max_abs_diff(
+            &planned.forward(x.clone()).into_data(),
+            &model.forward(x).into_data(),
+        );
+        assert!(diff <= 1e-5, "batch {batch}: {diff}");
+    }
+}
+
+#[test]
+fn a_model_whose_weights_change_after_planning_runs_its_new_weights() {
+    // Clones share the plan; loading other weights into one must not run the weights it was
+    // planned with: another checkpoint (the timm fixture's trained-like weights) and a
+    // fine-tuned head (only the classifier changed).
+    let device = Device::flex();
+    let config = EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(10);
+    let planned = config.init(&device).for_inference();
+    let checkpoint = EfficientNet::from_pytorch(
+        common::fixture("timm_small.pth"),
+        config.clone(),
+        efficientnet_burn::WeightSource::Timm,
+        &device,
+    )
+    .unwrap()
+    .fuse_batch_norm();
+    let mut fine_tuned = planned.clone();
+    let bias = fine_tuned.classifier.bias.take().unwrap().val();
+    fine_tuned.classifier.bias = Some(burn::module::Param::from_tensor(bias.add_scalar(1.0)));
+    let x = input(2, &device);
+    for (what, other) in [("checkpoint", checkpoint), ("fine-tuned head", fine_tuned)] {
+        let expected = other.forward(x.clone()).into_data();
+        let stale = max_abs_diff(&planned.forward(x.clone()).into_data(), &expected);
+        assert!(stale > 1e-2, "{what}: the test needs different weights ({stale})");
+        let reloaded = planned.clone().load_record(other.into_record());
+        assert!(reloaded.is_planned(), "the plan travels with the module");
+        let diff = max_abs_diff(&reloaded.forward(x.clone()).into_data(), &expected);
+        assert!(diff <= 1e-5, "{what}: {diff}");
+        let replanned = reloaded.for_inference();
+        let diff = max_abs_diff(&replanned.forward(x.clone()).into_data(), &expected);
+        assert!(diff <= 1e-5, "{what} planned again: {diff}");
+    }
+}
+
+#[test]
+fn a_model_built_for_autodiff_is_planned_on_the_inner_device() {
+    // `for_inference` drops autodiff (as `fuse_batch_norm` always has), so a model built on
+    // an autodiff device comes back planned for plain flex tensors.
+    let device = Device::flex().autodiff();
+    let model = slim().init(&device).for_inference();
+    assert!(model.is_planned() && model.is_fused());
+    assert_eq!(model.forward(input(1, &Device::flex())).dims(), [1, 7]);
+}
+
+#[test]
+fn planned_models_refuse_bad_input_as_before() {
+    let device = Device::flex();
+    let model = slim().init(&device).for_inference();
+    let wrong = Tensor::<4>::zeros([1, 4, 32, 32], &device);
+    let err = model.try_forward(wrong.clone()).unwrap_err().to_string();
+    assert!(err.contains("got [1, 4, 32, 32]"), "{err}");
+    let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.forward(wrong)))
+        .unwrap_err();
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("got [1, 4, 32, 32]"), "{message}");
+}
+
+#[test]
+fn non_finite_input_gives_non_finite_output_not_a_panic() {
+    let device = Device::flex();
+    let model = slim().init(&device).for_inference();
+    let mut values = vec![0.5f32; 3 * 40 * 36];
+    values[17] = f32::NAN;
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(values, [1, 3, 40, 36]),
+        &device,
+    );
+    let logits = model.forward(x).into_data().try_to_vec::<f32>().unwrap();
+    assert!(logits.iter().all(|v| v.is_nan()), "{logits:?}");
+}
+
+#[test]
+fn loaders_for_inference_return_planned_models() {
+    let device = Device::flex();
+    let model = slim().init(&device);
+    let pretrained = PretrainedModel::new(
+        model.clone(),
+        slim().default_preprocess(),
+        (0..7).map(|i| format!("class {i}")).collect(),
+    )
+    .unwrap();
+    assert!(pretrained.model.is_planned());
+
+    // A SavedModel saved folded comes back planned; saved as trained, it comes back as
+    // trained (to resume training).
+    let dir = std::env::temp_dir().join(format!("efficientnet-planned-{}", std::process::id()));
+    for (name, model, planned) in [
+        ("folded", model.clone().fuse_batch_norm(), true),
+        ("trained", model, false),
+    ] {
+        let path = dir.join(name);
+        let classes = (0..7).map(|i| format!("c{i}")).collect();
+        SavedModel {
+            model,
+            classes,
+            preprocess: slim().default_preprocess(),
+        }
+        .save(&path)
+        .unwrap();
+        let loaded = SavedModel::load(&path, &device).unwrap();
+        assert_eq!(loaded.model.is_planned(), planned, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
