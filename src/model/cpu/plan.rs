@@ -751,18 +751,43 @@ fn depthwise_row_channels<const FMA: bool>(
     while first < geometry.channels {
         let left = geometry.channels - first;
         first += if left >= 64 {
-            depthwise_chunk::<64, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<64, 2, FMA>(input, geometry, dw, oy, first, out, sums)
         } else if left >= 16 {
-            depthwise_chunk::<16, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<16, 4, FMA>(input, geometry, dw, oy, first, out, sums)
         } else {
-            depthwise_chunk::<1, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<1, 1, FMA>(input, geometry, dw, oy, first, out, sums)
         };
     }
 }
 
-/// Channels `first..first + L` of one depthwise output row; returns `L`.
+/// One depthwise output pixel's `L` channels: activation, into the row's channel `totals`,
+/// stored at `out[start..]`. (A function, not a closure: closures do not inherit the
+/// caller's target features, and this one ran without AVX.)
 #[inline(always)]
-fn depthwise_chunk<const L: usize, const FMA: bool>(
+fn finish_pixel<const L: usize>(
+    mut acc: [f32; L],
+    activation: Option<Activation>,
+    totals: &mut [f32; L],
+    out: &mut [f32],
+    start: usize,
+) {
+    match activation {
+        Some(Activation::SiLU) => acc.iter_mut().for_each(|v| *v = silu_element(*v)),
+        Some(Activation::ReLU6) => acc.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        None => {}
+    }
+    for (total, &value) in totals.iter_mut().zip(&acc) {
+        *total += value;
+    }
+    let out: &mut [f32; L] = (&mut out[start..start + L]).try_into().expect("L values");
+    *out = acc;
+}
+
+/// Channels `first..first + L` of one depthwise output row; returns `L`. Output pixels whose
+/// window lies inside the input go `PX` at a time, so that `PX` accumulators per lane group
+/// are in flight (one alone waits on its previous multiply-add at every tap).
+#[inline(always)]
+fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
     input: &[f32],
     g: &DwGeometry,
     dw: &Depthwise,
@@ -771,14 +796,49 @@ fn depthwise_chunk<const L: usize, const FMA: bool>(
     out: &mut [f32],
     sums: &mut [f32],
 ) -> usize {
-    let (c, k) = (g.channels, g.kernel);
+    let (c, k, s) = (g.channels, g.kernel, g.stride);
     let bias: [f32; L] = dw.bias[first..first + L].try_into().expect("L values");
     let mut total = [0.0f32; L];
     // Taps inside the input: padded row `oy * stride + ky` is input row that minus `top`.
-    let base_y = oy * g.stride;
+    let base_y = oy * s;
     let ky_range = g.top.saturating_sub(base_y)..k.min((g.height + g.top).saturating_sub(base_y));
-    for ox in 0..g.out_width {
-        let base_x = ox * g.stride;
+    // Output columns whose whole window is inside the input: `ox * s >= left` and
+    // `ox * s + k <= width + left`.
+    let inside_start = g.left.div_ceil(s);
+    let inside_end = match (g.width + g.left).checked_sub(k) {
+        Some(last) => (last / s + 1).min(g.out_width),
+        None => 0,
+    };
+    let mut ox = 0;
+    while ox < g.out_width {
+        if PX > 1 && ox >= inside_start && ox + PX <= inside_end {
+            let mut acc = [bias; PX];
+            for ky in ky_range.clone() {
+                let row = (base_y + ky - g.top) * g.width;
+                for kx in 0..k {
+                    let tap = (ky * k + kx) * c + first;
+                    let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let start = (row + (ox + p) * s + kx - g.left) * c + first;
+                        let src: &[f32; L] =
+                            input[start..start + L].try_into().expect("L values");
+                        for lane in 0..L {
+                            acc[lane] = if FMA {
+                                w[lane].mul_add(src[lane], acc[lane])
+                            } else {
+                                acc[lane] + w[lane] * src[lane]
+                            };
+                        }
+                    }
+                }
+            }
+            for (p, acc) in acc.into_iter().enumerate() {
+                finish_pixel(acc, dw.activation, &mut total, out, (ox + p) * c + first);
+            }
+            ox += PX;
+            continue;
+        }
+        let base_x = ox * s;
         let kx_range =
             g.left.saturating_sub(base_x)..k.min((g.width + g.left).saturating_sub(base_x));
         let mut acc = bias;
@@ -799,15 +859,8 @@ fn depthwise_chunk<const L: usize, const FMA: bool>(
                 }
             }
         }
-        match dw.activation {
-            Some(Activation::SiLU) => acc.iter_mut().for_each(|v| *v = silu_element(*v)),
-            Some(Activation::ReLU6) => acc.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-            None => {}
-        }
-        for (total, &value) in total.iter_mut().zip(&acc) {
-            *total += value;
-        }
-        out[ox * c + first..ox * c + first + L].copy_from_slice(&acc);
+        finish_pixel(acc, dw.activation, &mut total, out, ox * c + first);
+        ox += 1;
     }
     for (sum, total) in sums[first..first + L].iter_mut().zip(total) {
         *sum = total;
