@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::silu_element;
+use super::{AVX2, AVX512, BASELINE, activate_lanes};
 use crate::model::activation::Activation;
 
 /// Columns of a packed panel, and lanes of the micro-kernel's accumulator rows.
@@ -148,7 +148,7 @@ unsafe fn gemm_region(
             return unsafe { gemm_avx2(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
         }
     }
-    unsafe { gemm_rows::<4, false>(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
+    unsafe { gemm_rows::<4, BASELINE>(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -166,7 +166,7 @@ unsafe fn gemm_avx512(
     scratch: &mut Vec<f32>,
 ) {
     // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<12, true>(a, lda, a_scale, b, k, n, e, region, scratch) };
+    unsafe { gemm_rows::<12, AVX512>(a, lda, a_scale, b, k, n, e, region, scratch) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -184,7 +184,7 @@ unsafe fn gemm_avx2(
     scratch: &mut Vec<f32>,
 ) {
     // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<6, true>(a, lda, a_scale, b, k, n, e, region, scratch) };
+    unsafe { gemm_rows::<6, AVX2>(a, lda, a_scale, b, k, n, e, region, scratch) };
 }
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -194,8 +194,7 @@ const PACKED_ROWS_BYTES: usize = 96 * 1024;
 /// 16 KiB) stays in L1 while it runs over the block's tiles.
 const KC: usize = 256;
 
-/// [`gemm_region`] with `MR` rows per tile; `FMA`: whether fused multiply-adds are cheap
-/// (without the instruction, `mul_add` is a library call).
+/// [`gemm_region`] with `MR` rows per tile, in the `ISA` build ([`super::BASELINE`]...).
 ///
 /// The classic blocking: `k` in slices of [`KC`]; rows in blocks, each block's slice of `a`
 /// packed tile by tile (`KC` steps of `MR` values, so the kernel reads them with one
@@ -207,7 +206,7 @@ const KC: usize = 256;
 /// As [`gemm_region`].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
+unsafe fn gemm_rows<const MR: usize, const ISA: u8>(
     a: &[f32],
     lda: usize,
     a_scale: Option<&[f32]>,
@@ -274,7 +273,7 @@ unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
                             }
                         }
                     }
-                    tile::<MR, FMA>(packed, b, &mut acc, !first_slice);
+                    tile::<MR, ISA>(packed, b, &mut acc, !first_slice);
                     for (r, acc) in acc.iter().enumerate().take(tile_rows) {
                         let start = (first_row + r) * n + first_column;
                         // SAFETY: row `first_row + r < rows`, columns of `panel`: inside
@@ -292,7 +291,7 @@ unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
                         let residual = epilogue
                             .residual
                             .map(|residual| &residual[start..start + columns]);
-                        finish(acc, bias, epilogue.activation, residual, out);
+                        finish::<ISA>(acc, bias, epilogue.activation, residual, out);
                     }
                 }
             }
@@ -303,18 +302,17 @@ unsafe fn gemm_rows<const MR: usize, const FMA: bool>(
 /// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds `depth` steps of `MR`
 /// row values, `b` `depth` rows of `NR` values.
 #[inline(always)]
-fn tile<const MR: usize, const FMA: bool>(
+fn tile<const MR: usize, const ISA: u8>(
     packed: &[f32],
     b: &[f32],
     acc: &mut [[f32; NR]; MR],
     add: bool,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if FMA {
-        // SAFETY: `FMA` is only set by the callers compiled with AVX2 and FMA; `MR` is 12
-        // only in the one compiled with AVX-512F as well.
+    if ISA != BASELINE {
+        // SAFETY: `ISA` says which features the caller was compiled for and the CPU has.
         unsafe {
-            if MR == 12 {
+            if ISA == AVX512 {
                 x86::tile_avx512::<MR>(packed, b, acc, add)
             } else {
                 x86::tile_avx2::<MR>(packed, b, acc, add)
@@ -431,7 +429,7 @@ mod x86 {
 
 /// One tile row's epilogue: bias, activation, residual, store.
 #[inline(always)]
-fn finish(
+fn finish<const ISA: u8>(
     acc: &[f32; NR],
     bias: &[f32],
     activation: Option<Activation>,
@@ -446,7 +444,7 @@ fn finish(
         for (value, &bias) in values.iter_mut().zip(bias) {
             *value += bias;
         }
-        activate(&mut values, activation);
+        activate_lanes::<ISA, NR>(&mut values, activation);
         match residual.map(<&[f32; NR]>::try_from) {
             Some(Ok(residual)) => {
                 for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
@@ -461,7 +459,7 @@ fn finish(
     for (value, &bias) in values.iter_mut().zip(bias) {
         *value += bias;
     }
-    activate(&mut values, activation);
+    activate_lanes::<BASELINE, NR>(&mut values, activation);
     match residual {
         Some(residual) => {
             for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
@@ -473,16 +471,6 @@ fn finish(
                 *out = value;
             }
         }
-    }
-}
-
-/// The activation over one tile row.
-#[inline(always)]
-fn activate(values: &mut [f32; NR], activation: Option<Activation>) {
-    match activation {
-        Some(Activation::SiLU) => values.iter_mut().for_each(|v| *v = silu_element(*v)),
-        Some(Activation::ReLU6) => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        None => {}
     }
 }
 

@@ -80,6 +80,82 @@ macro_rules! wide_fn {
 pub(crate) mod matmul;
 pub(crate) mod plan;
 
+/// Which build of a kernel body is running, as a const parameter of the bodies the builds
+/// share: the baseline, AVX2 + FMA, or AVX-512F (+ AVX2 + FMA). A body sees `ISA` only if
+/// the function that instantiated it was compiled for those features and chosen because
+/// the CPU has them.
+pub(crate) const BASELINE: u8 = 0;
+/// See [`BASELINE`].
+pub(crate) const AVX2: u8 = 1;
+/// See [`BASELINE`].
+pub(crate) const AVX512: u8 = 2;
+
+/// The activation over `L` lanes, in the `ISA` build's vector instructions where that pays:
+/// SiLU on AVX-512 divides with a reciprocal estimate and one Newton step (the division is
+/// most of its cost otherwise).
+#[inline(always)]
+pub(crate) fn activate_lanes<const ISA: u8, const L: usize>(
+    values: &mut [f32; L],
+    activation: Option<Activation>,
+) {
+    match activation {
+        #[cfg(target_arch = "x86_64")]
+        Some(Activation::SiLU) if ISA == AVX512 && L % 16 == 0 => {
+            for chunk in values.chunks_exact_mut(16) {
+                let chunk: &mut [f32; 16] = chunk.try_into().expect("16 values");
+                // SAFETY: `ISA == AVX512` only in code compiled for AVX-512F and run on a CPU
+                // that has it.
+                unsafe { x86::silu16(chunk) };
+            }
+        }
+        Some(Activation::SiLU) => values.iter_mut().for_each(|v| *v = silu_element(*v)),
+        Some(Activation::ReLU6) => values.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
+        None => {}
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// SiLU of 16 values: [`exp`](super::exp)'s polynomial in AVX-512, then `x / (1 + e^-x)`
+    /// as `x * r` with `r` the 14-bit reciprocal estimate refined by one Newton step (within
+    /// 2 ulp of the division). NaN stays NaN (the product with `x`); below -87 the result
+    /// is tiny (under 1e-30) instead of subnormal, as with `exp`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn silu16(values: &mut [f32; 16]) {
+        const LOG2_E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        const ROUND: f32 = 12_582_912.0;
+        // SAFETY: `values` holds 16 f32.
+        let x = unsafe { _mm512_loadu_ps(values.as_ptr()) };
+        let set = _mm512_set1_ps;
+        // e^-x, as `exp` computes it.
+        let t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(set(0.0), x), set(-87.33)), set(88.37));
+        let shifted = _mm512_fmadd_ps(t, set(LOG2_E), set(ROUND));
+        let n = _mm512_sub_ps(shifted, set(ROUND));
+        let r = _mm512_fnmadd_ps(n, set(LN2_LO), _mm512_fnmadd_ps(n, set(LN2_HI), t));
+        let mut p = set(1.987_569_1e-4);
+        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+            p = _mm512_fmadd_ps(p, r, set(c));
+        }
+        let e_r = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, set(1.0)));
+        let bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(ROUND.to_bits() as i32));
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(bits, _mm512_set1_epi32(127))));
+        let d = _mm512_fmadd_ps(e_r, scale, set(1.0));
+        let estimate = _mm512_rcp14_ps(d);
+        let reciprocal = _mm512_mul_ps(estimate, _mm512_fnmadd_ps(d, estimate, set(2.0)));
+        // SAFETY: as above.
+        unsafe { _mm512_storeu_ps(values.as_mut_ptr(), _mm512_mul_ps(x, reciprocal)) };
+    }
+}
+
 pub(crate) use plan::Plan;
 
 /// Applies `kernel` to every element of `tensor` in place. The tensor must pass
@@ -680,6 +756,37 @@ mod tests {
         assert!(exp(1000.0).is_finite() && exp(1000.0) > 2.0e38);
         assert!(exp(f32::NAN).is_nan());
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn vector_silu_matches_the_definition() {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f") {
+            let xs: Vec<f32> = (0..4000).map(|i| (i as f32 - 2000.0) / 20.0).collect();
+            for chunk in xs.chunks_exact(16) {
+                let mut values: [f32; 16] = chunk.try_into().unwrap();
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { x86::silu16(&mut values) };
+                for (&x, &got) in chunk.iter().zip(&values) {
+                    if x < -87.0 {
+                        // Clamped like `exp`: tiny and not positive instead of subnormal.
+                        assert!(got <= 0.0 && got > -1e-30, "silu({x}) = {got}");
+                        continue;
+                    }
+                    let exact = x as f64 / (1.0 + (-(x as f64)).exp());
+                    let tolerance = 2.0 * f32::EPSILON as f64 * exact.abs().max(1e-30);
+                    assert!((got as f64 - exact).abs() <= tolerance, "silu({x}) = {got}");
+                }
+            }
+            let mut special = [0.0f32; 16];
+            special[..4].copy_from_slice(&[f32::NAN, -1e4, 1e4, -0.0]);
+            // SAFETY: the CPU has AVX-512F.
+            unsafe { x86::silu16(&mut special) };
+            assert!(special[0].is_nan());
+            assert!(special[1] <= 0.0 && special[1] > -1e-30, "{}", special[1]);
+            assert_eq!(special[2], 1e4);
+            assert_eq!(special[3], 0.0);
+        }
     }
 
     #[test]

@@ -25,7 +25,10 @@ use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::matmul::{self, Epilogue, Packed};
-use super::{Pads, applies, resolve_padding, sigmoid_element, silu_element};
+use super::{
+    AVX2, AVX512, BASELINE, Pads, activate_lanes, applies, resolve_padding, sigmoid_element,
+    silu_element,
+};
 use crate::model::activation::Activation;
 use crate::model::conv_bn_act::ConvBnAct;
 use crate::model::efficientnet::EfficientNet;
@@ -707,7 +710,7 @@ fn depthwise_row(
             return unsafe { depthwise_row_avx2(input, geometry, dw, oy, out, sums) };
         }
     }
-    depthwise_row_channels::<false>(input, geometry, dw, oy, out, sums);
+    depthwise_row_channels::<BASELINE>(input, geometry, dw, oy, out, sums);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -720,7 +723,7 @@ fn depthwise_row_avx512(
     out: &mut [f32],
     sums: &mut [f32],
 ) {
-    depthwise_row_channels::<true>(input, geometry, dw, oy, out, sums);
+    depthwise_row_channels::<AVX512>(input, geometry, dw, oy, out, sums);
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -733,13 +736,13 @@ fn depthwise_row_avx2(
     out: &mut [f32],
     sums: &mut [f32],
 ) {
-    depthwise_row_channels::<true>(input, geometry, dw, oy, out, sums);
+    depthwise_row_channels::<AVX2>(input, geometry, dw, oy, out, sums);
 }
 
 /// [`depthwise_row`] in channel chunks of 64, then 16, then 1 (64 lanes give four
 /// independent accumulator registers per tap).
 #[inline(always)]
-fn depthwise_row_channels<const FMA: bool>(
+fn depthwise_row_channels<const ISA: u8>(
     input: &[f32],
     geometry: &DwGeometry,
     dw: &Depthwise,
@@ -751,11 +754,11 @@ fn depthwise_row_channels<const FMA: bool>(
     while first < geometry.channels {
         let left = geometry.channels - first;
         first += if left >= 64 {
-            depthwise_chunk::<64, 2, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<64, 2, ISA>(input, geometry, dw, oy, first, out, sums)
         } else if left >= 16 {
-            depthwise_chunk::<16, 4, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<16, 4, ISA>(input, geometry, dw, oy, first, out, sums)
         } else {
-            depthwise_chunk::<1, 1, FMA>(input, geometry, dw, oy, first, out, sums)
+            depthwise_chunk::<1, 1, ISA>(input, geometry, dw, oy, first, out, sums)
         };
     }
 }
@@ -764,18 +767,14 @@ fn depthwise_row_channels<const FMA: bool>(
 /// stored at `out[start..]`. (A function, not a closure: closures do not inherit the
 /// caller's target features, and this one ran without AVX.)
 #[inline(always)]
-fn finish_pixel<const L: usize>(
+fn finish_pixel<const ISA: u8, const L: usize>(
     mut acc: [f32; L],
     activation: Option<Activation>,
     totals: &mut [f32; L],
     out: &mut [f32],
     start: usize,
 ) {
-    match activation {
-        Some(Activation::SiLU) => acc.iter_mut().for_each(|v| *v = silu_element(*v)),
-        Some(Activation::ReLU6) => acc.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)),
-        None => {}
-    }
+    activate_lanes::<ISA, L>(&mut acc, activation);
     for (total, &value) in totals.iter_mut().zip(&acc) {
         *total += value;
     }
@@ -787,7 +786,7 @@ fn finish_pixel<const L: usize>(
 /// window lies inside the input go `PX` at a time, so that `PX` accumulators per lane group
 /// are in flight (one alone waits on its previous multiply-add at every tap).
 #[inline(always)]
-fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
+fn depthwise_chunk<const L: usize, const PX: usize, const ISA: u8>(
     input: &[f32],
     g: &DwGeometry,
     dw: &Depthwise,
@@ -823,7 +822,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
                         let src: &[f32; L] =
                             input[start..start + L].try_into().expect("L values");
                         for lane in 0..L {
-                            acc[lane] = if FMA {
+                            acc[lane] = if ISA != BASELINE {
                                 w[lane].mul_add(src[lane], acc[lane])
                             } else {
                                 acc[lane] + w[lane] * src[lane]
@@ -833,7 +832,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
                 }
             }
             for (p, acc) in acc.into_iter().enumerate() {
-                finish_pixel(acc, dw.activation, &mut total, out, (ox + p) * c + first);
+                finish_pixel::<ISA, L>(acc, dw.activation, &mut total, out, (ox + p) * c + first);
             }
             ox += PX;
             continue;
@@ -851,7 +850,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
                 let tap = (ky * k + kx) * c + first;
                 let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
                 for lane in 0..L {
-                    acc[lane] = if FMA {
+                    acc[lane] = if ISA != BASELINE {
                         w[lane].mul_add(src[lane], acc[lane])
                     } else {
                         acc[lane] + w[lane] * src[lane]
@@ -859,7 +858,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const FMA: bool>(
                 }
             }
         }
-        finish_pixel(acc, dw.activation, &mut total, out, ox * c + first);
+        finish_pixel::<ISA, L>(acc, dw.activation, &mut total, out, ox * c + first);
         ox += 1;
     }
     for (sum, total) in sums[first..first + L].iter_mut().zip(total) {
