@@ -230,28 +230,10 @@ unsafe fn gemm_rows<const MR: usize, const ISA: u8>(
         for k_start in (0..k).step_by(step) {
             let depth = step.min(k - k_start);
             let (first_slice, last_slice) = (k_start == 0, k_start + depth == k);
-            scratch.clear();
             scratch.resize(tiles * depth * MR, 0.0);
             for (tile, packed) in scratch.chunks_exact_mut(depth * MR).enumerate() {
                 let first = block_start + tile * MR;
-                for r in 0..MR.min(rows - first) {
-                    let start = (first + r) * lda + k_start;
-                    let row = &a[start..start + depth];
-                    let slots = packed[r..].iter_mut().step_by(MR);
-                    match a_scale {
-                        Some(scale) => {
-                            let scale = &scale[k_start..k_start + depth];
-                            for ((slot, &value), &factor) in slots.zip(row).zip(scale) {
-                                *slot = value * factor;
-                            }
-                        }
-                        None => {
-                            for (slot, &value) in slots.zip(row) {
-                                *slot = value;
-                            }
-                        }
-                    }
-                }
+                pack_tile::<MR>(a, lda, first, rows, k_start, a_scale, packed);
             }
             for panel in region.first_panel..region.end_panel {
                 let b = &b[(panel * k + k_start) * NR..(panel * k + k_start + depth) * NR];
@@ -295,6 +277,59 @@ unsafe fn gemm_rows<const MR: usize, const ISA: u8>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows `first..first + MR` of `a` (those below `rows`; zeros past it), columns
+/// `k_start..k_start + depth` (`depth = packed.len() / MR`), each column times its `a_scale`
+/// if given, into `packed` step by step: `packed[step * MR + r] = a[first + r][k_start + step]`.
+#[inline(always)]
+fn pack_tile<const MR: usize>(
+    a: &[f32],
+    lda: usize,
+    first: usize,
+    rows: usize,
+    k_start: usize,
+    a_scale: Option<&[f32]>,
+    packed: &mut [f32],
+) {
+    let depth = packed.len() / MR;
+    let present = MR.min(rows - first);
+    // Eight steps at a time: one short contiguous read per row (scaled as a vector), eight
+    // strided writes. (The plain strided loop compiles to scatters, which are slower.)
+    const STEPS: usize = 8;
+    let ones = [1.0f32; STEPS];
+    let mut step = 0;
+    while step + STEPS <= depth {
+        let scale: &[f32; STEPS] = match a_scale {
+            Some(scale) => scale[k_start + step..k_start + step + STEPS].try_into().expect("8"),
+            None => &ones,
+        };
+        let out = &mut packed[step * MR..(step + STEPS) * MR];
+        for r in 0..MR {
+            let mut values = [0.0f32; STEPS];
+            if r < present {
+                let start = (first + r) * lda + k_start + step;
+                let source: &[f32; STEPS] = a[start..start + STEPS].try_into().expect("8");
+                for ((value, &source), &factor) in values.iter_mut().zip(source).zip(scale) {
+                    *value = source * factor;
+                }
+            }
+            for (j, value) in values.into_iter().enumerate() {
+                out[j * MR + r] = value;
+            }
+        }
+        step += STEPS;
+    }
+    for step in step..depth {
+        let factor = a_scale.map_or(1.0, |scale| scale[k_start + step]);
+        for r in 0..MR {
+            packed[step * MR + r] = if r < present {
+                a[(first + r) * lda + k_start + step] * factor
+            } else {
+                0.0
+            };
         }
     }
 }
