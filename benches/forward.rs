@@ -1,6 +1,7 @@
-//! Forward-pass latency of fresh (random-weight) models on each CPU backend compiled in,
-//! with batch norms folded (as `classify` runs) and, for B0, as trained (unfused); and the
-//! time to load a checkpoint.
+//! Forward-pass latency of fresh (random-weight) models on each CPU backend compiled in:
+//! prepared with `for_inference()` (as `classify` runs them: folded and, on flex, planned),
+//! folded only (`fuse_batch_norm()`: the per-layer kernels) and, for B0, as trained
+//! (unfused); and the time to load a checkpoint and to plan one.
 //!
 //! ```text
 //! cargo bench --bench forward                       # flex
@@ -39,7 +40,10 @@ fn forward(c: &mut Criterion) {
         for variant in [Variant::B0, Variant::B3] {
             let unfused = variant.config().init(&device).valid();
             let res = variant.config().resolution;
-            let mut models = vec![("fused", unfused.clone().fuse_batch_norm())];
+            let mut models = vec![
+                ("for_inference", unfused.clone().for_inference()),
+                ("folded", unfused.clone().fuse_batch_norm()),
+            ];
             if variant == Variant::B0 {
                 models.push(("unfused", unfused));
             }
@@ -66,6 +70,12 @@ fn load(c: &mut Criterion) {
     let device = Device::default();
     let mut group = c.benchmark_group("load");
     group.sample_size(10);
+
+    // Planning: folding and packing a loaded B0 (once per model, in `for_inference`).
+    let loaded = EfficientNet::b0(&device).valid();
+    group.bench_function("b0/for_inference", |b| {
+        b.iter(|| loaded.clone().for_inference())
+    });
 
     // Burn's own format: a fresh B0 saved once, loaded each iteration.
     let path = std::env::temp_dir().join(format!("efficientnet-bench-{}.bpk", std::process::id()));

@@ -1,6 +1,7 @@
 //! Inference timing for the peer comparison (`scripts/bench_peers.sh`): builds a model with
-//! fresh weights, runs `--warmup` then `--runs` forwards on one input, and prints one JSON
-//! line with the median latency, images per second and peak RSS.
+//! fresh weights (by default prepared with `for_inference()`, as `classify` runs it), runs
+//! `--warmup` then `--runs` forwards on one input, and prints one JSON line with the median
+//! and fastest latency, images per second and peak RSS.
 //!
 //! ```text
 //! cargo run --release --example bench_infer -- --variant b0 --batch 1 --resolution 224
@@ -88,11 +89,11 @@ fn main() -> Result<(), efficientnet_burn::Error> {
                 "efficientnet-burn ({}{})",
                 args.device.0.name(),
                 if args.unfused {
-                    ", BN unfused"
+                    ", unfused"
                 } else if args.unplanned {
-                    ", per layer"
+                    ", folded per layer"
                 } else {
-                    ""
+                    ", for_inference"
                 }
             ),
             "variant": variant.name(),

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""One peer's inference timing for scripts/bench_peers.sh, as one JSON line.
+"""One peer's inference timing for scripts/bench_peers.sh, as one JSON line; or the ONNX
+export the ONNX peers run.
 
+    .venv/bin/python scripts/bench_peer.py --export /tmp/b0.onnx --variant b0 --batch 1
     .venv/bin/python scripts/bench_peer.py --peer torch --variant b0 --batch 1 --threads 2
+    .venv/bin/python scripts/bench_peer.py --peer onnxruntime --onnx /tmp/b0.onnx --batch 1
 
 Peers: `torch` (torchvision's model, eager, no_grad) and `onnxruntime` (the same model
-exported to ONNX). Random weights: they do not change the cost. Each peer runs in its own
-process so peak RSS is its own.
+exported to ONNX by `--export`, loaded without importing PyTorch, so its peak RSS is ONNX
+Runtime's own; tract runs the same file, tools/bench-tract). Random weights: they do not
+change the cost. Each peer runs in its own process so peak RSS is its own.
 """
 
 import argparse
@@ -13,16 +17,21 @@ import json
 import os
 import resource
 import statistics
-import tempfile
 import time
 
-import torch
-import torchvision
+
+def torchvision_model(variant):
+    import torchvision
+
+    # Our names (b0, v2-s) to torchvision's constructors (efficientnet_b0, efficientnet_v2_s).
+    return getattr(torchvision.models, f"efficientnet_{variant.replace('-', '_')}")().eval()
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--peer", choices=["torch", "onnxruntime"], required=True)
+    parser.add_argument("--peer", choices=["torch", "onnxruntime"])
+    parser.add_argument("--export", metavar="PATH", help="write the ONNX file and exit")
+    parser.add_argument("--onnx", metavar="PATH", help="the ONNX file onnxruntime runs")
     parser.add_argument("--variant", default="b0")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--resolution", type=int, default=224)
@@ -30,30 +39,44 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
+    shape = (args.batch, 3, args.resolution, args.resolution)
 
-    torch.set_num_threads(args.threads)
-    # Our names (b0, v2-s) to torchvision's constructors (efficientnet_b0, efficientnet_v2_s).
-    model = getattr(torchvision.models, f"efficientnet_{args.variant.replace('-', '_')}")().eval()
-    x = torch.randn(args.batch, 3, args.resolution, args.resolution)
+    if args.export:
+        import torch
 
+        x = torch.randn(*shape)
+        torch.onnx.export(torchvision_model(args.variant), x, args.export, dynamo=False)
+        return
     if args.peer == "torch":
+        import torch
+
+        torch.set_num_threads(args.threads)
+        model = torchvision_model(args.variant)
+        x = torch.randn(*shape)
+
         def run():
             with torch.no_grad():
                 model(x)
+
         name = f"PyTorch {torch.__version__} eager"
-    else:
+    elif args.peer == "onnxruntime":
+        import numpy as np
         import onnxruntime as ort
-        path = os.path.join(tempfile.mkdtemp(), "model.onnx")
-        torch.onnx.export(model, x, path, dynamo=False)
+
+        if not args.onnx:
+            parser.error("--peer onnxruntime needs --onnx (written by --export)")
         options = ort.SessionOptions()
         options.intra_op_num_threads = args.threads
         options.inter_op_num_threads = 1
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        feed = {session.get_inputs()[0].name: x.numpy()}
-        del model
+        session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+        feed = {session.get_inputs()[0].name: np.random.randn(*shape).astype(np.float32)}
+
         def run():
             session.run(None, feed)
+
         name = f"ONNX Runtime {ort.__version__}"
+    else:
+        parser.error("give --peer or --export")
 
     for _ in range(args.warmup):
         run()

@@ -1,37 +1,56 @@
 #!/usr/bin/env bash
-# Inference speed and memory of efficientnet-burn against PyTorch eager and ONNX Runtime,
-# in one run on this machine, with the same threads, batch and resolution. Prints a
-# Markdown table of medians, images/s, peak RSS and our ratio to each peer.
+# Inference speed and memory of efficientnet-burn against PyTorch eager, ONNX Runtime and
+# tract, in one run on this machine, with the same threads, batch and resolution. Prints a
+# Markdown table per configuration: medians, images/s, peak RSS, and our ratio to each peer.
 #
-#   scripts/bench_peers.sh [variant=b0] [batch=1] [resolution=224] [rounds=3]
+#   scripts/bench_peers.sh                                  # B0@224 and B3@300, batch 1 and 8
+#   scripts/bench_peers.sh [variant] [batch] [resolution] [rounds=3]   # one configuration
 #
-# The runtimes take turns, `rounds` times (each turn: 3 warm-up and 20 timed forwards in a
-# fresh process), and the table gives the median of each runtime's per-turn medians, so a
-# burst of load from other work on a shared machine hits every runtime alike.
+# The runtimes take turns, `rounds` times (each turn: 3 warm-up and 20 timed forwards, 10
+# at batch 8, in a fresh process), and the table gives the median of each runtime's
+# per-turn medians, so a burst of load from other work on a shared machine hits every
+# runtime alike. Ours runs three ways: `for_inference()` (what classify and
+# PretrainedModel use), folded only (`fuse_batch_norm()`, the per-layer kernels) and unfused.
+# ONNX Runtime and tract run the same ONNX file, exported from torchvision's model once per
+# configuration; ONNX Runtime loads it without PyTorch, so each RSS is the runtime's own.
 #
-# Needs the reference venv (scripts/setup_reference_env.sh; requirements include onnxruntime).
+# Needs the reference venv (scripts/setup_reference_env.sh; requirements include
+# onnxruntime). tract is built from tools/bench-tract (a separate crate, not part of the
+# library's build; its first build takes several minutes; TRACT_TARGET_DIR picks where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-variant=${1:-b0}
-batch=${2:-1}
-resolution=${3:-224}
-rounds=${4:-3}
 threads=$(nproc)
 export RAYON_NUM_THREADS=$threads
+target=${CARGO_TARGET_DIR:-target}
 
+tract_target=${TRACT_TARGET_DIR:-$PWD/tools/bench-tract/target}
 cargo build --quiet --release --example bench_infer
-args=(--variant "$variant" --batch "$batch" --resolution "$resolution")
-results=$(mktemp)
-trap 'rm -f "$results"' EXIT
-for _ in $(seq "$rounds"); do
-    target/release/examples/bench_infer "${args[@]}" >>"$results"
-    target/release/examples/bench_infer --unfused "${args[@]}" >>"$results"
-    .venv/bin/python scripts/bench_peer.py --peer torch --threads "$threads" "${args[@]}" >>"$results"
-    .venv/bin/python scripts/bench_peer.py --peer onnxruntime --threads "$threads" "${args[@]}" \
-        2>/dev/null >>"$results"
-done
+(cd tools/bench-tract && CARGO_TARGET_DIR="$tract_target" cargo build --quiet --release)
+tract="$tract_target/release/bench-tract"
+ours="$target/release/examples/bench_infer"
 
-.venv/bin/python - "$results" "$threads" "$rounds" <<'PY'
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# One configuration: variant batch resolution rounds.
+bench() {
+    local variant=$1 batch=$2 resolution=$3 rounds=$4
+    local runs=20
+    ((batch >= 8)) && runs=10
+    local args=(--variant "$variant" --batch "$batch" --resolution "$resolution" --runs "$runs")
+    local onnx="$work/$variant-$batch-$resolution.onnx" results="$work/results.jsonl"
+    : >"$results"
+    .venv/bin/python scripts/bench_peer.py --export "$onnx" "${args[@]}" 2>/dev/null
+    for _ in $(seq "$rounds"); do
+        "$ours" "${args[@]}" >>"$results"
+        "$ours" --unplanned "${args[@]}" >>"$results"
+        "$ours" --unfused "${args[@]}" >>"$results"
+        .venv/bin/python scripts/bench_peer.py --peer torch --threads "$threads" "${args[@]}" >>"$results"
+        .venv/bin/python scripts/bench_peer.py --peer onnxruntime --onnx "$onnx" \
+            --threads "$threads" "${args[@]}" 2>/dev/null >>"$results"
+        "$tract" "$onnx" --threads "$threads" "${args[@]}" >>"$results"
+    done
+    .venv/bin/python - "$results" "$threads" "$rounds" <<'PY'
 import json, sys, datetime, platform, statistics
 rows = [json.loads(line) for line in open(sys.argv[1]) if line.startswith("{")]
 threads, rounds = sys.argv[2], sys.argv[3]
@@ -56,4 +75,15 @@ for peer, s in summary.items():
     lo, hi = s["spread"]
     print(f"| {peer} | {s['median_ms']:.1f} ({lo:.1f}-{hi:.1f}) | {s['batch'] * 1e3 / s['median_ms']:.1f} "
           f"| {s['rss']:.0f} | {ours['median_ms'] / s['median_ms']:.2f}x | {ours['rss'] / s['rss']:.2f}x |")
+print()
 PY
+}
+
+if (($# >= 1)); then
+    bench "$1" "${2:-1}" "${3:-224}" "${4:-3}"
+else
+    for config in "b0 1 224" "b0 8 224" "b3 1 300" "b3 8 300"; do
+        # shellcheck disable=SC2086
+        bench $config 3
+    done
+fi

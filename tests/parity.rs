@@ -65,7 +65,10 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
         &model.forward(input).into_data(),
     );
     println!("{name}: planned vs Burn ops logits {between:.2e}");
-    assert!(between <= 1e-5, "{name}: planned logits differ by {between}");
+    assert!(
+        between <= 1e-5,
+        "{name}: planned logits differ by {between}"
+    );
     unfused.max(fused).max(planned)
 }
 
@@ -256,7 +259,9 @@ fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
         ),
         (
             "timm_tf_lite_small.pth",
-            EfficientNetConfig::lite0().with_width(0.25).with_depth(0.34),
+            EfficientNetConfig::lite0()
+                .with_width(0.25)
+                .with_depth(0.34),
             WeightSource::TimmTf,
             vec![[64, 64], [33, 47]],
         ),

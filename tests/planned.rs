@@ -65,7 +65,10 @@ fn a_model_whose_weights_change_after_planning_runs_its_new_weights() {
     for (what, other) in [("checkpoint", checkpoint), ("fine-tuned head", fine_tuned)] {
         let expected = other.forward(x.clone()).into_data();
         let stale = max_abs_diff(&planned.forward(x.clone()).into_data(), &expected);
-        assert!(stale > 1e-2, "{what}: the test needs different weights ({stale})");
+        assert!(
+            stale > 1e-2,
+            "{what}: the test needs different weights ({stale})"
+        );
         let reloaded = planned.clone().load_record(other.into_record());
         assert!(reloaded.is_planned(), "the plan travels with the module");
         let diff = max_abs_diff(&reloaded.forward(x.clone()).into_data(), &expected);
@@ -95,10 +98,7 @@ fn planned_models_refuse_bad_input_as_before() {
     assert!(err.contains("got [1, 4, 32, 32]"), "{err}");
     let panic = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.forward(wrong)))
         .unwrap_err();
-    let message = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .unwrap_or_default();
+    let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
     assert!(message.contains("got [1, 4, 32, 32]"), "{message}");
 }
 

@@ -72,7 +72,7 @@ pub(crate) struct Epilogue<'a> {
 
 impl<'a> Epilogue<'a> {
     /// The same epilogue for the rows from `first_row` on (of `n` columns each).
-    pub(crate) fn from_row(self, first_row: usize, n: usize) -> Self {
+    pub(crate) fn starting_at_row(self, first_row: usize, n: usize) -> Self {
         Self {
             residual: self.residual.map(|residual| &residual[first_row * n..]),
             ..self
@@ -248,8 +248,9 @@ unsafe fn gemm_rows<const MR: usize, const ISA: u8>(
                             let start = (first_row + r) * n + first_column;
                             // SAFETY: inside the region (see below); the previous slice
                             // stored these partial sums.
-                            let sums =
-                                unsafe { std::slice::from_raw_parts(region.ptr.add(start), columns) };
+                            let sums = unsafe {
+                                std::slice::from_raw_parts(region.ptr.add(start), columns)
+                            };
                             for (acc, &sum) in acc.iter_mut().zip(sums) {
                                 *acc = sum;
                             }
@@ -303,7 +304,9 @@ fn pack_tile<const MR: usize>(
     let mut step = 0;
     while step + STEPS <= depth {
         let scale: &[f32; STEPS] = match a_scale {
-            Some(scale) => scale[k_start + step..k_start + step + STEPS].try_into().expect("8"),
+            Some(scale) => scale[k_start + step..k_start + step + STEPS]
+                .try_into()
+                .expect("8"),
             None => &ones,
         };
         let out = &mut packed[step * MR..(step + STEPS) * MR];
@@ -473,8 +476,10 @@ fn finish<const ISA: u8>(
 ) {
     // A whole panel as fixed-size arrays (vector registers, no library copy); the last,
     // partial panel of a layer through slices.
-    if let (Ok(bias), Ok(out)) = (<&[f32; NR]>::try_from(bias), <&mut [f32; NR]>::try_from(&mut *out))
-    {
+    if let (Ok(bias), Ok(out)) = (
+        <&[f32; NR]>::try_from(bias),
+        <&mut [f32; NR]>::try_from(&mut *out),
+    ) {
         let mut values = *acc;
         for (value, &bias) in values.iter_mut().zip(bias) {
             *value += bias;
@@ -525,7 +530,10 @@ pub(crate) fn for_row_blocks<S>(
     }
     let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
     let blocks = wanted.div_ceil(samples).clamp(1, rows);
-    let block = rows.div_ceil(blocks).next_multiple_of(ROW_QUANTUM).min(rows);
+    let block = rows
+        .div_ceil(blocks)
+        .next_multiple_of(ROW_QUANTUM)
+        .min(rows);
     c.par_chunks_mut(rows * n)
         .enumerate()
         .flat_map(|(sample, c)| {
@@ -580,8 +588,13 @@ pub(crate) fn gemm_parallel(
     assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
     assert!(b.len() >= panels * NR * k && a_scale.is_none_or(|s| s.len() >= samples * k));
     let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
-    let row_blocks = wanted.div_ceil(samples).clamp(1, rows.div_ceil(ROW_QUANTUM));
-    let block = rows.div_ceil(row_blocks).next_multiple_of(ROW_QUANTUM).min(rows);
+    let row_blocks = wanted
+        .div_ceil(samples)
+        .clamp(1, rows.div_ceil(ROW_QUANTUM));
+    let block = rows
+        .div_ceil(row_blocks)
+        .next_multiple_of(ROW_QUANTUM)
+        .min(rows);
     let row_blocks = rows.div_ceil(block);
     let panel_groups = wanted.div_ceil(samples * row_blocks).clamp(1, panels);
     let group = panels.div_ceil(panel_groups);
@@ -590,7 +603,10 @@ pub(crate) fn gemm_parallel(
     (0..samples * row_blocks * panel_groups)
         .into_par_iter()
         .for_each_init(Vec::new, |scratch, task| {
-            let (sample, rest) = (task / (row_blocks * panel_groups), task % (row_blocks * panel_groups));
+            let (sample, rest) = (
+                task / (row_blocks * panel_groups),
+                task % (row_blocks * panel_groups),
+            );
             let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
             let first_row = sample * rows + row_block * block;
             let region = Region {
@@ -611,7 +627,7 @@ pub(crate) fn gemm_parallel(
                     b,
                     k,
                     n,
-                    epilogue.from_row(first_row, n),
+                    epilogue.starting_at_row(first_row, n),
                     region,
                     scratch,
                 );
@@ -636,7 +652,13 @@ mod tests {
     #[test]
     fn gemm_matches_the_definition_with_every_epilogue() {
         // Rows and columns around the tile sizes: partial tiles and panels, one row, k = 1.
-        for (m, k, n) in [(1, 1, 1), (13, 27, 24), (49, 96, 40), (7, 5, 17), (25, 64, 16)] {
+        for (m, k, n) in [
+            (1, 1, 1),
+            (13, 27, 24),
+            (49, 96, 40),
+            (7, 5, 17),
+            (25, 64, 16),
+        ] {
             let a = matrix(m, k, 1);
             let weights = matrix(k, n, 2);
             let bias = matrix(1, n, 3);
@@ -660,7 +682,10 @@ mod tests {
                             None => x,
                         } + residual[i * n + j];
                         let got = c[i * n + j];
-                        assert!((got - x).abs() < 1e-5, "{m}x{k}x{n} [{i}, {j}]: {got} vs {x}");
+                        assert!(
+                            (got - x).abs() < 1e-5,
+                            "{m}x{k}x{n} [{i}, {j}]: {got} vs {x}"
+                        );
                     }
                 }
             }
@@ -692,30 +717,6 @@ mod tests {
                     .sum();
                 assert!((c[i * n + j] - expected).abs() < 1e-6, "[{i}, {j}]");
             }
-        }
-    }
-}
-
-#[cfg(test)]
-mod timing {
-    use super::*;
-    #[test]
-    #[ignore]
-    fn time_shapes() {
-        for (m, k, n, act) in [(12544, 16, 96, true), (12544, 16, 96, false), (12544, 32, 16, false), (3136, 24, 144, true), (3136, 144, 24, false), (196, 672, 112, false), (196, 112, 672, true), (49, 192, 1152, true), (49, 1152, 192, false), (49, 320, 1280, true)] {
-            let a = vec![0.5f32; m * k];
-            let packed = Packed::new(k, n, |r, c| ((r + c) % 7) as f32 * 0.01);
-            let bias = vec![0.1f32; n];
-            let mut c = vec![0.0f32; m * n];
-            let e = Epilogue { bias: &bias, activation: act.then_some(Activation::SiLU), residual: None };
-            let mut best = f64::MAX;
-            for _ in 0..50 {
-                let t = std::time::Instant::now();
-                gemm_parallel(&a, 1, None, packed.data(), k, n, e, &mut c);
-                best = best.min(t.elapsed().as_secs_f64());
-            }
-            let gflops = 2.0 * (m * k * n) as f64 / best / 1e9;
-            println!("{m}x{k}x{n} act {act}: {:.3} ms {gflops:.1} GFLOP/s", best * 1e3);
         }
     }
 }

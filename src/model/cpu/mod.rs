@@ -26,6 +26,10 @@
 //! rounded value; see the tests); other backends, autodiff and other float types never come
 //! here.
 
+// The kernels hand a caller's tensor back (`Err(tensor)`) when they do not apply: a move of
+// Burn's 256-byte handle, not worth a box per call.
+#![allow(clippy::result_large_err)]
+
 use burn::nn::PaddingConfig2d;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
@@ -100,7 +104,7 @@ pub(crate) fn activate_lanes<const ISA: u8, const L: usize>(
 ) {
     match activation {
         #[cfg(target_arch = "x86_64")]
-        Some(Activation::SiLU) if ISA == AVX512 && L % 16 == 0 => {
+        Some(Activation::SiLU) if ISA == AVX512 && L.is_multiple_of(16) => {
             for chunk in values.chunks_exact_mut(16) {
                 let chunk: &mut [f32; 16] = chunk.try_into().expect("16 values");
                 // SAFETY: `ISA == AVX512` only in code compiled for AVX-512F and run on a CPU
@@ -137,17 +141,32 @@ mod x86 {
         let x = unsafe { _mm512_loadu_ps(values.as_ptr()) };
         let set = _mm512_set1_ps;
         // e^-x, as `exp` computes it.
-        let t = _mm512_min_ps(_mm512_max_ps(_mm512_sub_ps(set(0.0), x), set(-87.33)), set(88.37));
+        let t = _mm512_min_ps(
+            _mm512_max_ps(_mm512_sub_ps(set(0.0), x), set(-87.33)),
+            set(88.37),
+        );
         let shifted = _mm512_fmadd_ps(t, set(LOG2_E), set(ROUND));
         let n = _mm512_sub_ps(shifted, set(ROUND));
         let r = _mm512_fnmadd_ps(n, set(LN2_LO), _mm512_fnmadd_ps(n, set(LN2_HI), t));
         let mut p = set(1.987_569_1e-4);
-        for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5] {
+        for c in [
+            1.398_199_9e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
             p = _mm512_fmadd_ps(p, r, set(c));
         }
         let e_r = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, set(1.0)));
-        let bits = _mm512_sub_epi32(_mm512_castps_si512(shifted), _mm512_set1_epi32(ROUND.to_bits() as i32));
-        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(bits, _mm512_set1_epi32(127))));
+        let bits = _mm512_sub_epi32(
+            _mm512_castps_si512(shifted),
+            _mm512_set1_epi32(ROUND.to_bits() as i32),
+        );
+        let scale = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            bits,
+            _mm512_set1_epi32(127),
+        )));
         let d = _mm512_fmadd_ps(e_r, scale, set(1.0));
         let estimate = _mm512_rcp14_ps(d);
         let reciprocal = _mm512_mul_ps(estimate, _mm512_fnmadd_ps(d, estimate, set(2.0)));
@@ -308,10 +327,8 @@ wide_fn! {
 pub(crate) fn conv_bn_act(layer: &ConvBnAct, input: Tensor<4>) -> Result<Tensor<4>, Tensor<4>> {
     let conv = &layer.conv;
     let weight = conv.weight.val();
-    let eligible = layer.bn.is_none()
-        && conv.dilation == [1, 1]
-        && applies(&input)
-        && applies(&weight);
+    let eligible =
+        layer.bn.is_none() && conv.dilation == [1, 1] && applies(&input) && applies(&weight);
     if !eligible {
         return Err(input);
     }

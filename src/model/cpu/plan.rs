@@ -109,6 +109,8 @@ struct Se {
     activation: Activation,
 }
 
+// A few dozen per model, built once: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Block {
     MBConv {
         expand: Option<Conv>,
@@ -445,7 +447,9 @@ impl Plan {
                 project,
                 residual,
             } => {
-                let expanded = expand.as_ref().map(|expand| self.conv(expand, x, None, None));
+                let expanded = expand
+                    .as_ref()
+                    .map(|expand| self.conv(expand, x, None, None));
                 let (y, sums) = self.depthwise(depthwise, expanded.as_ref().unwrap_or(x));
                 if let Some(expanded) = expanded {
                     self.give(expanded.data);
@@ -456,7 +460,9 @@ impl Plan {
                         let pixels = (y.height * y.width) as f32;
                         let channels = se.channels;
                         let mut gates = self.take(y.batch * channels);
-                        let samples = sums.chunks_exact(channels).zip(gates.chunks_exact_mut(channels));
+                        let samples = sums
+                            .chunks_exact(channels)
+                            .zip(gates.chunks_exact_mut(channels));
                         for (sums, gates) in samples.take(y.batch) {
                             let means: Vec<f32> = sums.iter().map(|sum| sum / pixels).collect();
                             se.gate(&means, gates);
@@ -546,7 +552,7 @@ impl Plan {
                     let (oy, ox) = (pixel / out_width, pixel % out_width);
                     unfold(sample_input, x, &pads, k, stride, oy, ox, unfolded);
                 }
-                let epilogue = epilogue.from_row(sample * pixels + first_row, n);
+                let epilogue = epilogue.starting_at_row(sample * pixels + first_row, n);
                 matmul::gemm(scratch, depth, weights, depth, n, epilogue, c, packed);
             },
         );
@@ -659,9 +665,12 @@ fn unfold(
     // One kernel row at a time: its taps inside the input are one contiguous run of NHWC.
     let channels = x.channels;
     let base_x = ox * stride;
-    let kx_range = pads.left.saturating_sub(base_x)..k.min((x.width + pads.left).saturating_sub(base_x));
+    let kx_range =
+        pads.left.saturating_sub(base_x)..k.min((x.width + pads.left).saturating_sub(base_x));
     for (ky, out) in unfolded.chunks_exact_mut(k * channels).enumerate() {
-        let iy = (oy * stride + ky).checked_sub(pads.top).filter(|&y| y < x.height);
+        let iy = (oy * stride + ky)
+            .checked_sub(pads.top)
+            .filter(|&y| y < x.height);
         match iy {
             Some(iy) if !kx_range.is_empty() => {
                 let ix = base_x + kx_range.start - pads.left;
@@ -819,8 +828,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const ISA: u8>(
                     let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
                     for (p, acc) in acc.iter_mut().enumerate() {
                         let start = (row + (ox + p) * s + kx - g.left) * c + first;
-                        let src: &[f32; L] =
-                            input[start..start + L].try_into().expect("L values");
+                        let src: &[f32; L] = input[start..start + L].try_into().expect("L values");
                         for lane in 0..L {
                             acc[lane] = if ISA != BASELINE {
                                 w[lane].mul_add(src[lane], acc[lane])
