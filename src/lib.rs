@@ -19,6 +19,11 @@
 //! let model = EfficientNet::b0(&device);
 //! assert_eq!(model.num_trainable_params(), 5_288_548);
 //!
+//! // For inference: norms folded and, on the CPU, the network planned for fast kernels.
+//! let model = model.for_inference();
+//! let logits = model.forward(Tensor::<4>::zeros([1, 3, 224, 224], &device));
+//! assert_eq!(logits.dims(), [1, 1000]);
+//!
 //! // A ten-class B3 for fine-tuning, and its feature pyramid.
 //! let model = EfficientNetConfig::b3().with_num_classes(10).init(&device);
 //! let images = Tensor::<4>::zeros([1, 3, 64, 64], &device);

@@ -99,7 +99,7 @@ struct Depthwise {
 }
 
 /// Squeeze-excitation's two small layers: `reduce` is `[squeeze][channels]`, `expand`
-/// `[channels][squeeze]`.
+/// transposed to `[squeeze][channels]` too.
 struct Se {
     channels: usize,
     reduce: Vec<f32>,
@@ -234,30 +234,63 @@ impl Se {
             channels,
             reduce: values(se.reduce.weight.val())?,
             reduce_bias: bias(&se.reduce, squeeze)?,
-            expand: values(se.expand.weight.val())?,
+            expand: {
+                // [channels][squeeze] -> [squeeze][channels].
+                let expand = values(se.expand.weight.val())?;
+                (0..expand.len())
+                    .map(|i| expand[(i % channels) * squeeze + i / channels])
+                    .collect()
+            },
             expand_bias: bias(&se.expand, channels)?,
             activation: se.activation,
         })
     }
 
-    /// Per-channel gates in (0, 1) from one sample's channel means.
-    fn gate(&self, means: &[f32], gate: &mut [f32]) {
+    /// Per-channel gates in (0, 1) from one sample's channel sums over `pixels` pixels.
+    fn gate(&self, sums: &[f32], pixels: f32, gate: &mut [f32]) {
+        let means: Vec<f32> = sums.iter().map(|sum| sum / pixels).collect();
         let squeezed: Vec<f32> = self
             .reduce
             .chunks_exact(self.channels)
             .zip(&self.reduce_bias)
             .map(|(row, &bias)| {
-                let x = bias + row.iter().zip(means).map(|(w, m)| w * m).sum::<f32>();
+                let x = bias + dot(row, &means);
                 match self.activation {
                     Activation::SiLU => silu_element(x),
                     Activation::ReLU6 => x.clamp(0.0, 6.0),
                 }
             })
             .collect();
-        let rows = self.expand.chunks_exact(squeezed.len());
-        for ((gate, row), &bias) in gate.iter_mut().zip(rows).zip(&self.expand_bias) {
-            let x = bias + row.iter().zip(&squeezed).map(|(w, s)| w * s).sum::<f32>();
-            *gate = sigmoid_element(x);
+        gate.copy_from_slice(&self.expand_bias);
+        // `expand` is `[squeeze][channels]` here: each squeezed value scales one row into
+        // all the gates, a loop across channels that vectorises.
+        for (row, &value) in self.expand.chunks_exact(self.channels).zip(&squeezed) {
+            axpy(gate, row, value);
+        }
+        gate.iter_mut().for_each(|g| *g = sigmoid_element(*g));
+    }
+}
+
+wide_fn! {
+    /// `a . b`, summed in eight lanes so that it vectorises.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0.0f32; 8];
+        let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+        for (a, b) in a_chunks.zip(b_chunks) {
+            for ((lane, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
+                *lane += x * y;
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
+wide_fn! {
+    /// `y += a * x`.
+    fn axpy(y: &mut [f32], x: &[f32], a: f32) {
+        for (y, &x) in y.iter_mut().zip(x) {
+            *y += a * x;
         }
     }
 }
@@ -358,16 +391,20 @@ impl Plan {
             activation: None,
             residual: None,
         };
-        matmul::gemm(
-            &pooled,
-            channels,
-            self.classifier.data(),
-            channels,
-            classes,
-            epilogue,
-            &mut logits,
-            &mut Vec::new(),
-        );
+        // One row per sample: the product splits the classes over the threads.
+        let pooled_rows = &pooled[..batch * channels];
+        in_pool(|| {
+            matmul::gemm_parallel(
+                pooled_rows,
+                batch,
+                None,
+                self.classifier.data(),
+                channels,
+                classes,
+                epilogue,
+                &mut logits,
+            )
+        });
         self.give(pooled);
         let data = TensorData::new(logits, [batch, classes]);
         Ok(Tensor::from_data(data, &device))
@@ -409,13 +446,21 @@ impl Plan {
         {
             let nchw = input.into_data();
             let nchw = nchw.as_slice::<f32>().expect("checked f32");
+            // Blocks of pixels, so that a batch of one splits over the threads too.
+            let block = pixels.div_ceil(4 * rayon::current_num_threads()).max(64);
             data[..batch * pixels * channels]
                 .par_chunks_mut(pixels * channels)
                 .zip(nchw.par_chunks(pixels * channels))
-                .for_each(|(out, sample)| {
-                    for (channel, plane) in sample.chunks_exact(pixels).enumerate() {
-                        for (pixel, &value) in plane.iter().enumerate() {
-                            out[pixel * channels + channel] = value;
+                .flat_map(|(out, planes)| {
+                    out.par_chunks_mut(block * channels)
+                        .enumerate()
+                        .map(move |(index, out)| (planes, index * block, out))
+                })
+                .for_each(|(planes, first, out)| {
+                    for (channel, plane) in planes.chunks_exact(pixels).enumerate() {
+                        let plane = &plane[first..];
+                        for (pixel, out) in out.chunks_exact_mut(channels).enumerate() {
+                            out[channel] = plane[pixel];
                         }
                     }
                 });
@@ -460,13 +505,10 @@ impl Plan {
                         let pixels = (y.height * y.width) as f32;
                         let channels = se.channels;
                         let mut gates = self.take(y.batch * channels);
-                        let samples = sums
-                            .chunks_exact(channels)
-                            .zip(gates.chunks_exact_mut(channels));
-                        for (sums, gates) in samples.take(y.batch) {
-                            let means: Vec<f32> = sums.iter().map(|sum| sum / pixels).collect();
-                            se.gate(&means, gates);
-                        }
+                        gates[..y.batch * channels]
+                            .par_chunks_mut(channels)
+                            .zip(sums.par_chunks(channels))
+                            .for_each(|(gates, sums)| se.gate(sums, pixels, gates));
                         let out = self.conv(project, &y, residual, Some(&gates));
                         self.give(gates);
                         out
