@@ -133,12 +133,25 @@ mod x86 {
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn silu16(values: &mut [f32; 16]) {
+        // SAFETY: `values` holds 16 f32; the caller vouches for AVX-512F.
+        unsafe {
+            let x = _mm512_loadu_ps(values.as_ptr());
+            _mm512_storeu_ps(values.as_mut_ptr(), silu_zmm(x));
+        }
+    }
+
+    /// [`silu16`] on a register.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn silu_zmm(x: __m512) -> __m512 {
         const LOG2_E: f32 = std::f32::consts::LOG2_E;
         const LN2_HI: f32 = 0.693_359_4;
         const LN2_LO: f32 = -2.121_944_4e-4;
         const ROUND: f32 = 12_582_912.0;
-        // SAFETY: `values` holds 16 f32.
-        let x = unsafe { _mm512_loadu_ps(values.as_ptr()) };
         let set = _mm512_set1_ps;
         // e^-x, as `exp` computes it.
         let t = _mm512_min_ps(
@@ -170,8 +183,7 @@ mod x86 {
         let d = _mm512_fmadd_ps(e_r, scale, set(1.0));
         let estimate = _mm512_rcp14_ps(d);
         let reciprocal = _mm512_mul_ps(estimate, _mm512_fnmadd_ps(d, estimate, set(2.0)));
-        // SAFETY: as above.
-        unsafe { _mm512_storeu_ps(values.as_mut_ptr(), _mm512_mul_ps(x, reciprocal)) };
+        _mm512_mul_ps(x, reciprocal)
     }
 }
 
