@@ -1,12 +1,14 @@
 //! The matrix product behind every convolution of the planned CPU path ([`super::plan`]):
 //! `C = epilogue(A * B)` with `A` the activations (one row per pixel, channels contiguous:
 //! NHWC), `B` a layer's weights packed once into panels of [`NR`] columns, and the bias,
-//! activation and residual applied to each `MR x NR` tile while it is still in registers.
+//! activation and residual applied to each `MR x NR` tile right after its sums.
 //!
-//! The micro-kernel is plain Rust over fixed-size arrays, which LLVM keeps in vector
-//! registers: compiled three times (AVX-512, AVX2 + FMA, the baseline) and chosen at run time,
-//! with `MR` as many rows as the registers hold (12 x 16 lanes in 32 zmm registers, 6 x 16 in
-//! 16 ymm registers).
+//! The classic blocking (GotoBLAS, and MLAS after it): `k` in cache-sized slices, rows of
+//! `A` packed a tile at a time, every panel of `B` run over the packed tiles. The
+//! micro-kernel is written in vector intrinsics for AVX-512 (12 rows x 2 registers: 24
+//! accumulators, each row value broadcast once for two multiply-adds) and AVX2 + FMA (6 rows
+//! x 2 registers, a panel in two halves), and in plain Rust for other CPUs; the build is
+//! chosen at run time, once per call.
 
 use rayon::prelude::*;
 
@@ -14,7 +16,7 @@ use super::{AVX2, AVX512, BASELINE, activate_lanes};
 use crate::model::activation::Activation;
 
 /// Columns of a packed panel, and lanes of the micro-kernel's accumulator rows.
-pub(crate) const NR: usize = 16;
+pub(crate) const NR: usize = 32;
 
 /// A row block is a multiple of this many rows, so that every kernel build's `MR` divides it.
 const ROW_QUANTUM: usize = 12;
@@ -191,7 +193,7 @@ unsafe fn gemm_avx2(
 const PACKED_ROWS_BYTES: usize = 96 * 1024;
 
 /// Steps of `k` one pass of the kernel takes: a panel's share of `b` (`KC x NR` values,
-/// 16 KiB) stays in L1 while it runs over the block's tiles.
+/// 32 KiB) stays in L1 while it runs over the block's tiles.
 const KC: usize = 256;
 
 /// [`gemm_region`] with `MR` rows per tile, in the `ISA` build ([`super::BASELINE`]...).
@@ -377,7 +379,7 @@ mod x86 {
     use super::NR;
     use std::arch::x86_64::*;
 
-    /// AVX-512: one register per tile row.
+    /// AVX-512: two registers per tile row; each row value is broadcast once for both.
     ///
     /// # Safety
     ///
@@ -391,12 +393,15 @@ mod x86 {
         add: bool,
     ) {
         let steps = (packed.len() / MR).min(b.len() / NR);
-        // SAFETY: each row of `out` holds NR = 16 values.
-        let mut acc: [__m512; MR] = core::array::from_fn(|r| unsafe {
+        // SAFETY: each row of `out` holds NR = 2 x 16 values.
+        let mut acc: [[__m512; 2]; MR] = core::array::from_fn(|r| unsafe {
             if add {
-                _mm512_loadu_ps(out[r].as_ptr())
+                [
+                    _mm512_loadu_ps(out[r].as_ptr()),
+                    _mm512_loadu_ps(out[r].as_ptr().add(16)),
+                ]
             } else {
-                _mm512_setzero_ps()
+                [_mm512_setzero_ps(); 2]
             }
         });
         let (a, b) = (packed.as_ptr(), b.as_ptr());
@@ -404,20 +409,26 @@ mod x86 {
             // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
             // values at `step * MR`.
             unsafe {
-                let b_row = _mm512_loadu_ps(b.add(step * NR));
+                let low = _mm512_loadu_ps(b.add(step * NR));
+                let high = _mm512_loadu_ps(b.add(step * NR + 16));
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let a_value = _mm512_set1_ps(*a.add(step * MR + r));
-                    *acc = _mm512_fmadd_ps(a_value, b_row, *acc);
+                    acc[0] = _mm512_fmadd_ps(a_value, low, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(a_value, high, acc[1]);
                 }
             }
         }
         for (out, acc) in out.iter_mut().zip(acc) {
-            // SAFETY: `out` has room for NR = 16 values.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), acc) };
+            // SAFETY: `out` has room for 2 x 16 values.
+            unsafe {
+                _mm512_storeu_ps(out.as_mut_ptr(), acc[0]);
+                _mm512_storeu_ps(out.as_mut_ptr().add(16), acc[1]);
+            }
         }
     }
 
-    /// AVX2 + FMA: two registers per tile row.
+    /// AVX2 + FMA: the panel in two halves of 16 columns, two registers per tile row each
+    /// (sixteen registers hold no more).
     ///
     /// # Safety
     ///
@@ -431,35 +442,37 @@ mod x86 {
         add: bool,
     ) {
         let steps = (packed.len() / MR).min(b.len() / NR);
-        // SAFETY: each row of `out` holds 2 x 8 values.
-        let mut acc: [[__m256; 2]; MR] = core::array::from_fn(|r| unsafe {
-            if add {
-                [
-                    _mm256_loadu_ps(out[r].as_ptr()),
-                    _mm256_loadu_ps(out[r].as_ptr().add(8)),
-                ]
-            } else {
-                [_mm256_setzero_ps(); 2]
-            }
-        });
-        let (a, b) = (packed.as_ptr(), b.as_ptr());
-        for step in 0..steps {
-            // SAFETY: as in `tile_avx512`.
-            unsafe {
-                let low = _mm256_loadu_ps(b.add(step * NR));
-                let high = _mm256_loadu_ps(b.add(step * NR + 8));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a_value = _mm256_set1_ps(*a.add(step * MR + r));
-                    acc[0] = _mm256_fmadd_ps(a_value, low, acc[0]);
-                    acc[1] = _mm256_fmadd_ps(a_value, high, acc[1]);
+        for half in [0, 16] {
+            // SAFETY: each row of `out` holds NR = 32 values; `half + 8 + 8 <= 32`.
+            let mut acc: [[__m256; 2]; MR] = core::array::from_fn(|r| unsafe {
+                if add {
+                    [
+                        _mm256_loadu_ps(out[r].as_ptr().add(half)),
+                        _mm256_loadu_ps(out[r].as_ptr().add(half + 8)),
+                    ]
+                } else {
+                    [_mm256_setzero_ps(); 2]
+                }
+            });
+            let (a, b) = (packed.as_ptr(), b.as_ptr());
+            for step in 0..steps {
+                // SAFETY: as in `tile_avx512`.
+                unsafe {
+                    let low = _mm256_loadu_ps(b.add(step * NR + half));
+                    let high = _mm256_loadu_ps(b.add(step * NR + half + 8));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let a_value = _mm256_set1_ps(*a.add(step * MR + r));
+                        acc[0] = _mm256_fmadd_ps(a_value, low, acc[0]);
+                        acc[1] = _mm256_fmadd_ps(a_value, high, acc[1]);
+                    }
                 }
             }
-        }
-        for (out, acc) in out.iter_mut().zip(acc) {
-            // SAFETY: `out` has room for 2 x 8 values.
-            unsafe {
-                _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
-                _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
+            for (out, acc) in out.iter_mut().zip(acc) {
+                // SAFETY: as above.
+                unsafe {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(half), acc[0]);
+                    _mm256_storeu_ps(out.as_mut_ptr().add(half + 8), acc[1]);
+                }
             }
         }
     }
@@ -688,6 +701,48 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_this_cpu_has_matches_the_portable_one() {
+        // The run-time choice takes the widest build; call the others directly.
+        let (k, n) = (37, 2 * NR);
+        let a = matrix(12, k, 7);
+        let weights = matrix(k, n, 8);
+        let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+        let mut tile_a = vec![0.0; 12 * k];
+        for (step, values) in tile_a.chunks_exact_mut(12).enumerate() {
+            for (r, value) in values.iter_mut().enumerate() {
+                *value = a[r * k + step];
+            }
+        }
+        let panel = &packed.data()[k * NR..2 * k * NR];
+        let mut expected = [[0.5f32; NR]; 12];
+        tile::<12, BASELINE>(&tile_a, panel, &mut expected, true);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let close = |got: &[[f32; NR]], want: &[[f32; NR]]| {
+                for (got, want) in got.iter().flatten().zip(want.iter().flatten()) {
+                    assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+                }
+            };
+            if is_x86_feature_detected!("avx512f") {
+                let mut got = [[0.5f32; NR]; 12];
+                // SAFETY: the CPU has AVX-512F.
+                unsafe { x86::tile_avx512::<12>(&tile_a, panel, &mut got, true) };
+                close(&got, &expected);
+            }
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                let mut tile_6 = vec![0.0; 6 * k];
+                for (step, values) in tile_6.chunks_exact_mut(6).enumerate() {
+                    values.copy_from_slice(&tile_a[step * 12..step * 12 + 6]);
+                }
+                let mut got = [[0.5f32; NR]; 6];
+                // SAFETY: the CPU has AVX2 and FMA.
+                unsafe { x86::tile_avx2::<6>(&tile_6, panel, &mut got, true) };
+                close(&got, &expected[..6]);
             }
         }
     }
