@@ -228,59 +228,131 @@ unsafe fn gemm_rows<const MR: usize, const ISA: u8>(
     let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
     for block_start in (0..rows).step_by(block_rows) {
         let block_len = block_rows.min(rows - block_start);
-        let tiles = block_len.div_ceil(MR);
+        // Whole tiles of MR rows, then the rest in tiles of TAIL: 49 rows (a 7x7 map) are
+        // four tiles of 12 and one of 4, not a fifth tile of 12 with 11 rows wasted.
+        let (full, tails) = if MR > TAIL {
+            (block_len / MR, (block_len % MR).div_ceil(TAIL))
+        } else {
+            (block_len.div_ceil(MR), 0)
+        };
         for k_start in (0..k).step_by(step) {
             let depth = step.min(k - k_start);
-            let (first_slice, last_slice) = (k_start == 0, k_start + depth == k);
-            scratch.resize(tiles * depth * MR, 0.0);
-            for (tile, packed) in scratch.chunks_exact_mut(depth * MR).enumerate() {
+            let slice = Slice {
+                first: k_start == 0,
+                last: k_start + depth == k,
+            };
+            scratch.resize((full * MR + tails * TAIL) * depth, 0.0);
+            let (whole, rest) = scratch.split_at_mut(full * MR * depth);
+            for (tile, packed) in whole.chunks_exact_mut(depth * MR).enumerate() {
                 let first = block_start + tile * MR;
                 pack_tile::<MR>(a, lda, first, rows, k_start, a_scale, packed);
             }
+            for (tile, packed) in rest.chunks_exact_mut(depth * TAIL).enumerate() {
+                let first = block_start + full * MR + tile * TAIL;
+                pack_tile::<TAIL>(a, lda, first, rows, k_start, a_scale, packed);
+            }
+            let (whole, rest) = scratch.split_at(full * MR * depth);
             for panel in region.first_panel..region.end_panel {
                 let b = &b[(panel * k + k_start) * NR..(panel * k + k_start + depth) * NR];
-                let first_column = panel * NR;
-                let columns = NR.min(n - first_column);
-                for (index, packed) in scratch.chunks_exact(depth * MR).enumerate() {
+                let columns = panel * NR..(panel * NR + NR).min(n);
+                for (index, packed) in whole.chunks_exact(depth * MR).enumerate() {
                     let first_row = block_start + index * MR;
-                    let tile_rows = MR.min(rows - first_row);
-                    let mut acc = [[0.0f32; NR]; MR];
-                    if !first_slice {
-                        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
-                            let start = (first_row + r) * n + first_column;
-                            // SAFETY: inside the region (see below); the previous slice
-                            // stored these partial sums.
-                            let sums = unsafe {
-                                std::slice::from_raw_parts(region.ptr.add(start), columns)
-                            };
-                            for (acc, &sum) in acc.iter_mut().zip(sums) {
-                                *acc = sum;
-                            }
-                        }
-                    }
-                    tile::<MR, ISA>(packed, b, &mut acc, !first_slice);
-                    for (r, acc) in acc.iter().enumerate().take(tile_rows) {
-                        let start = (first_row + r) * n + first_column;
-                        // SAFETY: row `first_row + r < rows`, columns of `panel`: inside
-                        // the region, which is ours alone.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(region.ptr.add(start), columns)
-                        };
-                        if !last_slice {
-                            for (out, &sum) in out.iter_mut().zip(acc) {
-                                *out = sum;
-                            }
-                            continue;
-                        }
-                        let bias = &epilogue.bias[first_column..first_column + columns];
-                        let residual = epilogue
-                            .residual
-                            .map(|residual| &residual[start..start + columns]);
-                        finish::<ISA>(acc, bias, epilogue.activation, residual, out);
-                    }
+                    // SAFETY: passed on from the caller.
+                    unsafe {
+                        run_tile::<MR, ISA>(
+                            packed,
+                            b,
+                            first_row,
+                            columns.clone(),
+                            n,
+                            slice,
+                            epilogue,
+                            region,
+                        )
+                    };
+                }
+                for (index, packed) in rest.chunks_exact(depth * TAIL).enumerate() {
+                    let first_row = block_start + full * MR + index * TAIL;
+                    // SAFETY: passed on from the caller.
+                    unsafe {
+                        run_tile::<TAIL, ISA>(
+                            packed,
+                            b,
+                            first_row,
+                            columns.clone(),
+                            n,
+                            slice,
+                            epilogue,
+                            region,
+                        )
+                    };
                 }
             }
         }
+    }
+}
+
+/// Rows of the last tiles of a block: a small kernel instance, so a block's leftover rows
+/// waste at most `TAIL - 1` rows of work.
+const TAIL: usize = 4;
+
+/// Where a slice of `k` stands: the first starts the sums from zero, the last applies the
+/// epilogue; the others add to and store partial sums.
+#[derive(Clone, Copy, Debug)]
+struct Slice {
+    first: bool,
+    last: bool,
+}
+
+/// One `M`-row tile at `first_row` against one panel (`columns` of the output): sums from
+/// `packed` and `b`, then partial sums or the epilogue stored into `region`.
+///
+/// # Safety
+///
+/// As [`gemm_region`]; `first_row < region.rows`, `columns` inside `n`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn run_tile<const M: usize, const ISA: u8>(
+    packed: &[f32],
+    b: &[f32],
+    first_row: usize,
+    columns: std::ops::Range<usize>,
+    n: usize,
+    slice: Slice,
+    epilogue: Epilogue,
+    region: Region,
+) {
+    let tile_rows = M.min(region.rows - first_row);
+    let width = columns.len();
+    let mut acc = [[0.0f32; NR]; M];
+    if !slice.first {
+        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
+            let start = (first_row + r) * n + columns.start;
+            // SAFETY: inside the region (see below); the previous slice stored these
+            // partial sums.
+            let sums = unsafe { std::slice::from_raw_parts(region.ptr.add(start), width) };
+            for (acc, &sum) in acc.iter_mut().zip(sums) {
+                *acc = sum;
+            }
+        }
+    }
+    tile::<M, ISA>(packed, b, &mut acc, !slice.first);
+    for (r, acc) in acc.iter().enumerate().take(tile_rows) {
+        let start = (first_row + r) * n + columns.start;
+        // SAFETY: row `first_row + r < rows`, the panel's columns: inside the region,
+        // which is ours alone.
+        let out = unsafe { std::slice::from_raw_parts_mut(region.ptr.add(start), width) };
+        if !slice.last {
+            for (out, &sum) in out.iter_mut().zip(acc) {
+                *out = sum;
+            }
+            continue;
+        }
+        let bias = &epilogue.bias[columns.clone()];
+        let residual = epilogue
+            .residual
+            .map(|residual| &residual[start..start + width]);
+        finish::<ISA>(acc, bias, epilogue.activation, residual, out);
     }
 }
 
