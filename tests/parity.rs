@@ -249,7 +249,9 @@ fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
             "torchvision_small.pth",
             small(0.1, 1.1),
             WeightSource::Torchvision,
-            vec![[64, 64], [1, 1]],
+            // 224: stage 2's expanded map (112x112x48) is large enough to be fused with its
+            // depthwise convolution.
+            vec![[64, 64], [1, 1], [224, 224]],
         ),
         (
             "timm_tf_small_odd.pth",

@@ -492,13 +492,18 @@ impl Plan {
                 project,
                 residual,
             } => {
-                let expanded = expand
-                    .as_ref()
-                    .map(|expand| self.conv(expand, x, None, None));
-                let (y, sums) = self.depthwise(depthwise, expanded.as_ref().unwrap_or(x));
-                if let Some(expanded) = expanded {
-                    self.give(expanded.data);
-                }
+                let (y, sums) = match expand {
+                    Some(expand) => match self.expand_depthwise(expand, depthwise, x) {
+                        Some(fused) => fused,
+                        None => {
+                            let expanded = self.conv(expand, x, None, None);
+                            let out = self.depthwise(depthwise, &expanded);
+                            self.give(expanded.data);
+                            out
+                        }
+                    },
+                    None => self.depthwise(depthwise, x),
+                };
                 let residual = residual.then(|| x.values());
                 let out = match se {
                     Some(se) => {
@@ -601,6 +606,101 @@ impl Plan {
         out
     }
 
+    /// The expansion and the depthwise convolution after it, fused: each task computes the
+    /// expanded rows its band of depthwise output rows reads (its own rows plus the kernel's
+    /// overlap) into a scratch that stays in cache, then convolves them, so the expanded map,
+    /// the largest tensor of the block, never goes through memory. Taken for maps over
+    /// [`FUSE_MIN_BYTES`] where the overlap recomputes at most a quarter more rows; `None`
+    /// otherwise (the two run as separate layers).
+    fn expand_depthwise(&self, expand: &Conv, dw: &Depthwise, x: &Map) -> Option<(Map, Vec<f32>)> {
+        let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
+        let pointwise = expand.kernel == 1 && expand.stride == 1;
+        let pads = resolve_padding(&dw.padding, x.height, x.width, k, stride);
+        let plain = resolve_padding(&expand.padding, x.height, x.width, 1, 1) == Pads::default();
+        let bytes = x.height * x.width * channels * 4;
+        if !pointwise || !plain || expand.weights.n() != channels || bytes < FUSE_MIN_BYTES {
+            return None;
+        }
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let bands = (2 * rayon::current_num_threads())
+            .div_ceil(x.batch)
+            .clamp(1, out_height);
+        let band = out_height.div_ceil(bands);
+        if 4 * k.saturating_sub(stride) > band * stride {
+            return None;
+        }
+        let mut out = Map {
+            data: self.take(x.batch * out_height * out_width * channels),
+            batch: x.batch,
+            height: out_height,
+            width: out_width,
+            channels,
+        };
+        let len = out.len();
+        let rows = x.batch * out_height;
+        let mut partial = self.take(rows * channels);
+        let input = x.values();
+        let in_channels = x.channels;
+        let sample_len = x.height * x.width * in_channels;
+        let epilogue = Epilogue {
+            bias: &expand.bias,
+            activation: expand.activation,
+            residual: None,
+        };
+        out.data[..len]
+            .par_chunks_mut(out_height * out_width * channels)
+            .zip(partial[..rows * channels].par_chunks_mut(out_height * channels))
+            .enumerate()
+            .flat_map(|(sample, (out, sums))| {
+                out.par_chunks_mut(band * out_width * channels)
+                    .zip(sums.par_chunks_mut(band * channels))
+                    .enumerate()
+                    .map(move |(index, (out, sums))| (sample, index * band, out, sums))
+            })
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(expanded, scratch): &mut (Vec<f32>, Vec<f32>), (sample, first, out, sums)| {
+                    let last = first + sums.len() / channels - 1;
+                    // Input rows the band reads: padded rows first * stride..last * stride + k.
+                    let top = (first * stride).saturating_sub(pads.top);
+                    let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
+                    let pixels = (end - top) * x.width;
+                    expanded.resize(pixels * channels, 0.0);
+                    let a = &input[sample * sample_len + top * x.width * in_channels..];
+                    matmul::gemm(
+                        &a[..pixels * in_channels],
+                        in_channels,
+                        expand.weights.data(),
+                        in_channels,
+                        channels,
+                        epilogue,
+                        expanded,
+                        scratch,
+                    );
+                    let geometry = DwGeometry {
+                        first_row: top,
+                        height: x.height,
+                        width: x.width,
+                        channels,
+                        kernel: k,
+                        stride,
+                        top: pads.top,
+                        left: pads.left,
+                        out_width,
+                    };
+                    let rows = out
+                        .chunks_exact_mut(out_width * channels)
+                        .zip(sums.chunks_exact_mut(channels));
+                    for (row, (out, sums)) in rows.enumerate() {
+                        depthwise_row(expanded, &geometry, dw, first + row, out, sums);
+                    }
+                },
+            );
+        let sums = self.sample_sums(&partial, x.batch, out_height, channels);
+        self.give(partial);
+        Some((out, sums))
+    }
+
     /// A depthwise convolution with its bias and activation, and the per-sample channel sums
     /// of its output (`[batch][channels]`, for the squeeze-excitation).
     fn depthwise(&self, dw: &Depthwise, x: &Map) -> (Map, Vec<f32>) {
@@ -618,6 +718,7 @@ impl Plan {
         let rows = x.batch * out_height;
         let mut partial = self.take(rows * channels);
         let geometry = DwGeometry {
+            first_row: 0,
             height: x.height,
             width: x.width,
             channels,
@@ -638,18 +739,26 @@ impl Plan {
                 let input = &input[sample * sample_len..(sample + 1) * sample_len];
                 depthwise_row(input, &geometry, dw, oy, out, sums);
             });
-        let mut sums = self.take(x.batch * channels);
-        for (sample, sums) in sums.chunks_exact_mut(channels).take(x.batch).enumerate() {
+        let sums = self.sample_sums(&partial, x.batch, out_height, channels);
+        self.give(partial);
+        (out, sums)
+    }
+
+    /// Per-sample channel sums (`[batch][channels]`) of per-row ones (`[batch * rows][channels]`).
+    fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Vec<f32> {
+        let mut sums = self.take(batch * channels);
+        for (sample, sums) in sums.chunks_exact_mut(channels).take(batch).enumerate() {
             sums.fill(0.0);
-            let rows = partial[sample * out_height * channels..].chunks_exact(channels);
-            for row in rows.take(out_height) {
+            let rows = partial[sample * rows * channels..]
+                .chunks_exact(channels)
+                .take(rows);
+            for row in rows {
                 for (sum, &value) in sums.iter_mut().zip(row) {
                     *sum += value;
                 }
             }
         }
-        self.give(partial);
-        (out, sums)
+        sums
     }
 
     /// A buffer of at least `len` values, from the pool if it has one.
@@ -681,6 +790,11 @@ impl Plan {
         pool.push(buffer);
     }
 }
+
+/// Expanded maps from this size up (bytes, f32) are fused with their depthwise convolution
+/// ([`Plan::expand_depthwise`]): larger than a core's share of L2, they would otherwise be
+/// written out and read back from memory.
+const FUSE_MIN_BYTES: usize = 1 << 20;
 
 /// Runs `work` on a thread of rayon's pool. Called from outside the pool, every parallel
 /// loop would hand its tasks over and put the caller to sleep until they end: a wake-up on
@@ -730,6 +844,8 @@ fn unfold(
 
 /// What a depthwise output row needs to know of the input.
 struct DwGeometry {
+    /// The input row that `input` starts at (a band of the map, or 0).
+    first_row: usize,
     height: usize,
     width: usize,
     channels: usize,
@@ -864,7 +980,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const ISA: u8>(
         if PX > 1 && ox >= inside_start && ox + PX <= inside_end {
             let mut acc = [bias; PX];
             for ky in ky_range.clone() {
-                let row = (base_y + ky - g.top) * g.width;
+                let row = (base_y + ky - g.top - g.first_row) * g.width;
                 for kx in 0..k {
                     let tap = (ky * k + kx) * c + first;
                     let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
@@ -892,7 +1008,7 @@ fn depthwise_chunk<const L: usize, const PX: usize, const ISA: u8>(
             g.left.saturating_sub(base_x)..k.min((g.width + g.left).saturating_sub(base_x));
         let mut acc = bias;
         for ky in ky_range.clone() {
-            let iy = base_y + ky - g.top;
+            let iy = base_y + ky - g.top - g.first_row;
             for kx in kx_range.clone() {
                 let ix = base_x + kx - g.left;
                 let start = (iy * g.width + ix) * c + first;
@@ -915,4 +1031,89 @@ fn depthwise_chunk<const L: usize, const PX: usize, const ISA: u8>(
         *sum = total;
     }
     L
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    /// A deterministic pseudo-random vector in [-0.5, 0.5).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_expansion_and_depthwise_match_the_separate_layers() {
+        // Any plan lends its buffer pool; the layers are made here. 96 expanded channels at
+        // 64x64 and more are over FUSE_MIN_BYTES; bands of a batch of one overlap by the
+        // kernel's extent, larger batches run a whole map per task.
+        let model = crate::EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_depth(0.1)
+            .init(&Device::flex())
+            .fuse_batch_norm();
+        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let (inputs, channels) = (16, 96);
+        let cases = [
+            // (kernel, stride, padding, height, width, batch)
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 64, 1),
+            (5, 1, PaddingConfig2d::Same, 80, 52, 1),
+            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 66, 3),
+            (5, 2, PaddingConfig2d::Same, 61, 67, 2),
+        ];
+        for (k, stride, padding, height, width, batch) in cases {
+            let weights = values(inputs * channels, 1);
+            let expand = Conv {
+                kernel: 1,
+                stride: 1,
+                padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
+                weights: Packed::new(inputs, channels, |r, c| weights[r * channels + c]),
+                bias: values(channels, 2),
+                activation: Some(Activation::SiLU),
+            };
+            let dw = Depthwise {
+                kernel: k,
+                stride,
+                padding,
+                channels,
+                taps: values(k * k * channels, 3),
+                bias: values(channels, 4),
+                activation: Some(Activation::SiLU),
+            };
+            let x = Map {
+                data: values(batch * height * width * inputs, 5),
+                batch,
+                height,
+                width,
+                channels: inputs,
+            };
+            let case = format!("k{k} s{stride} {height}x{width} batch {batch}");
+            let (fused, fused_sums) = plan
+                .expand_depthwise(&expand, &dw, &x)
+                .unwrap_or_else(|| panic!("{case}: not fused"));
+            let expanded = plan.conv(&expand, &x, None, None);
+            let (separate, separate_sums) = plan.depthwise(&dw, &expanded);
+            assert_eq!(
+                (fused.height, fused.width),
+                (separate.height, separate.width)
+            );
+            let worst = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max)
+            };
+            let diff = worst(fused.values(), separate.values());
+            assert!(diff < 1e-5, "{case}: outputs differ by {diff}");
+            let n = batch * channels;
+            let diff = worst(&fused_sums[..n], &separate_sums[..n]);
+            assert!(diff < 1e-3, "{case}: channel sums differ by {diff}");
+        }
+    }
 }
