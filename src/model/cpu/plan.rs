@@ -906,7 +906,7 @@ fn depthwise_row_avx2(
     depthwise_row_channels::<AVX2>(input, geometry, dw, oy, out, sums);
 }
 
-/// [`depthwise_row`] in channel chunks of 64, then 16, then 1 (64 lanes give four
+/// [`depthwise_row`] in channel chunks of 64, then 16, 8 and 1 (64 lanes give four
 /// independent accumulator registers per tap).
 #[inline(always)]
 fn depthwise_row_channels<const ISA: u8>(
@@ -924,6 +924,8 @@ fn depthwise_row_channels<const ISA: u8>(
             depthwise_chunk::<64, 2, ISA>(input, geometry, dw, oy, first, out, sums)
         } else if left >= 16 {
             depthwise_chunk::<16, 4, ISA>(input, geometry, dw, oy, first, out, sums)
+        } else if left >= 8 {
+            depthwise_chunk::<8, 4, ISA>(input, geometry, dw, oy, first, out, sums)
         } else {
             depthwise_chunk::<1, 1, ISA>(input, geometry, dw, oy, first, out, sums)
         };
