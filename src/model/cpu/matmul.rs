@@ -27,26 +27,38 @@ const TASKS_PER_THREAD: usize = 4;
 
 /// A `k x n` right-hand side in panels of [`NR`] columns: panel `p` holds rows `0..k` of
 /// columns `p * NR..(p + 1) * NR`, each row's `NR` values contiguous, columns past `n` zero.
+/// The values start on a cache line, so no vector load of a row straddles two.
 #[derive(Clone, Debug)]
 pub(crate) struct Packed {
     k: usize,
     n: usize,
-    data: Vec<f32>,
+    storage: Vec<f32>,
+    /// Where the values start in `storage`: the first 64-byte boundary.
+    start: usize,
 }
+
+/// Bytes of a cache line.
+const LINE: usize = 64;
 
 impl Packed {
     /// Packs `value(row, column)` for `row < k`, `column < n`.
     pub(crate) fn new(k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Self {
-        let panels = n.div_ceil(NR);
-        let mut data = vec![0.0; panels * k * NR];
-        for (index, slot) in data.iter_mut().enumerate() {
+        let len = n.div_ceil(NR) * k * NR;
+        let mut storage = vec![0.0f32; len + LINE / 4];
+        let start = storage.as_ptr().align_offset(LINE).min(LINE / 4);
+        for (index, slot) in storage[start..start + len].iter_mut().enumerate() {
             let (panel, row, lane) = (index / (k * NR), index / NR % k, index % NR);
             let column = panel * NR + lane;
             if column < n {
                 *slot = value(row, column);
             }
         }
-        Self { k, n, data }
+        Self {
+            k,
+            n,
+            storage,
+            start,
+        }
     }
 
     pub(crate) fn k(&self) -> usize {
@@ -59,7 +71,8 @@ impl Packed {
 
     /// The packed values.
     pub(crate) fn data(&self) -> &[f32] {
-        &self.data
+        let len = self.n.div_ceil(NR) * self.k * NR;
+        &self.storage[self.start..self.start + len]
     }
 }
 
