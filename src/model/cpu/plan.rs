@@ -128,7 +128,7 @@ enum Block {
 
 /// An NHWC activation: its buffer (from the pool, maybe longer than needed) and shape.
 struct Map {
-    data: Vec<f32>,
+    data: Buffer,
     batch: usize,
     height: usize,
     width: usize,
@@ -612,7 +612,7 @@ impl Plan {
     /// the largest tensor of the block, never goes through memory. Taken for maps over
     /// [`FUSE_MIN_BYTES`] where the overlap recomputes at most a quarter more rows; `None`
     /// otherwise (the two run as separate layers).
-    fn expand_depthwise(&self, expand: &Conv, dw: &Depthwise, x: &Map) -> Option<(Map, Vec<f32>)> {
+    fn expand_depthwise(&self, expand: &Conv, dw: &Depthwise, x: &Map) -> Option<(Map, Buffer)> {
         let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
         let pointwise = expand.kernel == 1 && expand.stride == 1;
         let pads = resolve_padding(&dw.padding, x.height, x.width, k, stride);
@@ -665,7 +665,7 @@ impl Plan {
                     let top = (first * stride).saturating_sub(pads.top);
                     let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
                     let pixels = (end - top) * x.width;
-                    expanded.resize(pixels * channels, 0.0);
+                    let expanded = aligned(expanded, pixels * channels);
                     let a = &input[sample * sample_len + top * x.width * in_channels..];
                     matmul::gemm(
                         &a[..pixels * in_channels],
@@ -703,7 +703,7 @@ impl Plan {
 
     /// A depthwise convolution with its bias and activation, and the per-sample channel sums
     /// of its output (`[batch][channels]`, for the squeeze-excitation).
-    fn depthwise(&self, dw: &Depthwise, x: &Map) -> (Map, Vec<f32>) {
+    fn depthwise(&self, dw: &Depthwise, x: &Map) -> (Map, Buffer) {
         let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
         let pads = resolve_padding(&dw.padding, x.height, x.width, k, stride);
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
@@ -745,7 +745,7 @@ impl Plan {
     }
 
     /// Per-sample channel sums (`[batch][channels]`) of per-row ones (`[batch * rows][channels]`).
-    fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Vec<f32> {
+    fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Buffer {
         let mut sums = self.take(batch * channels);
         for (sample, sums) in sums.chunks_exact_mut(channels).take(batch).enumerate() {
             sums.fill(0.0);
@@ -761,34 +761,89 @@ impl Plan {
         sums
     }
 
-    /// A buffer of at least `len` values, from the pool if it has one.
-    fn take(&self, len: usize) -> Vec<f32> {
+    /// A buffer of `len` values starting on a cache line, from the pool if it has one long
+    /// enough (its old values left in place: every user writes what it reads).
+    fn take(&self, len: usize) -> Buffer {
+        let needed = len + LINE_FLOATS;
         let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
         let best = pool
             .iter()
             .enumerate()
-            .filter(|(_, buffer)| buffer.len() >= len)
-            .min_by_key(|(_, buffer)| buffer.len())
+            .filter(|(_, storage)| storage.len() >= needed)
+            .min_by_key(|(_, storage)| storage.len())
             .map(|(index, _)| index)
             .or_else(|| {
                 // None long enough: grow the longest.
                 (0..pool.len()).max_by_key(|&index| pool[index].len())
             });
-        let mut buffer = match best {
+        let mut storage = match best {
             Some(index) => pool.swap_remove(index),
             None => Vec::new(),
         };
         drop(pool);
-        if buffer.len() < len {
-            buffer.resize(len, 0.0);
+        if storage.len() < needed {
+            storage.resize(needed, 0.0);
         }
-        buffer
+        Buffer::new(storage, len)
     }
 
-    fn give(&self, buffer: Vec<f32>) {
+    fn give(&self, buffer: Buffer) {
         let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
-        pool.push(buffer);
+        pool.push(buffer.storage);
     }
+}
+
+/// f32 values in a cache line.
+const LINE_FLOATS: usize = 16;
+
+/// `len` values of `storage` from its first cache-line boundary on: a vector load or store of
+/// a row never straddles two lines (a Vec's own start is only 16-byte aligned).
+struct Buffer {
+    storage: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Buffer {
+    /// `storage` must hold `len + LINE_FLOATS` values.
+    fn new(storage: Vec<f32>, len: usize) -> Self {
+        let start = storage
+            .as_ptr()
+            .align_offset(4 * LINE_FLOATS)
+            .min(LINE_FLOATS);
+        assert!(storage.len() >= start + len, "buffer too short");
+        Self {
+            storage,
+            start,
+            len,
+        }
+    }
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [f32];
+
+    fn deref(&self) -> &[f32] {
+        &self.storage[self.start..self.start + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
+
+/// `len` values of `scratch` (grown as needed) from a cache-line boundary.
+fn aligned(scratch: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if scratch.len() < len + LINE_FLOATS {
+        scratch.resize(len + LINE_FLOATS, 0.0);
+    }
+    let start = scratch
+        .as_ptr()
+        .align_offset(4 * LINE_FLOATS)
+        .min(LINE_FLOATS);
+    &mut scratch[start..start + len]
 }
 
 /// Expanded maps from this size up (bytes, f32) are fused with their depthwise convolution
