@@ -1143,8 +1143,11 @@ mod tests {
                 bias: values(channels, 4),
                 activation: Some(Activation::SiLU),
             };
+            let len = batch * height * width * inputs;
+            let mut data = values(len, 5);
+            data.extend([0.0; LINE_FLOATS]);
             let x = Map {
-                data: values(batch * height * width * inputs, 5),
+                data: Buffer::new(data, len),
                 batch,
                 height,
                 width,
