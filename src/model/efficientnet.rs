@@ -120,8 +120,9 @@ impl EfficientNet {
     /// The model for inference with every batch norm folded into the convolution before it:
     /// the same outputs as `self.valid()` to float rounding (at most 1.2e-6 apart on the
     /// parity fixtures' logits, `tests/parity.rs`) with one pass less per layer. On the flex
-    /// CPU backend folded depthwise layers also run as one fused kernel; together that makes
-    /// a B0 forward about a quarter faster (`benches/forward.rs`).
+    /// CPU backend folded depthwise and large 1x1 layers also run as fused kernels, layer by
+    /// layer. For inference prefer [`for_inference`](Self::for_inference), which folds and
+    /// then plans the whole network: 2.5x this on a B0 (README, Performance).
     ///
     /// The result is for inference only: its norms no longer track batch statistics. It
     /// has different parameters (a bias per convolution instead of a norm), so
