@@ -134,7 +134,7 @@ pub(crate) fn gemm(
     unsafe { gemm_region(a, lda, None, b, k, n, epilogue, region, scratch) };
 }
 
-/// [`gemm`] into a region of an output that other calls may be writing elsewhere.
+/// [`gemm()`] into a region of an output that other calls may be writing elsewhere.
 ///
 /// # Safety
 ///

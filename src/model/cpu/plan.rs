@@ -1,21 +1,23 @@
 //! The planned inference path: a folded [`EfficientNet`] read once into packed weights, then
 //! run as a whole on its own buffers instead of layer by layer through Burn's tensors.
 //!
-//! What makes it faster than the per-layer kernels, in the order it matters (ONNX Runtime's
-//! MLAS does the same things):
+//! What makes it faster than the per-layer kernels (ONNX Runtime's MLAS does most of the
+//! same things):
 //! - Activations stay in NHWC (pixel-major, channels contiguous) from the stem to the head:
 //!   a 1x1 convolution is then one matrix product with the pixels as rows, and a depthwise
 //!   convolution is a multiply-add across channels, vectorised without gathering.
-//! - Every convolution is [`matmul::gemm`] with the weights packed at planning time and the bias,
-//!   activation and residual applied to each tile in registers; a kxk convolution (the stem,
-//!   Fused-MBConv) unfolds one row block of pixels at a time into a scratch that stays in
-//!   cache.
+//! - Every convolution is [`matmul::gemm`], with the weights packed at planning time and
+//!   the bias, activation and residual applied to each tile right after its sums; a kxk
+//!   convolution (the stem, Fused-MBConv) unfolds one row block of pixels at a time into a
+//!   scratch that stays in cache.
+//! - An expansion whose output is large runs fused with the depthwise convolution after it
+//!   ([`Plan::expand_depthwise`]), band by band, so that map never leaves the cache.
 //! - The depthwise pass also sums each channel for the squeeze-excitation, whose gate then
-//!   scales the projection's packed weights (`diag(gate) * W`, K x N values) instead of the
-//!   activations (H x W x K values).
-//! - Buffers come from a pool kept with the plan: after the first input of a size, a forward
-//!   allocates only its output tensor.
-//! - Every layer splits its rows over rayon's pool, a batch of one included.
+//!   scales the projection's input channels as its rows are packed (no pass of its own).
+//! - Activation buffers come from a pool kept with the plan and start on cache lines; each
+//!   task's small scratch (packed rows, unfolded windows) is its own.
+//! - One entry into rayon's pool per forward, and every layer splits its rows (or, for the
+//!   classifier, its columns) over the threads, a batch of one included.
 
 use std::fmt;
 use std::sync::Mutex;
