@@ -149,3 +149,32 @@ fn loaders_for_inference_return_planned_models() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn planned_endpoints_match_the_unplanned_ones() {
+    // Through the plan: every endpoint, and some in another order with a repeat (which stop
+    // the network early), for a V1 and a V2 model.
+    let device = Device::flex();
+    for config in [
+        slim(),
+        EfficientNetConfig::v2_b0().with_width(0.3).with_depth(0.5),
+    ] {
+        let model = config.init(&device).valid();
+        let planned = model.clone().for_inference();
+        let x = input(2, &device);
+        let expected = model.endpoints(x.clone());
+        let got = planned.endpoints(x.clone());
+        assert_eq!(got.len(), expected.len());
+        for (got, expected) in got.into_iter().zip(&expected) {
+            assert_eq!(got.dims(), expected.dims());
+            let diff = max_abs_diff(&got.into_data(), &expected.clone().into_data());
+            assert!(diff <= 1e-5, "endpoint: {diff}");
+        }
+        let got = planned.endpoints_at(x.clone(), &[3, 0, 2, 2]).unwrap();
+        for (got, index) in got.into_iter().zip([3, 0, 2, 2]) {
+            let diff = max_abs_diff(&got.into_data(), &expected[index].clone().into_data());
+            assert!(diff <= 1e-5, "endpoint {index}: {diff}");
+        }
+        assert!(planned.endpoints_at(x, &[9]).is_err());
+    }
+}

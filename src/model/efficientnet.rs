@@ -158,9 +158,11 @@ impl EfficientNet {
     /// whole network planned once for its CPU kernels: weights packed, activations kept
     /// channels-last between layers, bias, activation, residual and squeeze-excitation
     /// fused into the convolutions, buffers reused from one forward to the next. Its
-    /// [`forward`](Self::forward) and [`forward_features`](Self::forward_features) give the
-    /// same values as Burn's ops to float rounding (`tests/planned.rs` holds them within 1e-5
-    /// on logits); other methods, backends and dtypes run the folded model on Burn's ops.
+    /// [`forward`](Self::forward), [`forward_features`](Self::forward_features),
+    /// [`endpoints`](Self::endpoints) and [`endpoints_at`](Self::endpoints_at) run that plan
+    /// and give the same values as Burn's ops to float rounding (`tests/parity.rs` holds
+    /// them within 1e-5 on logits, and to the reference libraries' outputs); other backends
+    /// and dtypes run the folded model on Burn's ops.
     ///
     /// The plan holds a copy of the weights, so plan again after changing them. Loading
     /// another checkpoint or a fine-tuned head into a planned model (`load_record`, say) is
@@ -319,6 +321,14 @@ impl EfficientNet {
     /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
         let wanted = self.config.endpoint_stages();
+        #[cfg(feature = "flex")]
+        let input = match self.plan.0.as_deref() {
+            Some(plan) => match plan.endpoints(self, input, &wanted) {
+                Ok(maps) => return maps,
+                Err(input) => input,
+            },
+            None => input,
+        };
         let mut endpoints = Vec::with_capacity(wanted.len());
         self.run_stages(input, usize::MAX, |stage, x| {
             if wanted.contains(&stage) {
@@ -363,6 +373,14 @@ impl EfficientNet {
             .collect::<Result<Vec<usize>, Error>>()?;
         let Some(&last) = stages.iter().max() else {
             return Ok(Vec::new());
+        };
+        #[cfg(feature = "flex")]
+        let input = match self.plan.0.as_deref() {
+            Some(plan) => match plan.endpoints(self, input, &stages) {
+                Ok(maps) => return Ok(maps),
+                Err(input) => input,
+            },
+            None => input,
         };
         let mut maps = vec![None; stages.len()];
         self.run_stages(input, last, |stage, x| {

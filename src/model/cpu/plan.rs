@@ -40,6 +40,8 @@ use crate::model::squeeze_excitation::SqueezeExcitation;
 pub(crate) struct Plan {
     stem: Conv,
     blocks: Vec<Block>,
+    /// How many of `blocks` the stages up to each one hold (Fused-MBConv stages first).
+    stage_ends: Vec<usize>,
     head: Conv,
     classifier: Packed,
     classifier_bias: Vec<f32>,
@@ -303,6 +305,14 @@ impl Plan {
     pub(crate) fn new(model: &EfficientNet) -> Option<Self> {
         let stem = Conv::read(&model.stem)?;
         let mut blocks = Vec::new();
+        let sizes = model.fused_stages.iter().map(Vec::len);
+        let sizes = sizes.chain(model.stages.iter().map(Vec::len));
+        let stage_ends: Vec<usize> = sizes
+            .scan(0, |end, size| {
+                *end += size;
+                Some(*end)
+            })
+            .collect();
         for block in model.fused_stages.iter().flatten() {
             blocks.push(Block::Fused {
                 conv: Conv::read(&block.conv)?,
@@ -343,6 +353,7 @@ impl Plan {
             fingerprint: Fingerprint::of(model)?,
             stem,
             blocks,
+            stage_ends,
             head,
             classifier,
             classifier_bias,
@@ -423,6 +434,41 @@ impl Plan {
         }
         let device = input.device();
         let map = in_pool(|| self.features_nhwc(input));
+        let features = self.to_nchw(&map, &device);
+        self.give(map.data);
+        Ok(features)
+    }
+
+    /// The outputs of `stages` (indices into the model's stages, Fused-MBConv ones first; in
+    /// the order asked, repeats allowed), or the input back if the plan does not apply.
+    /// Runs only as far as the deepest stage asked.
+    pub(crate) fn endpoints(
+        &self,
+        model: &EfficientNet,
+        input: Tensor<4>,
+        stages: &[usize],
+    ) -> Result<Vec<Tensor<4>>, Tensor<4>> {
+        let Some(&last) = stages.iter().max() else {
+            return Ok(Vec::new());
+        };
+        if !self.applies(model, &input) || last >= self.stage_ends.len() {
+            return Err(input);
+        }
+        let device = input.device();
+        let mut maps = vec![None; stages.len()];
+        let x = in_pool(|| {
+            self.run_nhwc(input, Some(last), &mut |stage, map| {
+                for (slot, _) in maps.iter_mut().zip(stages).filter(|(_, s)| **s == stage) {
+                    *slot = Some(self.to_nchw(map, &device));
+                }
+            })
+        });
+        self.give(x.data);
+        Ok(maps.into_iter().flatten().collect())
+    }
+
+    /// An NHWC map as an NCHW tensor on `device`.
+    fn to_nchw(&self, map: &Map, device: &burn::tensor::Device) -> Tensor<4> {
         let (batch, height, width, channels) = (map.batch, map.height, map.width, map.channels);
         let pixels = height * width;
         let mut nchw = vec![0.0; map.len()];
@@ -435,13 +481,23 @@ impl Plan {
                     }
                 }
             });
-        self.give(map.data);
         let data = TensorData::new(nchw, [batch, channels, height, width]);
-        Ok(Tensor::from_data(data, &device))
+        Tensor::from_data(data, device)
     }
 
     /// Stem, blocks and head on an input the plan applies to.
     fn features_nhwc(&self, input: Tensor<4>) -> Map {
+        self.run_nhwc(input, None, &mut |_, _| {})
+    }
+
+    /// Stem and blocks through stage `last`, calling `observe(stage, output)` after each
+    /// stage; then, if `last` is `None`, the head. Returns the last map.
+    fn run_nhwc(
+        &self,
+        input: Tensor<4>,
+        last: Option<usize>,
+        observe: &mut dyn FnMut(usize, &Map),
+    ) -> Map {
         let [batch, channels, height, width] = input.dims();
         let pixels = height * width;
         let mut data = self.take(batch * pixels * channels);
@@ -476,9 +532,17 @@ impl Plan {
         };
         let mut x = self.conv(&self.stem, &input, None, None);
         self.give(input.data);
-        for block in &self.blocks {
-            let y = self.block(block, &x);
-            self.give(std::mem::replace(&mut x, y).data);
+        let mut start = 0;
+        for (stage, &end) in self.stage_ends.iter().enumerate() {
+            for block in &self.blocks[start..end] {
+                let y = self.block(block, &x);
+                self.give(std::mem::replace(&mut x, y).data);
+            }
+            start = end;
+            observe(stage, &x);
+            if last == Some(stage) {
+                return x;
+            }
         }
         let y = self.conv(&self.head, &x, None, None);
         self.give(x.data);
