@@ -130,7 +130,7 @@ enum Block {
     },
 }
 
-/// An NHWC activation: its buffer (from the pool, maybe longer than needed) and shape.
+/// An NHWC activation: its buffer (from the pool, exactly its values) and shape.
 struct Map {
     data: Buffer,
     batch: usize,
@@ -145,7 +145,7 @@ impl Map {
     }
 
     fn values(&self) -> &[f32] {
-        &self.data[..self.len()]
+        &self.data
     }
 }
 
@@ -382,33 +382,24 @@ impl Plan {
             return Err(input);
         }
         let device = input.device();
-        let features = in_pool(|| self.features_nhwc(input));
-        let (batch, channels) = (features.batch, features.channels);
-        let pixels = features.height * features.width;
-        let mut pooled = self.take(batch * channels);
-        pooled[..batch * channels].fill(0.0);
-        for (sample, pooled) in pooled.chunks_exact_mut(channels).take(batch).enumerate() {
-            let rows = &features.values()[sample * pixels * channels..];
-            for row in rows.chunks_exact(channels).take(pixels) {
-                for (sum, &value) in pooled.iter_mut().zip(row) {
-                    *sum += value;
-                }
-            }
-            pooled.iter_mut().for_each(|sum| *sum /= pixels as f32);
-        }
-        self.give(features.data);
-        let classes = self.classifier.n();
+        let (batch, classes) = (input.dims()[0], self.classifier.n());
         let mut logits = vec![0.0; batch * classes];
-        let epilogue = Epilogue {
-            bias: &self.classifier_bias,
-            activation: None,
-            residual: None,
-        };
-        // One row per sample: the product splits the classes over the threads.
-        let pooled_rows = &pooled[..batch * channels];
         in_pool(|| {
+            let features = self.features_nhwc(input);
+            let channels = features.channels;
+            let pixels = features.height * features.width;
+            // Global average pooling: the per-sample sums of the pixel rows, divided.
+            let mut pooled = self.sample_sums(features.values(), batch, pixels, channels);
+            self.give(features.data);
+            pooled.iter_mut().for_each(|sum| *sum /= pixels as f32);
+            let epilogue = Epilogue {
+                bias: &self.classifier_bias,
+                activation: None,
+                residual: None,
+            };
+            // One row per sample: the product splits the classes over the threads.
             matmul::gemm_parallel(
-                pooled_rows,
+                &pooled,
                 batch,
                 None,
                 self.classifier.data(),
@@ -416,9 +407,9 @@ impl Plan {
                 classes,
                 epilogue,
                 &mut logits,
-            )
+            );
+            self.give(pooled);
         });
-        self.give(pooled);
         let data = TensorData::new(logits, [batch, classes]);
         Ok(Tensor::from_data(data, &device))
     }
@@ -500,13 +491,14 @@ impl Plan {
     ) -> Map {
         let [batch, channels, height, width] = input.dims();
         let pixels = height * width;
-        let mut data = self.take(batch * pixels * channels);
+        let mut input_map = self.map(batch, height, width, channels);
         {
             let nchw = input.into_data();
             let nchw = nchw.as_slice::<f32>().expect("checked f32");
             // Blocks of pixels, so that a batch of one splits over the threads too.
             let block = pixels.div_ceil(4 * rayon::current_num_threads()).max(64);
-            data[..batch * pixels * channels]
+            input_map
+                .data
                 .par_chunks_mut(pixels * channels)
                 .zip(nchw.par_chunks(pixels * channels))
                 .flat_map(|(out, planes)| {
@@ -523,15 +515,8 @@ impl Plan {
                     }
                 });
         }
-        let input = Map {
-            data,
-            batch,
-            height,
-            width,
-            channels,
-        };
-        let mut x = self.conv(&self.stem, &input, None, None);
-        self.give(input.data);
+        let mut x = self.conv(&self.stem, &input_map, None, None);
+        self.give(input_map.data);
         let mut start = 0;
         for (stage, &end) in self.stage_ends.iter().enumerate() {
             for block in &self.blocks[start..end] {
@@ -576,7 +561,7 @@ impl Plan {
                         let pixels = (y.height * y.width) as f32;
                         let channels = se.channels;
                         let mut gates = self.take(y.batch * channels);
-                        gates[..y.batch * channels]
+                        gates
                             .par_chunks_mut(channels)
                             .zip(sums.par_chunks(channels))
                             .for_each(|(gates, sums)| se.gate(sums, pixels, gates));
@@ -616,21 +601,14 @@ impl Plan {
         let pads = resolve_padding(&conv.padding, x.height, x.width, k, stride);
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
         let n = conv.weights.n();
-        let mut out = Map {
-            data: self.take(x.batch * out_height * out_width * n),
-            batch: x.batch,
-            height: out_height,
-            width: out_width,
-            channels: n,
-        };
-        let len = out.len();
+        let mut out = self.map(x.batch, out_height, out_width, n);
         let epilogue = Epilogue {
             bias: &conv.bias,
             activation: conv.activation,
             residual,
         };
         let weights = conv.weights.data();
-        let c = &mut out.data[..len];
+        let c = &mut out.data[..];
         if k == 1 && stride == 1 && pads == Pads::default() {
             matmul::gemm_parallel(
                 x.values(),
@@ -695,14 +673,7 @@ impl Plan {
         if 4 * k.saturating_sub(stride) > band * stride {
             return None;
         }
-        let mut out = Map {
-            data: self.take(x.batch * out_height * out_width * channels),
-            batch: x.batch,
-            height: out_height,
-            width: out_width,
-            channels,
-        };
-        let len = out.len();
+        let mut out = self.map(x.batch, out_height, out_width, channels);
         let rows = x.batch * out_height;
         let mut partial = self.take(rows * channels);
         let input = x.values();
@@ -713,9 +684,9 @@ impl Plan {
             activation: expand.activation,
             residual: None,
         };
-        out.data[..len]
+        out.data
             .par_chunks_mut(out_height * out_width * channels)
-            .zip(partial[..rows * channels].par_chunks_mut(out_height * channels))
+            .zip(partial.par_chunks_mut(out_height * channels))
             .enumerate()
             .flat_map(|(sample, (out, sums))| {
                 out.par_chunks_mut(band * out_width * channels)
@@ -743,17 +714,7 @@ impl Plan {
                         expanded,
                         scratch,
                     );
-                    let geometry = DwGeometry {
-                        first_row: top,
-                        height: x.height,
-                        width: x.width,
-                        channels,
-                        kernel: k,
-                        stride,
-                        top: pads.top,
-                        left: pads.left,
-                        out_width,
-                    };
+                    let geometry = DwGeometry::new(x, dw, &pads, out_width, top);
                     let rows = out
                         .chunks_exact_mut(out_width * channels)
                         .zip(sums.chunks_exact_mut(channels));
@@ -773,32 +734,15 @@ impl Plan {
         let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
         let pads = resolve_padding(&dw.padding, x.height, x.width, k, stride);
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
-        let mut out = Map {
-            data: self.take(x.batch * out_height * out_width * channels),
-            batch: x.batch,
-            height: out_height,
-            width: out_width,
-            channels,
-        };
-        let len = out.len();
+        let mut out = self.map(x.batch, out_height, out_width, channels);
         let rows = x.batch * out_height;
         let mut partial = self.take(rows * channels);
-        let geometry = DwGeometry {
-            first_row: 0,
-            height: x.height,
-            width: x.width,
-            channels,
-            kernel: k,
-            stride,
-            top: pads.top,
-            left: pads.left,
-            out_width,
-        };
+        let geometry = DwGeometry::new(x, dw, &pads, out_width, 0);
         let sample_len = x.height * x.width * channels;
         let input = x.values();
-        out.data[..len]
+        out.data
             .par_chunks_mut(out_width * channels)
-            .zip(partial[..rows * channels].par_chunks_mut(channels))
+            .zip(partial.par_chunks_mut(channels))
             .enumerate()
             .for_each(|(row, (out, sums))| {
                 let (sample, oy) = (row / out_height, row % out_height);
@@ -813,7 +757,7 @@ impl Plan {
     /// Per-sample channel sums (`[batch][channels]`) of per-row ones (`[batch * rows][channels]`).
     fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Buffer {
         let mut sums = self.take(batch * channels);
-        for (sample, sums) in sums.chunks_exact_mut(channels).take(batch).enumerate() {
+        for (sample, sums) in sums.chunks_exact_mut(channels).enumerate() {
             sums.fill(0.0);
             let rows = partial[sample * rows * channels..]
                 .chunks_exact(channels)
@@ -825,6 +769,17 @@ impl Plan {
             }
         }
         sums
+    }
+
+    /// An NHWC map of this shape on a buffer from the pool (its old values left in place).
+    fn map(&self, batch: usize, height: usize, width: usize, channels: usize) -> Map {
+        Map {
+            data: self.take(batch * height * width * channels),
+            batch,
+            height,
+            width,
+            channels,
+        }
     }
 
     /// A buffer of `len` values starting on a cache line, from the pool if it has one long
@@ -975,6 +930,23 @@ struct DwGeometry {
     top: usize,
     left: usize,
     out_width: usize,
+}
+
+impl DwGeometry {
+    /// `dw` over `x` (whose values start at input row `first_row`).
+    fn new(x: &Map, dw: &Depthwise, pads: &Pads, out_width: usize, first_row: usize) -> Self {
+        Self {
+            first_row,
+            height: x.height,
+            width: x.width,
+            channels: dw.channels,
+            kernel: dw.kernel,
+            stride: dw.stride,
+            top: pads.top,
+            left: pads.left,
+            out_width,
+        }
+    }
 }
 
 /// One output row of a depthwise convolution (`out`: `[out_width][channels]`), adding each
