@@ -134,72 +134,37 @@ pub(crate) fn gemm(
     unsafe { gemm_region(a, lda, None, b, k, n, epilogue, region, scratch) };
 }
 
-/// [`gemm()`] into a region of an output that other calls may be writing elsewhere.
-///
-/// # Safety
-///
-/// `region` must be valid for writes of its rows and panels' columns, which no one else
-/// reads or writes during the call; `a` must hold `region.rows` rows and `b` every panel.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_region(
-    a: &[f32],
-    lda: usize,
-    a_scale: Option<&[f32]>,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    epilogue: Epilogue,
-    region: Region,
-    scratch: &mut Vec<f32>,
-) {
-    // SAFETY (each call): the CPU has the features the build was compiled for; the caller
-    // vouches for the region.
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            return unsafe { gemm_avx512(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return unsafe { gemm_avx2(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
+wide_fn! {
+    /// [`gemm()`] into a region of an output that other calls may be writing elsewhere, with
+    /// the tile height of the build: 12 rows for AVX-512 (2 x 12 registers of sums), 6 for
+    /// AVX2, 4 for the baseline.
+    ///
+    /// # Safety
+    ///
+    /// `region` must be valid for writes of its rows and panels' columns, which no one else
+    /// reads or writes during the call; `a` must hold `region.rows` rows and `b` every panel.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_region(
+        a: &[f32],
+        lda: usize,
+        a_scale: Option<&[f32]>,
+        b: &[f32],
+        k: usize,
+        n: usize,
+        epilogue: Epilogue,
+        region: Region,
+        scratch: &mut Vec<f32>,
+    ) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe {
+            let (e, r) = (epilogue, region);
+            match ISA {
+                AVX512 => gemm_rows::<12, AVX512>(a, lda, a_scale, b, k, n, e, r, scratch),
+                AVX2 => gemm_rows::<6, AVX2>(a, lda, a_scale, b, k, n, e, r, scratch),
+                _ => gemm_rows::<4, BASELINE>(a, lda, a_scale, b, k, n, e, r, scratch),
+            }
         }
     }
-    unsafe { gemm_rows::<4, BASELINE>(a, lda, a_scale, b, k, n, epilogue, region, scratch) };
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_avx512(
-    a: &[f32],
-    lda: usize,
-    a_scale: Option<&[f32]>,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    e: Epilogue,
-    region: Region,
-    scratch: &mut Vec<f32>,
-) {
-    // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<12, AVX512>(a, lda, a_scale, b, k, n, e, region, scratch) };
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_avx2(
-    a: &[f32],
-    lda: usize,
-    a_scale: Option<&[f32]>,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    e: Epilogue,
-    region: Region,
-    scratch: &mut Vec<f32>,
-) {
-    // SAFETY: passed on from `gemm_region`'s caller.
-    unsafe { gemm_rows::<6, AVX2>(a, lda, a_scale, b, k, n, e, region, scratch) };
 }
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -424,8 +389,8 @@ fn pack_tile<const MR: usize>(
     }
 }
 
-/// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds `depth` steps of `MR`
-/// row values, `b` `depth` rows of `NR` values.
+/// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds
+/// `depth` steps of `MR` row values, `b` `depth` rows of `NR` values.
 #[inline(always)]
 fn tile<const MR: usize, const ISA: u8>(
     packed: &[f32],
@@ -663,9 +628,9 @@ impl SharedOutput {
 /// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
 /// rows as `c`. With `a_scale` (`[samples][k]`), column `j` of a sample's rows is first
 /// multiplied by its `a_scale[sample][j]`: a squeeze-excitation gate on the input channels,
-/// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the rows are too few to feed every
-/// thread (small maps), the panels of `b` too, so that each task reads only its share of
-/// the weights.
+/// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the
+/// rows are too few to feed every thread (small maps), the panels of `b` too, so that each
+/// task reads only its share of the weights.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_parallel(
     a: &[f32],

@@ -47,28 +47,47 @@ pub(crate) fn applies<const D: usize>(tensor: &Tensor<D>) -> bool {
     !device.is_autodiff() && device == Device::flex() && tensor.dtype() == DType::F32
 }
 
-/// Defines `fn $name` three times over one body: compiled for AVX-512 and for AVX2+FMA,
-/// chosen at run time when the CPU has them, and for the build's baseline (x86-64 assumes
-/// only SSE2). What the body calls must be `#[inline(always)]` for the wide copies to reach
-/// it.
+/// Defines `fn $name` (or `unsafe fn $name`) three times over one body: compiled for
+/// AVX-512 and for AVX2+FMA, chosen at run time when the CPU has them, and for the build's
+/// baseline (x86-64 assumes only SSE2). The body sees which build it is in as the const
+/// `ISA` ([`AVX512`], [`AVX2`], [`BASELINE`]), for the kernels that take it. What the body
+/// calls must be `#[inline(always)]` for the wide copies to reach it.
 macro_rules! wide_fn {
+    ($(#[$doc:meta])* unsafe fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)?
+        $body:block) => {
+        wide_fn!(@build [unsafe] $(#[$doc])* $name($($arg: $ty),*) [$($ret)?] $body);
+    };
     ($(#[$doc:meta])* fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        wide_fn!(@build [] $(#[$doc])* $name($($arg: $ty),*) [$($ret)?] $body);
+    };
+    (@build [$($unsafety:tt)?] $(#[$doc:meta])* $name:ident($($arg:ident: $ty:ty),*)
+        [$($ret:ty)?] $body:block) => {
         $(#[$doc])*
-        fn $name($($arg: $ty),*) $(-> $ret)? {
+        $($unsafety)? fn $name($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn body($($arg: $ty),*) $(-> $ret)? $body
+            #[allow(clippy::too_many_arguments)]
+            $($unsafety)? fn body<const ISA: u8>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx512f,avx2,fma")]
-                fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
+                #[allow(clippy::too_many_arguments)]
+                $($unsafety)? fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY (for an unsafe fn): the caller's contract, passed on.
+                    #[allow(unused_unsafe)]
+                    let out = unsafe { body::<{ $crate::model::cpu::AVX512 }>($($arg),*) };
+                    out
                 }
                 #[target_feature(enable = "avx2,fma")]
-                fn avx2_fma($($arg: $ty),*) $(-> $ret)? {
-                    body($($arg),*)
+                #[allow(clippy::too_many_arguments)]
+                $($unsafety)? fn avx2_fma($($arg: $ty),*) $(-> $ret)? {
+                    // SAFETY (for an unsafe fn): the caller's contract, passed on.
+                    #[allow(unused_unsafe)]
+                    let out = unsafe { body::<{ $crate::model::cpu::AVX2 }>($($arg),*) };
+                    out
                 }
                 if is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU supports the features `avx512` was compiled for.
+                    // SAFETY: the CPU supports the features `avx512` was compiled for (and
+                    // for an unsafe fn, the caller's contract is passed on).
                     return unsafe { avx512($($arg),*) };
                 }
                 if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
@@ -76,7 +95,10 @@ macro_rules! wide_fn {
                     return unsafe { avx2_fma($($arg),*) };
                 }
             }
-            body($($arg),*)
+            // SAFETY (for an unsafe fn): the caller's contract, passed on.
+            #[allow(unused_unsafe)]
+            let out = unsafe { body::<{ $crate::model::cpu::BASELINE }>($($arg),*) };
+            out
         }
     };
 }
@@ -487,7 +509,9 @@ wide_fn! {
     fn bias_activation(values: &mut [f32], bias: f32, activation: Option<Activation>) {
         match activation {
             Some(Activation::SiLU) => values.iter_mut().for_each(|x| *x = silu_element(*x + bias)),
-            Some(Activation::ReLU6) => values.iter_mut().for_each(|x| *x = (*x + bias).clamp(0.0, 6.0)),
+            Some(Activation::ReLU6) => {
+                values.iter_mut().for_each(|x| *x = (*x + bias).clamp(0.0, 6.0))
+            }
             None => values.iter_mut().for_each(|x| *x += bias),
         }
     }

@@ -28,8 +28,7 @@ use rayon::prelude::*;
 
 use super::matmul::{self, Epilogue, Packed};
 use super::{
-    AVX2, AVX512, BASELINE, Pads, activate_lanes, applies, resolve_padding, sigmoid_element,
-    silu_element,
+    BASELINE, Pads, activate_lanes, applies, resolve_padding, sigmoid_element, silu_element,
 };
 use crate::model::activation::Activation;
 use crate::model::conv_bn_act::ConvBnAct;
@@ -280,7 +279,8 @@ wide_fn! {
     fn dot(a: &[f32], b: &[f32]) -> f32 {
         let mut lanes = [0.0f32; 8];
         let (a_chunks, b_chunks) = (a.chunks_exact(8), b.chunks_exact(8));
-        let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| x * y).sum();
+        let tails = a_chunks.remainder().iter().zip(b_chunks.remainder());
+        let tail: f32 = tails.map(|(x, y)| x * y).sum();
         for (a, b) in a_chunks.zip(b_chunks) {
             for ((lane, &x), &y) in lanes.iter_mut().zip(a).zip(b) {
                 *lane += x * y;
@@ -949,54 +949,19 @@ impl DwGeometry {
     }
 }
 
-/// One output row of a depthwise convolution (`out`: `[out_width][channels]`), adding each
-/// channel's outputs to `sums`.
-fn depthwise_row(
-    input: &[f32],
-    geometry: &DwGeometry,
-    dw: &Depthwise,
-    oy: usize,
-    out: &mut [f32],
-    sums: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F, which `depthwise_row_avx512` was compiled for.
-            return unsafe { depthwise_row_avx512(input, geometry, dw, oy, out, sums) };
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, which `depthwise_row_avx2` was compiled for.
-            return unsafe { depthwise_row_avx2(input, geometry, dw, oy, out, sums) };
-        }
+wide_fn! {
+    /// One output row of a depthwise convolution (`out`: `[out_width][channels]`), adding
+    /// each channel's outputs to `sums`.
+    fn depthwise_row(
+        input: &[f32],
+        geometry: &DwGeometry,
+        dw: &Depthwise,
+        oy: usize,
+        out: &mut [f32],
+        sums: &mut [f32],
+    ) {
+        depthwise_row_channels::<ISA>(input, geometry, dw, oy, out, sums);
     }
-    depthwise_row_channels::<BASELINE>(input, geometry, dw, oy, out, sums);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-fn depthwise_row_avx512(
-    input: &[f32],
-    geometry: &DwGeometry,
-    dw: &Depthwise,
-    oy: usize,
-    out: &mut [f32],
-    sums: &mut [f32],
-) {
-    depthwise_row_channels::<AVX512>(input, geometry, dw, oy, out, sums);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn depthwise_row_avx2(
-    input: &[f32],
-    geometry: &DwGeometry,
-    dw: &Depthwise,
-    oy: usize,
-    out: &mut [f32],
-    sums: &mut [f32],
-) {
-    depthwise_row_channels::<AVX2>(input, geometry, dw, oy, out, sums);
 }
 
 /// [`depthwise_row`] in channel chunks of 64, then 16, 8 and 1 (64 lanes give four
