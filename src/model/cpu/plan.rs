@@ -424,10 +424,12 @@ impl Plan {
             return Err(input);
         }
         let device = input.device();
-        let map = in_pool(|| self.features_nhwc(input));
-        let features = self.to_nchw(&map, &device);
-        self.give(map.data);
-        Ok(features)
+        Ok(in_pool(|| {
+            let map = self.features_nhwc(input);
+            let features = self.to_nchw(&map, &device);
+            self.give(map.data);
+            features
+        }))
     }
 
     /// The outputs of `stages` (indices into the model's stages, Fused-MBConv ones first; in
