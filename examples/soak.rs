@@ -46,37 +46,33 @@ fn rss_kib() -> u64 {
 fn main() {
     let args = Args::parse();
     let device = Device::default();
-    let mut model = EfficientNetConfig::b0()
+    let model = EfficientNetConfig::b0()
         .with_width(0.5)
         .with_depth(0.5)
         .with_num_classes(100)
         .init(&device)
         .valid();
-    if !args.unfused {
-        model = model.fuse_batch_norm();
-    }
+    let forward: Box<dyn Fn(Tensor<4>) -> Tensor<2>> = match args.unfused {
+        true => Box::new(move |x| model.forward(x)),
+        false => {
+            let model = model.for_inference();
+            Box::new(move |x| model.forward(x))
+        }
+    };
     let input = Tensor::<4>::random(
         [args.batch, 3, args.resolution, args.resolution],
         Distribution::Default,
         &device,
     );
-    let first: Vec<f32> = model
-        .forward(input.clone())
-        .into_data()
-        .try_to_vec()
-        .unwrap();
+    let first: Vec<f32> = forward(input.clone()).into_data().try_to_vec().unwrap();
     for _ in 0..100 {
-        let _ = model.forward(input.clone()).into_data();
+        let _ = forward(input.clone()).into_data();
     }
     let start_rss = rss_kib();
     let start = Instant::now();
     println!("after 100 warm-up runs: RSS {start_rss} KiB");
     for run in 1..=args.runs {
-        let output: Vec<f32> = model
-            .forward(input.clone())
-            .into_data()
-            .try_to_vec()
-            .unwrap();
+        let output: Vec<f32> = forward(input.clone()).into_data().try_to_vec().unwrap();
         assert!(
             output
                 .iter()

@@ -187,7 +187,7 @@ fn starting_point(
 
 #[cfg(feature = "pretrained")]
 fn download(pretrained: Pretrained) -> Result<PathBuf, Error> {
-    pretrained.fetch(&efficientnet_burn::pretrained::download::Cache::from_env()?)
+    pretrained.fetch(&efficientnet_burn::WeightsCache::from_env()?)
 }
 
 #[cfg(not(feature = "pretrained"))]

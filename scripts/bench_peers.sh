@@ -10,9 +10,14 @@
 # at batch 8, in a fresh process), and the table gives the median of each runtime's
 # per-turn medians, so a burst of load from other work on a shared machine hits every
 # runtime alike. Ours runs three ways: `for_inference()` (what classify and
-# PretrainedModel use), folded only (`fuse_batch_norm()`, the per-layer kernels) and unfused.
+# PretrainedModel use: the CPU engine), folded only (`fold_batch_norms()`, Burn's ops) and
+# unfolded.
 # ONNX Runtime and tract run the same ONNX file, exported from torchvision's model once per
 # configuration; ONNX Runtime loads it without PyTorch, so each RSS is the runtime's own.
+#
+# BASELINE=path/to/bench_infer adds another build of ours (say, main before a change, built
+# with `cargo build --release --example bench_infer` in a worktree) to every round, as
+# "baseline": before/after figures from one interleaved run.
 #
 # Needs the reference venv (scripts/setup_reference_env.sh; requirements include
 # onnxruntime). tract is built from tools/bench-tract (a separate crate, not part of the
@@ -43,6 +48,9 @@ bench() {
     .venv/bin/python scripts/bench_peer.py --export "$onnx" "${args[@]}" 2>/dev/null
     for _ in $(seq "$rounds"); do
         "$ours" "${args[@]}" >>"$results"
+        if [[ -n "${BASELINE:-}" ]]; then
+            "$BASELINE" "${args[@]}" | sed 's/"peer": *"/"peer":"baseline /' >>"$results"
+        fi
         "$ours" --unplanned "${args[@]}" >>"$results"
         "$ours" --unfused "${args[@]}" >>"$results"
         .venv/bin/python scripts/bench_peer.py --peer torch --threads "$threads" "${args[@]}" >>"$results"

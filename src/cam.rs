@@ -9,6 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 
 use crate::error::Error;
+use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
 
 /// Class activation maps for a batch.
@@ -37,15 +38,56 @@ impl EfficientNet {
         class: Option<usize>,
     ) -> Result<ClassActivationMap, Error> {
         self.check_input(input.dims())?;
-        let num_classes = self.config().num_classes;
-        if let Some(class) = class.filter(|&c| c >= num_classes) {
-            return Err(Error::InvalidInput(format!(
-                "class {class} does not exist: the model has {num_classes} classes"
-            )));
-        }
+        check_class(self, class)?;
+        Ok(class_activation_map(
+            self,
+            self.forward_features(input),
+            class,
+        ))
+    }
+}
+
+impl InferenceModel {
+    /// The class activation map of `class` (or of each image's top-1 class) for every image,
+    /// as [`EfficientNet::class_activation_map`], the features computed by this model (on
+    /// the CPU, planned).
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`, normalised as the weights expect
+    /// - [`ClassActivationMap::maps`]: `[batch, height', width']` as
+    ///   [`forward_features`](Self::forward_features)
+    pub fn class_activation_map(
+        &self,
+        input: Tensor<4>,
+        class: Option<usize>,
+    ) -> Result<ClassActivationMap, Error> {
+        self.check_input(input.dims())?;
+        check_class(self.network(), class)?;
         let features = self.forward_features(input);
+        Ok(class_activation_map(self.network(), features, class))
+    }
+}
+
+/// [`Error::ClassIndex`] if `class` is not one of `network`'s.
+fn check_class(network: &EfficientNet, class: Option<usize>) -> Result<(), Error> {
+    let classes = network.config().num_classes;
+    match class.filter(|&c| c >= classes) {
+        Some(class) => Err(Error::ClassIndex { class, classes }),
+        None => Ok(()),
+    }
+}
+
+/// The maps from `network`'s head `features` (`[batch, channels, height', width']`).
+fn class_activation_map(
+    network: &EfficientNet,
+    features: Tensor<4>,
+    class: Option<usize>,
+) -> ClassActivationMap {
+    {
+        let num_classes = network.config().num_classes;
         let [batch, channels, height, width] = features.dims();
-        let probabilities = softmax(self.forward_head(features.clone()), 1);
+        let probabilities = softmax(network.forward_head(features.clone()), 1);
         let classes: Vec<usize> = match class {
             Some(class) => vec![class; batch],
             None => probabilities
@@ -65,7 +107,7 @@ impl EfficientNet {
             .collect();
 
         // Burn's Linear weight is [in, out]: column c is class c's row in PyTorch terms.
-        let weight = self.classifier.weight.val();
+        let weight = network.classifier.weight.val();
         let device = weight.device();
         let index = Tensor::<1, burn::tensor::Int>::from_data(
             burn::tensor::TensorData::new(
@@ -84,11 +126,11 @@ impl EfficientNet {
         // A constant map has range 0: divide by 1 there instead (all zeros).
         let range = range.clone().mask_fill(range.lower_equal_elem(0.0), 1.0);
         let maps = ((maps - low) / range).reshape([batch, height, width]);
-        Ok(ClassActivationMap {
+        ClassActivationMap {
             maps,
             classes,
             probabilities,
-        })
+        }
     }
 }
 

@@ -17,10 +17,10 @@ use crate::scaling::{
 /// The kind of block a stage is made of.
 #[derive(Config, Debug, PartialEq, Eq, Copy)]
 pub enum BlockKind {
-    /// [`MBConv`](crate::MBConv): expansion 1x1, depthwise kxk, squeeze-excitation,
+    /// [`MBConv`](crate::model::MBConv): expansion 1x1, depthwise kxk, squeeze-excitation,
     /// projection 1x1 (EfficientNet, and the later stages of EfficientNetV2).
     MBConv,
-    /// [`FusedMBConv`](crate::FusedMBConv): one full kxk convolution in place of the
+    /// [`FusedMBConv`](crate::model::FusedMBConv): one full kxk convolution in place of the
     /// expansion and the depthwise convolution, no squeeze-excitation (the early stages of
     /// EfficientNetV2).
     FusedMBConv,
@@ -269,7 +269,7 @@ fn invalid(message: String) -> Error {
 /// Upper bounds a config must respect, far beyond every published model (L2: width 4.3,
 /// depth 5.3, 800 px, 480M parameters) but low enough that a corrupt or hostile
 /// `config.json` is refused instead of exhausting memory.
-pub mod limits {
+pub(crate) mod limits {
     /// Width and depth multipliers.
     pub const MULTIPLIER: f64 = 16.0;
     /// Classes of the classifier.
@@ -282,7 +282,7 @@ pub mod limits {
     pub const RESOLUTION: usize = 16_384;
     /// Stages.
     pub const STAGES: usize = 32;
-    /// Blocks of one stage before scaling, kernel size, expansion ratio.
+    /// Blocks of one stage before scaling.
     pub const REPEATS: usize = 1_000;
     /// Kernel size.
     pub const KERNEL: usize = 31;
@@ -328,8 +328,9 @@ impl EfficientNetConfig {
         serde_json::from_value(value)
     }
 
-    /// Checks the config describes a buildable network within [`limits`]; the error says
-    /// exactly what is wrong.
+    /// Checks the config describes a buildable network within the crate's limits (width and
+    /// depth multipliers at most 16, channels and resolution at most 16,384, at most 32
+    /// stages and 4e9 parameters, ...); the error says exactly what is wrong.
     pub fn validate(&self) -> Result<(), Error> {
         self.checked_blocks().map(|_| ())
     }
@@ -668,6 +669,21 @@ impl EfficientNetConfig {
                     .iter()
                     .map(|s| s.stride)
                     .product::<usize>(),
+            })
+            .collect()
+    }
+
+    /// The stages of the endpoints at `indices` (into [`feature_info`](Self::feature_info)),
+    /// in the order asked.
+    pub(crate) fn endpoint_stages_at(&self, indices: &[usize]) -> Result<Vec<usize>, Error> {
+        let stages = self.endpoint_stages();
+        indices
+            .iter()
+            .map(|&index| {
+                stages.get(index).copied().ok_or(Error::EndpointIndex {
+                    index,
+                    endpoints: stages.len(),
+                })
             })
             .collect()
     }

@@ -29,9 +29,7 @@ impl FromStr for DeviceChoice {
             "ndarray" => Ok(DeviceChoice::Ndarray),
             "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
             "cuda" => Ok(DeviceChoice::Cuda),
-            _ => Err(Error::InvalidInput(format!(
-                "unknown device {s:?} (expected cpu, ndarray, wgpu or cuda)"
-            ))),
+            _ => Err(Error::UnknownDevice(s.to_string())),
         }
     }
 }

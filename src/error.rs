@@ -9,8 +9,8 @@ pub enum Error {
     InvalidConfig(String),
     /// A variant name that is not one of the published ones.
     #[error(
-        "unknown EfficientNet variant {0:?} (expected b0..b8, l2, lite0..lite4, v2-s, v2-m, \
-         v2-l, v2-xl or v2-b0..v2-b3)"
+        "unknown EfficientNet variant {0:?} (expected {names})",
+        names = crate::variant::Variant::names_summary()
     )]
     UnknownVariant(String),
     /// A weight-source name that is not one of [`WeightSource`](crate::WeightSource)'s.
@@ -74,7 +74,57 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// An input (image, preprocessing parameter) that cannot be used.
+    /// An input tensor of the wrong shape: not `[batch, in_channels, height, width]` with
+    /// every size at least 1.
+    #[error(
+        "invalid input: EfficientNet expects input of shape [batch, {expected_channels}, height, \
+         width] with every size at least 1, got {got:?}"
+    )]
+    InputShape {
+        /// The model's input channels.
+        expected_channels: usize,
+        /// The input's shape.
+        got: [usize; 4],
+    },
+    /// An endpoint index (timm's `out_indices`) past the model's endpoints.
+    #[error(
+        "invalid input: endpoint index {index} out of range: this model has {endpoints} endpoints"
+    )]
+    EndpointIndex {
+        /// The index asked for.
+        index: usize,
+        /// How many endpoints the model has.
+        endpoints: usize,
+    },
+    /// A class index past the model's classes.
+    #[error("invalid input: class {class} does not exist: the model has {classes} classes")]
+    ClassIndex {
+        /// The class asked for.
+        class: usize,
+        /// How many classes the model has.
+        classes: usize,
+    },
+    /// A preprocessing transform that cannot run (sizes, means, standard deviations).
+    #[error("invalid input: {0}")]
+    InvalidTransform(String),
+    /// Nothing to work on: no images given, or none found in a folder.
+    #[error("invalid input: {0}")]
+    NoImages(String),
+    /// Logits that cannot be read as f32.
+    #[error("invalid input: logits are not f32: {0}")]
+    InvalidLogits(String),
+    /// A device name that is not one of [`DeviceChoice`](crate::device::DeviceChoice)'s.
+    #[error("invalid input: unknown device {0:?} (expected cpu, ndarray, wgpu or cuda)")]
+    UnknownDevice(String),
+    /// A training recipe name that is not `paper` or `finetune`.
+    #[error("invalid input: unknown recipe {0:?} (expected paper or finetune)")]
+    UnknownRecipe(String),
+    /// A compound-scaling search that cannot run or cannot reach its target
+    /// ([`explore`](crate::explore)).
+    #[error("invalid input: {0}")]
+    InvalidSearch(String),
+    /// An input an application refuses (its own checks: the examples' command lines, say).
+    /// The crate's own checks use the specific variants above.
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// An image could not be decoded.

@@ -132,7 +132,7 @@ pub fn compound_candidates(
         && grid.tolerance >= 0.0
         && (grid.target + grid.tolerance).is_finite();
     if !usable {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::InvalidSearch(format!(
             "the grid needs a finite target >= 1, step > 0 and tolerance >= 0, got {grid:?}"
         )));
     }
@@ -141,7 +141,7 @@ pub fn compound_candidates(
     // near 1, truly endless): bound the values each multiplier takes.
     let points = (limit - 1.0) / grid.step;
     if points > MAX_GRID_POINTS as f64 {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::InvalidSearch(format!(
             "the grid would take {points:.0} values per multiplier, at most \
              {MAX_GRID_POINTS}: use a step of at least {:.2e}",
             (limit - 1.0) / MAX_GRID_POINTS as f64
@@ -184,7 +184,7 @@ pub fn single_dimension(
             low = high;
             high *= 2.0;
             if high > 1024.0 {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::InvalidSearch(format!(
                     "{method} scaling cannot reach {target_macs} MACs"
                 )));
             }

@@ -44,7 +44,7 @@ pub fn top_k(logits: Tensor<2>, k: usize, labels: &[&str]) -> Result<Vec<Vec<Pre
     let probs = softmax(logits, 1).into_data().convert::<f32>();
     let values = probs
         .try_to_vec::<f32>()
-        .map_err(|e| Error::InvalidInput(format!("logits are not f32: {e:?}")))?;
+        .map_err(|e| Error::InvalidLogits(format!("{e:?}")))?;
     Ok(values
         .chunks(classes)
         .map(|row| {

@@ -1,4 +1,6 @@
 #![warn(missing_docs)]
+// Every unsafe operation in its own block, and every block says which duty it relies on.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 //! # efficientnet-burn
 //!
 //! EfficientNet (Tan & Le, ICML 2019) and EfficientNetV2 (Tan & Le, ICML 2021) for the
@@ -10,6 +12,26 @@
 //! Models take no backend type parameter: in Burn 0.22 the backend lives in the
 //! [`Device`](burn::tensor::Device), chosen by this crate's Cargo features (`flex`, the
 //! default CPU backend; `ndarray`; `wgpu`; `cuda`).
+//!
+//! ## What is where
+//!
+//! The crate root holds what an application uses:
+//! - the network: [`EfficientNet`] (the Burn module, for training and any backend),
+//!   [`EfficientNetConfig`], [`Variant`], [`CompoundScaling`], [`FeatureInfo`];
+//! - inference: [`InferenceModel`] (what [`EfficientNet::for_inference`] returns: folded
+//!   and, on the flex CPU backend in f32, run by the crate's CPU engine),
+//!   [`ClassActivationMap`];
+//! - weights: [`Pretrained`], [`PretrainedInfo`], [`PretrainedModel`], [`WeightsCache`],
+//!   [`WeightSource`], [`KeyLayout`], [`LoadOptions`], and a trained model on disk:
+//!   [`SavedModel`], [`SavedNetwork`];
+//! - preprocessing: [`Preprocess`], [`Interpolation`], [`MAX_IMAGE_SIDE`];
+//! - devices and errors: [`DeviceChoice`], [`Error`]; and [`burn`] itself.
+//!
+//! Modules hold the rest: [`model`] the building blocks (`ConvBnAct`,
+//! `SqueezeExcitation`, `MBConv`, `FusedMBConv`...) and the architecture's tables (stage
+//! tables, presets, rounding rules); [`imagenet`] the labels and ranking helpers;
+//! [`explore`] the paper's scaling search; `train` (feature `train`) fine-tuning and
+//! training. Everything else is internal.
 //!
 //! ```
 //! use efficientnet_burn::burn::tensor::{Device, Tensor};
@@ -55,44 +77,43 @@ macro_rules! serde_by_name {
     };
 }
 
-pub mod cam;
-pub mod config;
-pub mod device;
-pub mod error;
+mod cam;
+mod config;
+#[cfg(feature = "flex")]
+mod cpu;
+mod device;
+mod error;
 pub mod explore;
 pub mod imagenet;
+mod inference;
 pub mod model;
-pub mod preprocess;
-pub mod pretrained;
-pub mod saved;
-pub mod scaling;
+mod preprocess;
+mod pretrained;
+mod saved;
+mod scaling;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod variant;
-pub mod weights;
+mod variant;
+mod weights;
+
+/// The CPU engine's kernels for `benches/`: not API, hidden from the docs.
+#[cfg(feature = "flex")]
+#[doc(hidden)]
+pub use cpu::bench as __bench;
 
 pub use cam::ClassActivationMap;
-pub use config::{
-    B0_STAGES, BlockKind, EfficientNetConfig, FeatureInfo, HeadRule, StageConfig, V2_BASE_STAGES,
-    V2_L_STAGES, V2_M_STAGES, V2_S_STAGES, V2_XL_STAGES,
-};
+pub use config::{EfficientNetConfig, FeatureInfo};
 pub use device::DeviceChoice;
 pub use error::Error;
-pub use model::activation::Activation;
-pub use model::block::BlockConfig;
-pub use model::conv_bn_act::{ConvBnAct, ConvBnActConfig, LayerStyle, Padding};
+pub use inference::InferenceModel;
 pub use model::efficientnet::EfficientNet;
-pub use model::fused_mbconv::{FusedMBConv, FusedMBConvConfig};
-pub use model::mbconv::{MBConv, MBConvConfig};
-pub use model::squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig};
-pub use model::stochastic_depth::{StochasticDepth, StochasticDepthConfig};
-pub use preprocess::{Interpolation, Preprocess};
+pub use preprocess::{Interpolation, MAX_IMAGE_SIDE, Preprocess};
+#[cfg(feature = "pretrained")]
+pub use pretrained::download::Cache as WeightsCache;
 pub use pretrained::{Pretrained, PretrainedInfo, PretrainedModel};
-pub use saved::SavedModel;
-pub use scaling::{CompoundScaling, round_channels, round_channels_with_limit, round_repeats};
-pub use variant::{
-    Family, PRESETS, Preset, ProgressiveLearning, V2_MAX_RESOLUTION, V2Spec, Variant,
-};
+pub use saved::{SavedModel, SavedNetwork};
+pub use scaling::CompoundScaling;
+pub use variant::Variant;
 pub use weights::LoadOptions;
 pub use weights::layout::KeyLayout;
 pub use weights::source::WeightSource;

@@ -95,7 +95,7 @@ impl Preprocess {
     pub fn validate(&self) -> Result<(), Error> {
         let side = 1..=MAX_IMAGE_SIDE as usize;
         if !side.contains(&self.resize) || !side.contains(&self.crop) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidTransform(format!(
                 "resize ({}) and crop ({}) must be between 1 and {MAX_IMAGE_SIDE}",
                 self.resize, self.crop
             )));
@@ -103,7 +103,7 @@ impl Preprocess {
         if !self.mean.iter().all(|m| m.is_finite())
             || !self.std.iter().all(|s| s.is_finite() && *s > 0.0)
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidTransform(format!(
                 "mean {:?} must be finite and std {:?} finite and positive",
                 self.mean, self.std
             )));
@@ -113,7 +113,7 @@ impl Preprocess {
 
     /// Reads and decodes an image file (JPEG, PNG, WebP, BMP, GIF first frame), converted to
     /// 8-bit RGB (grayscale, alpha and 16-bit images are converted; alpha is dropped). A file
-    /// over [`max_image_file_bytes`] is refused before it is read.
+    /// over the limit (256 MiB, or `EFFICIENTNET_MAX_IMAGE_BYTES`) is refused before it is read.
     pub fn open(path: impl AsRef<Path>) -> Result<RgbImage, Error> {
         Self::open_with_limit(path, max_image_file_bytes())
     }
@@ -149,8 +149,7 @@ impl Preprocess {
     }
 
     /// Decodes image bytes to 8-bit RGB; the error says why it could not. Images wider or
-    /// taller than [`MAX_IMAGE_SIDE`], or needing more than [`MAX_DECODE_BYTES`] to decode,
-    /// are refused.
+    /// taller than [`MAX_IMAGE_SIDE`], or needing more than 1 GiB to decode, are refused.
     pub fn decode(bytes: &[u8]) -> Result<RgbImage, String> {
         let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
             .with_guessed_format()
@@ -178,10 +177,9 @@ impl Preprocess {
 
     /// Resizes the shorter side to `resize` (the longer side keeps the aspect ratio, truncated
     /// as torchvision does) and center-crops `crop x crop` (offsets rounded half to even, like
-    /// Python's `round`). A resized image over [`MAX_DECODE_BYTES`] (an extreme aspect ratio)
-    /// is refused.
+    /// Python's `round`). A resized image over 1 GiB (an extreme aspect ratio) is refused.
     ///
-    /// Memory: an image more than [`PRE_REDUCE_RATIO`] times the resized size on both sides
+    /// Memory: an image more than 4 times the resized size on both sides
     /// is first averaged down by whole `k x k` blocks to between 2 and 4 times that size (as
     /// PIL's `reducing_gap` does; torchvision does not, so such images differ from its
     /// output by the rounding of that step). The resize's float buffers then take at most
@@ -190,7 +188,7 @@ impl Preprocess {
     pub fn resize_and_crop(&self, image: &RgbImage) -> Result<RgbImage, Error> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         if self.resize == 0 || self.crop == 0 {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidTransform(format!(
                 "resize ({}) and crop ({}) must be at least 1",
                 self.resize, self.crop
             )));
@@ -202,14 +200,14 @@ impl Preprocess {
         };
         // A sliver (1 x 5000, say) resized so its short side is `resize` would be enormous.
         if new_w as u64 * new_h as u64 * 3 > MAX_DECODE_BYTES {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidTransform(format!(
                 "resizing the {w}x{h} image so its shorter side is {} gives {new_w}x{new_h}, \
                  over the {MAX_DECODE_BYTES}-byte limit; crop it to a saner aspect ratio first",
                 self.resize
             )));
         }
         if self.crop > new_w || self.crop > new_h {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::InvalidTransform(format!(
                 "crop {} is larger than the resized image {new_w}x{new_h}",
                 self.crop
             )));
@@ -266,7 +264,7 @@ impl Preprocess {
             items.push(Tensor::<3>::from_data(data, device));
         }
         if items.is_empty() {
-            return Err(Error::InvalidInput("no images to batch".to_string()));
+            return Err(Error::NoImages("no images to batch".to_string()));
         }
         Ok(Tensor::stack(items, 0))
     }

@@ -8,6 +8,7 @@ use burn::tensor::Device;
 
 use crate::config::EfficientNetConfig;
 use crate::error::Error;
+use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::Preprocess;
 
@@ -23,14 +24,76 @@ pub const CLASSES_FILE: &str = "classes.txt";
 /// A model with what it takes to use it: class names and input transform.
 #[derive(Debug)]
 pub struct SavedModel {
-    /// The model: as trained (unfused), or, if it was saved folded
-    /// ([`EfficientNet::fuse_batch_norm`]), folded and planned for inference
-    /// ([`EfficientNet::for_inference`]); [`load`](Self::load) restores either form.
-    pub model: EfficientNet,
+    /// The network, trainable or prepared for inference; [`load`](Self::load) restores the
+    /// form it was saved in.
+    pub model: SavedNetwork,
     /// Class names by label; as many as the model has outputs.
     pub classes: Vec<String>,
     /// The eval transform the model was validated with.
     pub preprocess: Preprocess,
+}
+
+/// A saved network in the form it was saved in.
+#[derive(Clone, Debug)]
+pub enum SavedNetwork {
+    /// As trained: batch norms as layers, ready to train on.
+    Trainable(EfficientNet),
+    /// Prepared for inference: batch norms folded (saved from an [`InferenceModel`]) and, on
+    /// the CPU, planned when loaded.
+    Inference(InferenceModel),
+}
+
+impl SavedNetwork {
+    /// The network's config.
+    pub fn config(&self) -> &EfficientNetConfig {
+        match self {
+            SavedNetwork::Trainable(model) => model.config(),
+            SavedNetwork::Inference(model) => model.config(),
+        }
+    }
+
+    /// The network for inference (a trainable one prepared by
+    /// [`EfficientNet::for_inference`]).
+    pub fn into_inference(self) -> InferenceModel {
+        match self {
+            SavedNetwork::Trainable(model) => model.for_inference(),
+            SavedNetwork::Inference(model) => model,
+        }
+    }
+
+    /// The trainable network, if it was saved as one.
+    pub fn trainable(&self) -> Option<&EfficientNet> {
+        match self {
+            SavedNetwork::Trainable(model) => Some(model),
+            SavedNetwork::Inference(_) => None,
+        }
+    }
+
+    fn save_burnpack(&self, path: &Path) -> Result<(), Error> {
+        match self {
+            SavedNetwork::Trainable(model) => model.save_burnpack(path),
+            SavedNetwork::Inference(model) => model.save_burnpack(path),
+        }
+    }
+}
+
+impl From<EfficientNet> for SavedNetwork {
+    fn from(model: EfficientNet) -> Self {
+        SavedNetwork::Trainable(model)
+    }
+}
+
+impl From<InferenceModel> for SavedNetwork {
+    fn from(model: InferenceModel) -> Self {
+        SavedNetwork::Inference(model)
+    }
+}
+
+impl From<SavedNetwork> for InferenceModel {
+    /// [`SavedNetwork::into_inference`].
+    fn from(network: SavedNetwork) -> Self {
+        network.into_inference()
+    }
 }
 
 impl SavedModel {
@@ -38,7 +101,7 @@ impl SavedModel {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), Error> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(Error::write(dir))?;
-        self.model.save_burnpack(dir.join(WEIGHTS_FILE))?;
+        self.model.save_burnpack(&dir.join(WEIGHTS_FILE))?;
         let config = dir.join(CONFIG_FILE);
         self.model
             .config()
@@ -85,18 +148,19 @@ impl SavedModel {
                 ),
             ));
         }
-        // A model saved after `fuse_batch_norm` has a bias on its stem convolution and no
-        // norm there; build the same form before loading.
+        // A folded network has a bias on its stem convolution and no norm there; build the
+        // same form before loading.
         let weights = dir.join(WEIGHTS_FILE);
         let folded = crate::weights::burnpack_index(&weights)?.contains_key("stem.conv.bias");
         if folded {
-            model = model.fuse_batch_norm();
+            model = model.fold_batch_norms();
         }
-        let mut model = model.load_burnpack(&weights)?;
-        if folded {
-            // Folded weights are for inference only: plan them for the CPU kernels.
-            model = model.for_inference();
-        }
+        let model = model.load_burnpack(&weights)?;
+        let model = match folded {
+            // Folded weights are for inference only: prepare them (folding again is a no-op).
+            true => SavedNetwork::Inference(model.for_inference()),
+            false => SavedNetwork::Trainable(model),
+        };
         Ok(Self {
             model,
             classes,
@@ -120,24 +184,28 @@ mod tests {
             .init(&device);
         let input = Tensor::<4>::random([1, 3, 32, 32], Distribution::Default, &device);
         let dir = std::env::temp_dir().join(format!("efficientnet-saved-{}", std::process::id()));
-        for model in [model.clone().valid(), model.fuse_batch_norm()] {
-            let expected = model.forward(input.clone()).into_data();
+        let trainable = SavedNetwork::Trainable(model.clone().valid());
+        let inference = SavedNetwork::Inference(model.for_inference());
+        for network in [trainable, inference] {
+            let expected = network.clone().into_inference().forward(input.clone());
+            let for_inference = network.trainable().is_none();
             let saved = SavedModel {
-                model,
+                model: network,
                 classes: vec!["a".into(), "b".into(), "c".into()],
                 preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
             };
-            let fused = saved.model.is_fused();
             saved.save(&dir).unwrap();
             let back = SavedModel::load(&dir, &device).unwrap();
-            assert_eq!(back.model.is_fused(), fused);
-            // A folded model comes back planned (`for_inference`): the same values to
-            // rounding, not to the bit.
-            assert_eq!(back.model.is_planned(), fused);
-            back.model
-                .forward(input.clone())
+            // Back in the form it was saved in; a folded one prepared (on the CPU, planned).
+            assert_eq!(back.model.trainable().is_none(), for_inference);
+            let back = back.model.into_inference();
+            assert_eq!(back.is_planned(), cfg!(feature = "flex"));
+            back.forward(input.clone())
                 .into_data()
-                .assert_approx_eq::<f32>(&expected, burn::tensor::Tolerance::absolute(1e-5));
+                .assert_approx_eq::<f32>(
+                    &expected.into_data(),
+                    burn::tensor::Tolerance::absolute(1e-5),
+                );
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -151,7 +219,7 @@ mod tests {
             .with_num_classes(1)
             .init(&device);
         SavedModel {
-            model,
+            model: model.into(),
             classes: vec!["x".into()],
             preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
         }
@@ -193,7 +261,7 @@ mod tests {
             .with_num_classes(1)
             .init(&Device::default());
         let saved = SavedModel {
-            model,
+            model: model.into(),
             classes: vec!["x".into()],
             preprocess: Preprocess::imagenet(36, 32, crate::Interpolation::Bilinear),
         };

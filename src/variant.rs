@@ -4,63 +4,15 @@
 use core::fmt;
 use core::str::FromStr;
 
+use burn::tensor::Device;
+
 use crate::config::{
     EfficientNetConfig, StageConfig, V2_BASE_STAGES, V2_L_STAGES, V2_M_STAGES, V2_S_STAGES,
     V2_XL_STAGES,
 };
 use crate::error::Error;
 use crate::model::activation::Activation;
-
-/// A published EfficientNet variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// EfficientNet-B0, the searched baseline.
-    B0,
-    /// EfficientNet-B1.
-    B1,
-    /// EfficientNet-B2.
-    B2,
-    /// EfficientNet-B3.
-    B3,
-    /// EfficientNet-B4.
-    B4,
-    /// EfficientNet-B5.
-    B5,
-    /// EfficientNet-B6.
-    B6,
-    /// EfficientNet-B7.
-    B7,
-    /// EfficientNet-B8 (AdvProp).
-    B8,
-    /// EfficientNet-L2 (Noisy Student).
-    L2,
-    /// EfficientNet-Lite0: no SE, ReLU6, fixed stem and head.
-    Lite0,
-    /// EfficientNet-Lite1.
-    Lite1,
-    /// EfficientNet-Lite2.
-    Lite2,
-    /// EfficientNet-Lite3.
-    Lite3,
-    /// EfficientNet-Lite4.
-    Lite4,
-    /// EfficientNetV2-S (Tan & Le, ICML 2021).
-    V2S,
-    /// EfficientNetV2-M.
-    V2M,
-    /// EfficientNetV2-L.
-    V2L,
-    /// EfficientNetV2-XL (ImageNet-21k pre-training in the reference).
-    V2XL,
-    /// EfficientNetV2-B0, the baseline of the small V2 models.
-    V2B0,
-    /// EfficientNetV2-B1.
-    V2B1,
-    /// EfficientNetV2-B2.
-    V2B2,
-    /// EfficientNetV2-B3.
-    V2B3,
-}
+use crate::model::efficientnet::EfficientNet;
 
 /// The largest image EfficientNetV2's scaling allows for inference (paper, Section 4.3:
 /// "we restrict the maximum inference image size to 480"); XL, made for ImageNet-21k, is
@@ -131,15 +83,61 @@ pub struct Preset {
     pub family: Family,
 }
 
+/// A V2 family entry: stage table, stem, rounding limit and training size; the evaluation
+/// size and the last stage's dropout are the row's own resolution and dropout.
+const fn v2(
+    stages: &'static [StageConfig],
+    stem_channels: usize,
+    channel_round_limit: f64,
+    train: usize,
+) -> V2Family {
+    V2Family {
+        stages,
+        stem_channels,
+        channel_round_limit,
+        train,
+    }
+}
+
+/// [`Family::V2`] before the row's resolution and dropout complete it.
+#[derive(Clone, Copy)]
+struct V2Family {
+    stages: &'static [StageConfig],
+    stem_channels: usize,
+    channel_round_limit: f64,
+    train: usize,
+}
+
+/// What the table's family column holds.
+#[derive(Clone, Copy)]
+enum Row {
+    V1,
+    Lite,
+    V2(V2Family),
+}
+
 const fn preset(
     variant: Variant,
     name: &'static str,
-    width: f64,
-    depth: f64,
-    resolution: usize,
-    dropout: f64,
-    family: Family,
+    (width, depth, resolution, dropout): (f64, f64, usize, f64),
+    row: Row,
 ) -> Preset {
+    let family = match row {
+        Row::V1 => Family::V1,
+        Row::Lite => Family::Lite,
+        Row::V2(v2) => Family::V2(V2Spec {
+            stages: v2.stages,
+            stem_channels: v2.stem_channels,
+            channel_round_limit: v2.channel_round_limit,
+            progressive: ProgressiveLearning {
+                min_resolution: 128,
+                max_resolution: v2.train,
+                eval_resolution: resolution,
+                min_dropout: 0.1,
+                max_dropout: dropout,
+            },
+        }),
+    };
     Preset {
         variant,
         name,
@@ -151,127 +149,104 @@ const fn preset(
     }
 }
 
-/// A V2 family entry: stage table, stem, rounding limit, and (train, eval) sizes.
-const fn v2(
-    stages: &'static [StageConfig],
-    stem_channels: usize,
-    channel_round_limit: f64,
-    train: usize,
-    eval: usize,
-    dropout: f64,
-) -> Family {
-    Family::V2(V2Spec {
-        stages,
-        stem_channels,
-        channel_round_limit,
-        progressive: ProgressiveLearning {
-            min_resolution: 128,
-            max_resolution: train,
-            eval_resolution: eval,
-            min_dropout: 0.1,
-            max_dropout: dropout,
-        },
-    })
+/// The table of published variants: one row each, from which the [`Variant`] enum,
+/// [`PRESETS`], the `EfficientNetConfig::b0()`-style constructors and the
+/// `EfficientNet::b0(&device)`-style ones are all generated. Adding a variant is one row.
+macro_rules! variants {
+    ($(
+        $(#[$doc:meta])*
+        $variant:ident $name:literal $constructor:ident: $numbers:expr, $row:expr;
+    )*) => {
+        /// A published EfficientNet variant.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Variant {
+            $($(#[$doc])* $variant,)*
+        }
+
+        /// The published (width, depth, resolution, dropout) of every variant, from the TF
+        /// reference (`efficientnet_builder.py`, `lite/efficientnet_lite_builder.py`,
+        /// `efficientnetv2/effnetv2_configs.py`) and timm. The V1 multipliers were
+        /// hand-rounded by the authors and differ from
+        /// [`CompoundScaling`](crate::CompoundScaling). V2 rows carry their own stage table,
+        /// stem and training size.
+        pub const PRESETS: [Preset; [$(Variant::$variant),*].len()] = [
+            $(preset(Variant::$variant, $name, $numbers, $row),)*
+        ];
+
+        impl EfficientNetConfig {
+            $(
+                #[doc = concat!("The published `", $name, "` config; see [`Variant::config`].")]
+                pub fn $constructor() -> Self {
+                    Variant::$variant.config()
+                }
+            )*
+        }
+
+        impl EfficientNet {
+            $(
+                #[doc = concat!(
+                    "The published `", $name, "` ([`Variant::", stringify!($variant),
+                    "`]) with 1000 classes and fresh weights (initialised as torchvision does)."
+                )]
+                pub fn $constructor(device: &Device) -> Self {
+                    Variant::$variant.config().init(device)
+                }
+            )*
+        }
+    };
 }
 
-use Family::{Lite, V1};
+use Row::{Lite, V1};
 
-/// The published (width, depth, resolution, dropout) of every variant, from the TF reference
-/// (`efficientnet_builder.py`, `lite/efficientnet_lite_builder.py`,
-/// `efficientnetv2/effnetv2_configs.py`) and timm. The V1 multipliers were hand-rounded by the
-/// authors and differ from [`CompoundScaling`](crate::CompoundScaling). V2 rows carry their
-/// own stage table, stem and (train, eval) sizes.
-pub const PRESETS: [Preset; 23] = [
-    //                    name      width depth  res  dropout family
-    preset(Variant::B0, "b0", 1.0, 1.0, 224, 0.2, V1),
-    preset(Variant::B1, "b1", 1.0, 1.1, 240, 0.2, V1),
-    preset(Variant::B2, "b2", 1.1, 1.2, 260, 0.3, V1),
-    preset(Variant::B3, "b3", 1.2, 1.4, 300, 0.3, V1),
-    preset(Variant::B4, "b4", 1.4, 1.8, 380, 0.4, V1),
-    preset(Variant::B5, "b5", 1.6, 2.2, 456, 0.4, V1),
-    preset(Variant::B6, "b6", 1.8, 2.6, 528, 0.5, V1),
-    preset(Variant::B7, "b7", 2.0, 3.1, 600, 0.5, V1),
-    preset(Variant::B8, "b8", 2.2, 3.6, 672, 0.5, V1),
-    preset(Variant::L2, "l2", 4.3, 5.3, 800, 0.5, V1),
-    preset(Variant::Lite0, "lite0", 1.0, 1.0, 224, 0.2, Lite),
-    preset(Variant::Lite1, "lite1", 1.0, 1.1, 240, 0.2, Lite),
-    preset(Variant::Lite2, "lite2", 1.1, 1.2, 260, 0.3, Lite),
-    preset(Variant::Lite3, "lite3", 1.2, 1.4, 280, 0.3, Lite),
-    preset(Variant::Lite4, "lite4", 1.4, 1.8, 300, 0.3, Lite),
-    //                                                    stages     stem limit train eval dropout
-    preset(
-        Variant::V2S,
-        "v2-s",
-        1.0,
-        1.0,
-        384,
-        0.2,
-        v2(&V2_S_STAGES, 24, 0.9, 300, 384, 0.2),
-    ),
-    preset(
-        Variant::V2M,
-        "v2-m",
-        1.0,
-        1.0,
-        480,
-        0.3,
-        v2(&V2_M_STAGES, 24, 0.9, 384, 480, 0.3),
-    ),
-    preset(
-        Variant::V2L,
-        "v2-l",
-        1.0,
-        1.0,
-        480,
-        0.4,
-        v2(&V2_L_STAGES, 32, 0.9, 384, 480, 0.4),
-    ),
-    preset(
-        Variant::V2XL,
-        "v2-xl",
-        1.0,
-        1.0,
-        512,
-        0.4,
-        v2(&V2_XL_STAGES, 32, 0.9, 384, 512, 0.4),
-    ),
-    preset(
-        Variant::V2B0,
-        "v2-b0",
-        1.0,
-        1.0,
-        224,
-        0.2,
-        v2(&V2_BASE_STAGES, 32, 0.0, 192, 224, 0.2),
-    ),
-    preset(
-        Variant::V2B1,
-        "v2-b1",
-        1.0,
-        1.1,
-        240,
-        0.2,
-        v2(&V2_BASE_STAGES, 32, 0.0, 192, 240, 0.2),
-    ),
-    preset(
-        Variant::V2B2,
-        "v2-b2",
-        1.1,
-        1.2,
-        260,
-        0.3,
-        v2(&V2_BASE_STAGES, 32, 0.0, 208, 260, 0.3),
-    ),
-    preset(
-        Variant::V2B3,
-        "v2-b3",
-        1.2,
-        1.4,
-        300,
-        0.3,
-        v2(&V2_BASE_STAGES, 32, 0.0, 240, 300, 0.3),
-    ),
-];
+variants! {
+    //                          (width, depth, res, dropout)  family: stages, stem, limit, train
+    /// EfficientNet-B0, the searched baseline.
+    B0 "b0" b0: (1.0, 1.0, 224, 0.2), V1;
+    /// EfficientNet-B1.
+    B1 "b1" b1: (1.0, 1.1, 240, 0.2), V1;
+    /// EfficientNet-B2.
+    B2 "b2" b2: (1.1, 1.2, 260, 0.3), V1;
+    /// EfficientNet-B3.
+    B3 "b3" b3: (1.2, 1.4, 300, 0.3), V1;
+    /// EfficientNet-B4.
+    B4 "b4" b4: (1.4, 1.8, 380, 0.4), V1;
+    /// EfficientNet-B5.
+    B5 "b5" b5: (1.6, 2.2, 456, 0.4), V1;
+    /// EfficientNet-B6.
+    B6 "b6" b6: (1.8, 2.6, 528, 0.5), V1;
+    /// EfficientNet-B7.
+    B7 "b7" b7: (2.0, 3.1, 600, 0.5), V1;
+    /// EfficientNet-B8 (AdvProp).
+    B8 "b8" b8: (2.2, 3.6, 672, 0.5), V1;
+    /// EfficientNet-L2 (Noisy Student).
+    L2 "l2" l2: (4.3, 5.3, 800, 0.5), V1;
+    /// EfficientNet-Lite0: no SE, ReLU6, fixed stem and head.
+    Lite0 "lite0" lite0: (1.0, 1.0, 224, 0.2), Lite;
+    /// EfficientNet-Lite1.
+    Lite1 "lite1" lite1: (1.0, 1.1, 240, 0.2), Lite;
+    /// EfficientNet-Lite2.
+    Lite2 "lite2" lite2: (1.1, 1.2, 260, 0.3), Lite;
+    /// EfficientNet-Lite3.
+    Lite3 "lite3" lite3: (1.2, 1.4, 280, 0.3), Lite;
+    /// EfficientNet-Lite4.
+    Lite4 "lite4" lite4: (1.4, 1.8, 300, 0.3), Lite;
+    /// EfficientNetV2-S (Tan & Le, ICML 2021).
+    V2S "v2-s" v2_s: (1.0, 1.0, 384, 0.2), Row::V2(v2(&V2_S_STAGES, 24, 0.9, 300));
+    /// EfficientNetV2-M.
+    V2M "v2-m" v2_m: (1.0, 1.0, 480, 0.3), Row::V2(v2(&V2_M_STAGES, 24, 0.9, 384));
+    /// EfficientNetV2-L.
+    V2L "v2-l" v2_l: (1.0, 1.0, 480, 0.4), Row::V2(v2(&V2_L_STAGES, 32, 0.9, 384));
+    /// EfficientNetV2-XL (ImageNet-21k pre-training in the reference).
+    V2XL "v2-xl" v2_xl: (1.0, 1.0, 512, 0.4), Row::V2(v2(&V2_XL_STAGES, 32, 0.9, 384));
+    /// EfficientNetV2-B0, the baseline of the small V2 models.
+    V2B0 "v2-b0" v2_b0: (1.0, 1.0, 224, 0.2), Row::V2(v2(&V2_BASE_STAGES, 32, 0.0, 192));
+    /// EfficientNetV2-B1.
+    V2B1 "v2-b1" v2_b1: (1.0, 1.1, 240, 0.2), Row::V2(v2(&V2_BASE_STAGES, 32, 0.0, 192));
+    /// EfficientNetV2-B2.
+    V2B2 "v2-b2" v2_b2: (1.1, 1.2, 260, 0.3), Row::V2(v2(&V2_BASE_STAGES, 32, 0.0, 208));
+    /// EfficientNetV2-B3.
+    V2B3 "v2-b3" v2_b3: (1.2, 1.4, 300, 0.3), Row::V2(v2(&V2_BASE_STAGES, 32, 0.0, 240));
+}
 
 impl Variant {
     /// Every variant, in table order.
@@ -297,6 +272,44 @@ impl Variant {
     /// `v2-xl`, `v2-b0` ... `v2-b3`.
     pub fn name(self) -> &'static str {
         self.preset().name
+    }
+
+    /// The names of every variant in a short form, runs of numbered names folded:
+    /// `b0..b8, l2, lite0..lite4, v2-s, ... or v2-b0..v2-b3` (what an unknown name's error
+    /// lists).
+    pub fn names_summary() -> String {
+        // Runs of names that differ only in a trailing number counting up by one.
+        let split = |name: &'static str| {
+            let digits = name.len() - name.trim_end_matches(|c: char| c.is_ascii_digit()).len();
+            let (stem, number) = name.split_at(name.len() - digits);
+            (stem, number.parse::<u32>().ok())
+        };
+        let mut runs: Vec<(&str, &str, usize)> = Vec::new();
+        for preset in &PRESETS {
+            let (stem, number) = split(preset.name);
+            match runs.last_mut() {
+                Some((_, last, len))
+                    if number.is_some()
+                        && split(last) == (stem, number.map(|n| n.wrapping_sub(1))) =>
+                {
+                    *last = preset.name;
+                    *len += 1;
+                }
+                _ => runs.push((preset.name, preset.name, 1)),
+            }
+        }
+        let mut names: Vec<String> = runs
+            .into_iter()
+            .map(|(first, last, len)| match len {
+                1 => first.to_string(),
+                _ => format!("{first}..{last}"),
+            })
+            .collect();
+        let last = names.pop().unwrap_or_default();
+        match names.is_empty() {
+            true => last,
+            false => format!("{} or {last}", names.join(", ")),
+        }
     }
 
     /// Whether it is an EfficientNet-Lite model.
@@ -367,26 +380,6 @@ impl FromStr for Variant {
             .ok_or_else(|| Error::UnknownVariant(s.to_string()))
     }
 }
-
-macro_rules! preset_constructors {
-    ($($fn_name:ident => $variant:ident),* $(,)?) => {
-        impl EfficientNetConfig {
-            $(
-                #[doc = concat!("The published `", stringify!($fn_name), "` config; see [`Variant::config`].")]
-                pub fn $fn_name() -> Self {
-                    Variant::$variant.config()
-                }
-            )*
-        }
-    };
-}
-
-preset_constructors!(
-    b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7, b8 => B8,
-    l2 => L2, lite0 => Lite0, lite1 => Lite1, lite2 => Lite2, lite3 => Lite3, lite4 => Lite4,
-    v2_s => V2S, v2_m => V2M, v2_l => V2L, v2_xl => V2XL,
-    v2_b0 => V2B0, v2_b1 => V2B1, v2_b2 => V2B2, v2_b3 => V2B3,
-);
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use efficientnet_burn::Error;
-use efficientnet_burn::pretrained::download::Cache;
+use efficientnet_burn::WeightsCache as Cache;
 
 /// The body every route serves (or claims to).
 const BODY: &[u8] = b"pretend these are 64 bytes of EfficientNet weights............!";

@@ -76,7 +76,7 @@ fn logit_diff(path: &std::path::Path) -> f32 {
     let input = tensor::<4>(&reference["input"], &device);
     let mut worst = 0.0f32;
     // Folding multiplies the norms into the convolutions: it must work on converted values.
-    for model in [model.clone(), model.fuse_batch_norm()] {
+    for model in [model.clone(), model.fold_batch_norms()] {
         let logits = model.forward(input.clone()).into_data();
         assert_eq!(logits.dtype(), DType::F32);
         assert_eq!(

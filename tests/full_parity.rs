@@ -77,7 +77,7 @@ fn full_size_models_match_the_python_libraries() {
         let reference = read_reference(path.to_str().unwrap());
         let input = tensor::<4>(&reference["input"], &device);
         // As loaded, and with the norms folded (the CPU fast path's fused kernels).
-        for (form, model) in [("", model.clone()), (" fused", model.fuse_batch_norm())] {
+        for (form, model) in [("", model.clone()), (" fused", model.fold_batch_norms())] {
             let logits = model.forward(input.clone()).into_data();
             let pre = model
                 .pre_logits(model.forward_features(input.clone()))

@@ -5,7 +5,7 @@ mod common;
 use burn::tensor::{Device, Tensor};
 use common::{fixture, max_abs_diff, read_reference, tensor};
 use efficientnet_burn::{
-    EfficientNet, EfficientNetConfig, Error, KeyLayout, LoadOptions, WeightSource,
+    EfficientNet, EfficientNetConfig, Error, KeyLayout, LoadOptions, SavedModel, WeightSource,
 };
 
 fn timm_small() -> EfficientNetConfig {
@@ -180,29 +180,29 @@ fn burnpack_round_trip_is_exact() {
 }
 
 #[test]
-fn fused_models_round_trip_through_burnpack_and_refuse_unfused_files() {
+fn folded_models_round_trip_through_burnpack_and_refuse_unfolded_files() {
     let device = Device::default();
     let (config, model) = timm_fixture(&device);
     let unfused_path = temp_file("unfused.bpk", b"");
     model.save_burnpack(&unfused_path).unwrap();
-    let fused = model.fuse_batch_norm();
-    let path = temp_file("fused.bpk", b"");
-    fused.save_burnpack(&path).unwrap();
+    let folded = model.fold_batch_norms();
+    let path = temp_file("folded.bpk", b"");
+    folded.save_burnpack(&path).unwrap();
 
     let reloaded = config
         .init(&device)
-        .fuse_batch_norm()
+        .fold_batch_norms()
         .load_burnpack(&path)
         .unwrap();
     let input = Tensor::<4>::ones([1, 3, 32, 32], &device);
-    fused
+    folded
         .forward(input.clone())
         .into_data()
         .assert_eq(&reloaded.forward(input).into_data(), true);
-    // Fused weights do not fit an unfused model, nor the other way round.
+    // Folded weights do not fit an unfolded model, nor the other way round.
     for (model, path) in [
         (config.init(&device), &path),
-        (config.init(&device).fuse_batch_norm(), &unfused_path),
+        (config.init(&device).fold_batch_norms(), &unfused_path),
     ] {
         let err = model.load_burnpack(path).unwrap_err();
         assert!(matches!(err, Error::Checkpoint { .. }), "{err:?}");
@@ -230,4 +230,55 @@ fn wrapped_training_checkpoints_load() {
         .forward(tensor(&reference["input"], &device))
         .into_data();
     assert!(max_abs_diff(&logits, &reference["logits"]) < 1e-4);
+}
+
+#[test]
+fn saved_models_from_before_the_one_stage_list_still_load() {
+    // Saved by the crate at 5484fbc (scripts/make_legacy_burnpack.sh): a V2-B0 whose
+    // Fused-MBConv stages were `fused_stages.*` and MBConv stages `stages.*` from 0, as
+    // trained and folded, each with the logits it gave.
+    let device = Device::flex();
+    let values: Vec<f32> = (0..2 * 3 * 32 * 32)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let input = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(values, [2, 3, 32, 32]),
+        &device,
+    );
+    for (form, for_inference) in [("trainable", false), ("folded", true)] {
+        let dir = fixture(&format!("legacy/{form}"));
+        let text = std::fs::read_to_string(dir.join("logits.json")).unwrap();
+        let expected: Vec<f32> = serde_json::from_str(&text).unwrap();
+        let saved = SavedModel::load(&dir, &device).unwrap_or_else(|e| panic!("{form}: {e}"));
+        assert_eq!(saved.model.trainable().is_none(), for_inference, "{form}");
+        // The file's names are the old ones: the loader read them into today's.
+        let index = std::fs::read(dir.join("model.bpk")).unwrap();
+        let names = String::from_utf8_lossy(&index);
+        assert!(
+            names.contains("fused_stages.0.0.conv"),
+            "{form}: not a legacy file"
+        );
+        let logits: Vec<f32> = saved
+            .model
+            .into_inference()
+            .forward(input.clone())
+            .into_data()
+            .try_to_vec()
+            .unwrap();
+        let diff = logits
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{form}: logits differ by {diff}");
+    }
+    // A renamed stage that does not exist in the model is still a mismatch, not a silent
+    // partial load: a V1 model (no Fused-MBConv stages) refuses the V2 file.
+    let err = EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_num_classes(3)
+        .init(&device)
+        .load_burnpack(fixture("legacy/trainable/model.bpk"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Checkpoint { .. }), "{err:?}");
 }

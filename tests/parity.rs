@@ -14,7 +14,8 @@ use std::collections::HashMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{argmax_rows, max_abs_diff, read_reference, tensor};
-use efficientnet_burn::{Activation, EfficientNet, EfficientNetConfig, WeightSource};
+use efficientnet_burn::model::Activation;
+use efficientnet_burn::{EfficientNet, EfficientNetConfig, InferenceModel, WeightSource};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -27,7 +28,7 @@ fn small(width: f64, depth: f64) -> EfficientNetConfig {
 
 /// Loads `checkpoint` through the public API and compares every output with `name`'s
 /// reference, for the model as loaded, with its batch norms folded
-/// ([`EfficientNet::fuse_batch_norm`]) and planned for the CPU kernels
+/// ([`EfficientNet::fold_batch_norms`]) and planned for the CPU kernels
 /// ([`EfficientNet::for_inference`]). Returns the largest difference seen.
 fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: WeightSource) -> f32 {
     let device = Device::default();
@@ -42,18 +43,18 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
         &input,
         &reference,
     );
-    let fused_model = model.clone().fuse_batch_norm();
-    assert!(fused_model.is_fused());
-    let fused = compare(&format!("{name} fused"), &fused_model, &input, &reference);
+    let fused_model = model.clone().fold_batch_norms();
+    assert!(fused_model.is_folded());
+    let fused = compare(&format!("{name} folded"), &fused_model, &input, &reference);
     // Folding reorders float operations only: the two agree far inside the tolerance.
     let between = max_abs_diff(
         &fused_model.forward(input.clone()).into_data(),
         &model.forward(input.clone()).into_data(),
     );
-    println!("{name}: fused vs unfused logits {between:.2e}");
-    assert!(between <= 1e-5, "{name}: fused logits differ by {between}");
+    println!("{name}: folded vs unfolded logits {between:.2e}");
+    assert!(between <= 1e-5, "{name}: folded logits differ by {between}");
     let planned_model = model.clone().for_inference();
-    assert!(planned_model.is_planned() && !fused_model.is_planned());
+    assert!(planned_model.is_planned());
     let planned = compare(
         &format!("{name} planned"),
         &planned_model,
@@ -72,9 +73,39 @@ fn check(name: &str, checkpoint: &str, config: EfficientNetConfig, source: Weigh
     unfused.max(fused).max(planned)
 }
 
+/// What [`compare`] runs: the trainable network or the inference model.
+trait Network {
+    fn forward(&self, input: Tensor<4>) -> Tensor<2>;
+    fn forward_features(&self, input: Tensor<4>) -> Tensor<4>;
+    fn pre_logits(&self, features: Tensor<4>) -> Tensor<2>;
+    fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>>;
+}
+
+macro_rules! network {
+    ($ty:ty) => {
+        impl Network for $ty {
+            fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+                <$ty>::forward(self, input)
+            }
+            fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
+                <$ty>::forward_features(self, input)
+            }
+            fn pre_logits(&self, features: Tensor<4>) -> Tensor<2> {
+                <$ty>::pre_logits(self, features)
+            }
+            fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
+                <$ty>::endpoints(self, input)
+            }
+        }
+    };
+}
+
+network!(EfficientNet);
+network!(InferenceModel);
+
 fn compare(
     name: &str,
-    model: &EfficientNet,
+    model: &impl Network,
     input: &Tensor<4>,
     reference: &HashMap<String, TensorData>,
 ) -> f32 {
@@ -238,9 +269,8 @@ fn timm_tf_v2_base_parity_at_an_odd_size() {
 
 #[test]
 fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
-    // The folded model runs the per-layer flex kernels (depthwise layers, 1x1 convolutions
-    // on maps of 28x28 and more), the planned one (`for_inference`) the whole-network path;
-    // the unfused model runs Burn's own ops. Trained-like weights from the fixtures: V1 and
+    // The folded and the unfolded model run Burn's own ops; the planned one
+    // (`for_inference`) the crate's CPU engine. Trained-like weights from the fixtures: V1 and
     // V2, PyTorch and TF "SAME" padding, SiLU and ReLU6 (Lite); batch 1 and 8; square, odd
     // and tiny inputs (a 1x1 image still runs every layer).
     let device = Device::default();
@@ -285,7 +315,7 @@ fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
         let model =
             EfficientNet::from_pytorch(common::fixture(checkpoint), config, source, &device)
                 .unwrap();
-        let fused = model.clone().fuse_batch_norm();
+        let fused = model.clone().fold_batch_norms();
         let planned = model.clone().for_inference();
         assert!(planned.is_planned(), "{checkpoint}");
         for [height, width] in sizes {
@@ -297,8 +327,12 @@ fn folded_and_planned_models_on_the_cpu_kernels_match_burn_ops() {
                 );
                 let expected = model.forward(input.clone()).into_data();
                 let case = format!("{checkpoint} batch {batch} {height}x{width}");
-                for (form, model) in [("folded", &fused), ("planned", &planned)] {
-                    let diff = max_abs_diff(&model.forward(input.clone()).into_data(), &expected);
+                let forms = [
+                    ("folded", fused.forward(input.clone()).into_data()),
+                    ("planned", planned.forward(input.clone()).into_data()),
+                ];
+                for (form, got) in forms {
+                    let diff = max_abs_diff(&got, &expected);
                     println!("{case}: {form} vs Burn ops {diff:.2e}");
                     assert!(diff <= 1e-5, "{case}: {form} differs by {diff}");
                 }

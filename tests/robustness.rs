@@ -379,7 +379,7 @@ fn one_model_shared_by_eight_threads_gives_identical_outputs() {
         .with_num_classes(10)
         .init(&device)
         .valid();
-    let fused = model.clone().fuse_batch_norm();
+    let fused = model.clone().fold_batch_norms();
     let inputs: Vec<Tensor<4>> = (0..8)
         .map(|_| Tensor::random([2, 3, 64, 64], Distribution::Default, &device))
         .collect();

@@ -141,7 +141,7 @@ fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
         .with_num_classes(3);
     let model = config.init(&device);
     let preprocess = Preprocess::imagenet(64, 64, Interpolation::Bilinear);
-    let before = evaluate(&model.valid(), &train_set, &preprocess, 32).unwrap();
+    let before = evaluate(&model.valid().for_inference(), &train_set, &preprocess, 32).unwrap();
 
     let out = temp_dir(&format!("{name}-run"));
     let mut options = TrainOptions::new(Recipe::Finetune, &out)
@@ -156,7 +156,8 @@ fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
     options.augment.scale = (1.0, 1.0);
     options.augment.ratio = (1.0, 1.0);
     let run = train(model, train_set.clone(), valid_set.clone(), &options).unwrap();
-    let after = evaluate(&run.saved.model, &train_set, &preprocess, 32).unwrap();
+    let trained = run.saved.model.clone().into_inference();
+    let after = evaluate(&trained, &train_set, &preprocess, 32).unwrap();
     println!("before {before:?}\nafter {after:?}\nvalid {:?}", run.valid);
     // Training loss as burn-train logged it, per epoch: falling.
     let losses: Vec<f64> = (1..=5)
@@ -210,7 +211,8 @@ fn a_tiny_model_learns_synthetic_shapes_checkpoints_resumes_and_reloads() {
     let saved = SavedModel::load(&resumed.model_dir, &device).unwrap();
     assert_eq!(saved.classes, CLASSES);
     assert_eq!(saved.preprocess, run.preprocess);
-    let reloaded = evaluate(&saved.model, valid_set, &saved.preprocess, 32).unwrap();
+    let model = saved.model.into_inference();
+    let reloaded = evaluate(&model, valid_set, &saved.preprocess, 32).unwrap();
     assert_eq!(reloaded.accuracy, resumed.valid.accuracy);
     assert!(
         (reloaded.loss - resumed.valid.loss).abs() < 1e-6,
@@ -237,8 +239,13 @@ fn a_tiny_v2_model_learns_synthetic_shapes() {
     assert_eq!(run.config.fused_stage_count(), 3);
     // The saved model (config with fused stages, weights) reloads and scores the same.
     let saved = SavedModel::load(&run.model_dir, &Device::default()).unwrap();
-    assert_eq!(saved.model.fused_stages.len(), 3);
-    let reloaded = evaluate(&saved.model, &run.valid_set, &saved.preprocess, 32).unwrap();
+    assert_eq!(saved.model.config().fused_stage_count(), 3);
+    assert!(
+        saved.model.trainable().is_some(),
+        "saved as trained, to train on"
+    );
+    let model = saved.model.into_inference();
+    let reloaded = evaluate(&model, &run.valid_set, &saved.preprocess, 32).unwrap();
     assert_eq!(reloaded.accuracy, run.valid.accuracy);
 }
 

@@ -10,9 +10,8 @@
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use efficientnet_burn::{
-    BlockConfig, CompoundScaling, EfficientNet, EfficientNetConfig, Padding, Variant,
-};
+use efficientnet_burn::model::{Block, BlockConfig, Padding};
+use efficientnet_burn::{CompoundScaling, EfficientNet, EfficientNetConfig, Variant};
 
 /// (variant, trainable params with a 1000-class head, GMACs at the variant's resolution).
 const PUBLISHED: [(Variant, usize, f64); 23] = [
@@ -101,15 +100,17 @@ fn assert_layout<const N: usize>(
         head,
         "{variant} built head"
     );
-    let fused = model.fused_stages.iter().map(|stage| {
-        let last = stage[0].project.as_ref().unwrap_or(&stage[0].conv);
-        (last.conv.weight.dims()[0], stage.len())
-    });
-    let mbconv = model
+    let built: Vec<(usize, usize)> = model
         .stages
         .iter()
-        .map(|stage| (stage[0].project.conv.weight.dims()[0], stage.len()));
-    let built: Vec<(usize, usize)> = fused.chain(mbconv).collect();
+        .map(|stage| {
+            let last = match &stage[0] {
+                Block::MBConv(block) => &block.project,
+                Block::FusedMBConv(block) => block.project.as_ref().unwrap_or(&block.conv),
+            };
+            (last.conv.weight.dims()[0], stage.len())
+        })
+        .collect();
     assert_eq!(built, stages, "{variant} stages (out channels, repeats)");
 }
 
@@ -160,17 +161,26 @@ fn v2_has_fused_stages_without_squeeze_excitation() {
     assert!(config.is_v2() && !EfficientNetConfig::b0().is_v2());
     assert_eq!(config.fused_stage_count(), 3);
     let model = config.init(&Device::default());
-    assert_eq!((model.fused_stages.len(), model.stages.len()), (3, 3));
+    // One list of six stages: three of Fused-MBConv blocks, then three of MBConv blocks.
+    let kinds: Vec<bool> = model
+        .stages
+        .iter()
+        .map(|stage| stage.iter().all(|block| block.fused_mbconv().is_some()))
+        .collect();
+    assert_eq!(kinds, [true, true, true, false, false, false]);
     // Stage 1 (expand 1): one 3x3 convolution and a residual; stages 2-3: 3x3 expansion
     // (x4) and a 1x1 projection, the residual on every block but the first.
-    let first = &model.fused_stages[0][0];
+    let first = model.stages[0][0].fused_mbconv().unwrap();
     assert!(first.project.is_none() && first.residual);
     assert_eq!(first.conv.conv.weight.dims(), [24, 24, 3, 3]);
-    let expanding = &model.fused_stages[1];
+    let expanding: Vec<_> = model.stages[1]
+        .iter()
+        .flat_map(Block::fused_mbconv)
+        .collect();
     assert_eq!(expanding[0].conv.conv.weight.dims(), [96, 24, 3, 3]);
     assert!(!expanding[0].residual && expanding[1].residual);
     // MBConv stages keep squeeze-excitation from the block input: 64 * 0.25 = 16.
-    let se = model.stages[0][0].se.as_ref().unwrap();
+    let se = model.stages[3][0].mbconv().unwrap().se.as_ref().unwrap();
     assert_eq!(se.reduce.weight.dims(), [16, 256, 1, 1]);
 }
 
@@ -191,14 +201,15 @@ fn v2_progressive_learning_metadata() {
         assert!(p.min_resolution < p.max_resolution && p.max_resolution <= p.eval_resolution);
         assert_eq!(variant.config().resolution, p.eval_resolution, "{variant}");
         assert!(
-            p.eval_resolution <= efficientnet_burn::V2_MAX_RESOLUTION || variant == Variant::V2XL
+            p.eval_resolution <= efficientnet_burn::model::V2_MAX_RESOLUTION
+                || variant == Variant::V2XL
         );
     }
 }
 
 #[test]
 fn fused_stages_must_come_first() {
-    let mut stages = efficientnet_burn::V2_S_STAGES.to_vec();
+    let mut stages = efficientnet_burn::model::V2_S_STAGES.to_vec();
     stages.swap(2, 3);
     stages[2].in_channels = 48;
     stages[3].in_channels = 128;
@@ -221,7 +232,7 @@ fn lite_blocks_have_no_squeeze_excitation() {
             .stages
             .iter()
             .flatten()
-            .all(|block| block.se.is_none())
+            .all(|block| block.mbconv().unwrap().se.is_none())
     );
     let model = EfficientNetConfig::b0().init(&Device::default());
     assert!(
@@ -229,7 +240,7 @@ fn lite_blocks_have_no_squeeze_excitation() {
             .stages
             .iter()
             .flatten()
-            .all(|block| block.se.is_some())
+            .all(|block| block.mbconv().unwrap().se.is_some())
     );
 }
 

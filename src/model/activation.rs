@@ -27,26 +27,10 @@ impl Activation {
     }
 }
 
-/// SiLU: in place on the flex CPU device (see `model::cpu`), Burn's ops elsewhere.
-pub(crate) fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let input = match crate::model::cpu::silu(input) {
-        Ok(output) => return output,
-        Err(input) => input,
-    };
-    // `x / (1 + exp(-x))` is `x * sigmoid(x)` in one pass less. For x -> -inf, exp(-x)
-    // -> inf and the quotient -> -0, the correct limit.
+/// SiLU as `x / (1 + exp(-x))`: `x * sigmoid(x)` in one pass less. For x -> -inf, exp(-x)
+/// -> inf and the quotient -> -0, the correct limit.
+fn silu<const D: usize>(input: Tensor<D>) -> Tensor<D> {
     input.clone().div(input.neg().exp().add_scalar(1.0))
-}
-
-/// Sigmoid: in place on the flex CPU device, Burn's op elsewhere.
-pub(crate) fn sigmoid<const D: usize>(input: Tensor<D>) -> Tensor<D> {
-    #[cfg(feature = "flex")]
-    let input = match crate::model::cpu::sigmoid(input) {
-        Ok(output) => return output,
-        Err(input) => input,
-    };
-    burn::tensor::activation::sigmoid(input)
 }
 
 #[cfg(test)]

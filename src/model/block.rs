@@ -1,7 +1,64 @@
-//! [`BlockConfig`]: one block of the scaled network, MBConv or Fused-MBConv.
+//! One block of the scaled network, MBConv or Fused-MBConv: the [`Block`] module and its
+//! [`BlockConfig`].
 
-use crate::model::fused_mbconv::FusedMBConvConfig;
-use crate::model::mbconv::MBConvConfig;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::model::fused_mbconv::{FusedMBConv, FusedMBConvConfig};
+use crate::model::mbconv::{MBConv, MBConvConfig};
+
+/// One block of an [`EfficientNet`](crate::EfficientNet) stage: the network keeps one list
+/// of stages, each a `Vec<Block>` of one kind (timm's `blocks`, torchvision's `features`).
+// A few dozen per network, built once: the size difference between the variants costs
+// nothing, and a box would stand between every parameter path and Burn's derive.
+#[allow(clippy::large_enum_variant)]
+#[derive(Module, Debug)]
+pub enum Block {
+    /// An MBConv block (every stage of EfficientNet, the later stages of EfficientNetV2).
+    MBConv(MBConv),
+    /// A Fused-MBConv block (the early stages of EfficientNetV2).
+    FusedMBConv(FusedMBConv),
+}
+
+impl Block {
+    /// Runs the block.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: `[batch, out_channels, height / stride, width / stride]`
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        match self {
+            Block::MBConv(block) => block.forward(input),
+            Block::FusedMBConv(block) => block.forward(input),
+        }
+    }
+
+    /// The MBConv block, if it is one.
+    pub fn mbconv(&self) -> Option<&MBConv> {
+        match self {
+            Block::MBConv(block) => Some(block),
+            Block::FusedMBConv(_) => None,
+        }
+    }
+
+    /// The Fused-MBConv block, if it is one.
+    pub fn fused_mbconv(&self) -> Option<&FusedMBConv> {
+        match self {
+            Block::FusedMBConv(block) => Some(block),
+            Block::MBConv(_) => None,
+        }
+    }
+
+    /// Folds every batch norm into its convolution, for inference (see
+    /// [`ConvBnAct::fold_batch_norm`](crate::model::conv_bn_act::ConvBnAct::fold_batch_norm)).
+    pub fn fold_batch_norm(self) -> Self {
+        match self {
+            Block::MBConv(block) => Block::MBConv(block.fold_batch_norm()),
+            Block::FusedMBConv(block) => Block::FusedMBConv(block.fold_batch_norm()),
+        }
+    }
+}
 
 /// The config of one block of a scaled network, as
 /// [`EfficientNetConfig::blocks`](crate::EfficientNetConfig::blocks) plans it.
@@ -14,6 +71,14 @@ pub enum BlockConfig {
 }
 
 impl BlockConfig {
+    /// Builds the block on `device`.
+    pub fn init(&self, device: &Device) -> Block {
+        match self {
+            BlockConfig::MBConv(c) => Block::MBConv(c.init(device)),
+            BlockConfig::FusedMBConv(c) => Block::FusedMBConv(c.init(device)),
+        }
+    }
+
     /// The MBConv config, if it is one.
     pub fn mbconv(&self) -> Option<&MBConvConfig> {
         match self {

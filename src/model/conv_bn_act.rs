@@ -40,8 +40,8 @@ impl Padding {
 }
 
 /// How a network builds its convolution units: padding, batch norm and activation. The one
-/// place these settings live for a block ([`MBConvConfig`](crate::MBConvConfig),
-/// [`FusedMBConvConfig`](crate::FusedMBConvConfig)); an
+/// place these settings live for a block ([`MBConvConfig`](crate::model::MBConvConfig),
+/// [`FusedMBConvConfig`](crate::model::FusedMBConvConfig)); an
 /// [`EfficientNetConfig`](crate::EfficientNetConfig) hands its own out through
 /// [`style`](crate::EfficientNetConfig::style).
 #[derive(Config, Debug, PartialEq, Copy)]
@@ -113,7 +113,7 @@ pub struct ConvBnActConfig {
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
     /// The convolution (no bias while the norm supplies it; with one once the norm is folded
-    /// in by [`ConvBnAct::fuse_batch_norm`]).
+    /// in by [`ConvBnAct::fold_batch_norm`]).
     pub conv: Conv2d,
     /// The batch norm; `None` once folded into the convolution.
     pub bn: Option<BatchNorm>,
@@ -173,12 +173,6 @@ impl ConvBnAct {
     /// - output: `[batch, out_channels, height', width']`, where `height'` and `width'` follow
     ///   from the stride and [`Padding::output_size`]
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        // A folded layer on the flex CPU device may run as one fused kernel.
-        #[cfg(feature = "flex")]
-        let input = match crate::model::cpu::conv_bn_act(self, input) {
-            Ok(output) => return output,
-            Err(input) => input,
-        };
         let x = self.conv.forward(input);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
@@ -200,7 +194,7 @@ impl ConvBnAct {
     ///
     /// The result computes the norm with frozen statistics, so it is for inference only;
     /// training it would no longer normalise batches.
-    pub fn fuse_batch_norm(mut self) -> Self {
+    pub fn fold_batch_norm(mut self) -> Self {
         let Some(bn) = self.bn.take() else {
             return self;
         };
@@ -222,11 +216,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tf_same_pads_asymmetrically_for_stride_two() {
-        // TF SAME: ceil(65 / 2) = 33; symmetric: (65 + 2 - 3) / 2 + 1 = 33 as well,
-        // but on an even size they agree too; they differ for k = 5 on 66: (66+4-5)/2+1 = 33.
+    fn both_paddings_give_ceil_size_over_stride_for_odd_kernels() {
+        // TF SAME keeps ceil(size / stride) by construction: ceil(65 / 2) = 33. Symmetric
+        // padding of (k - 1) / 2 gives (size + k - 1 - k) / stride + 1, the same number for
+        // odd k: (65 + 2 - 3) / 2 + 1 = 33, (7 + 4 - 5) / 2 + 1 = 4. Where they differ is the
+        // placement of the padding (TF puts the odd pixel after, Burn's `Same` checks that:
+        // `cpu::padding` tests it), not the output size.
         assert_eq!(Padding::TfSame.output_size(65, 3, 2), 33);
         assert_eq!(Padding::Symmetric.output_size(65, 3, 2), 33);
+        assert_eq!(Padding::TfSame.output_size(66, 5, 2), 33);
+        assert_eq!(Padding::Symmetric.output_size(66, 5, 2), 33);
         assert_eq!(Padding::TfSame.output_size(7, 5, 2), 4);
         assert_eq!(Padding::Symmetric.output_size(7, 5, 2), 4);
         assert_eq!(Padding::Symmetric.output_size(224, 3, 1), 224);
@@ -268,9 +267,9 @@ mod tests {
             let layer = layer.valid();
             let input = Tensor::<4>::random([2, 8, 9, 9], Distribution::Default, &device);
             let expected = layer.forward(input.clone());
-            let fused = layer.fuse_batch_norm();
-            assert!(fused.bn.is_none() && fused.conv.bias.is_some());
-            fused
+            let folded = layer.fold_batch_norm();
+            assert!(folded.bn.is_none() && folded.conv.bias.is_some());
+            folded
                 .forward(input)
                 .into_data()
                 .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));

@@ -1,5 +1,5 @@
-//! The whole network: stem, Fused-MBConv and MBConv stages, head, pooling, dropout and
-//! classifier.
+//! The whole network: stem, stages of MBConv or Fused-MBConv blocks, head, pooling,
+//! dropout and classifier.
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
@@ -7,27 +7,25 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{EfficientNetConfig, FeatureInfo};
 use crate::error::Error;
-use crate::model::block::BlockConfig;
+use crate::inference::InferenceModel;
+use crate::model::block::Block;
 use crate::model::conv_bn_act::ConvBnAct;
-use crate::model::fused_mbconv::FusedMBConv;
-use crate::model::mbconv::MBConv;
-use crate::variant::Variant;
 
 /// EfficientNet (Tan & Le, ICML 2019) and EfficientNetV2 (Tan & Le, ICML 2021).
 ///
 /// Build it from a preset (`EfficientNet::b0(&device)`, `EfficientNet::v2_s(&device)`), from a config
 /// (`EfficientNetConfig::b3().with_num_classes(10).init(&device)`) or from compound scaling
 /// ([`EfficientNetConfig::from_scaling`]). The model works on any Burn device: the backend is
-/// chosen by the device, not by a type parameter.
+/// chosen by the device, not by a type parameter. It is the plain Burn module, for training
+/// and for any backend; for inference, [`for_inference`](Self::for_inference) turns it into
+/// an [`InferenceModel`].
 #[derive(Module, Debug)]
 pub struct EfficientNet {
     /// 3x3 stride-2 convolution, norm, activation.
     pub stem: ConvBnAct,
-    /// Fused-MBConv blocks, one `Vec` per stage: EfficientNetV2's early stages, which run
-    /// before [`stages`](Self::stages). Empty for EfficientNet (V1).
-    pub fused_stages: Vec<Vec<FusedMBConv>>,
-    /// MBConv blocks, one `Vec` per stage (for V2, the stages after the fused ones).
-    pub stages: Vec<Vec<MBConv>>,
+    /// The blocks, one `Vec` per stage, in order: for EfficientNetV2 the Fused-MBConv stages
+    /// come first. Each stage is all of one kind.
+    pub stages: Vec<Vec<Block>>,
     /// 1x1 convolution to the head channels, norm, activation.
     pub head: ConvBnAct,
     /// Dropout before the classifier.
@@ -37,63 +35,21 @@ pub struct EfficientNet {
     /// The config the model was built from.
     #[module(skip)]
     config: EfficientNetConfig,
-    /// The CPU plan [`for_inference`](Self::for_inference) attaches.
-    #[module(skip)]
-    plan: InferencePlan,
-}
-
-/// The flex CPU backend's planned inference path for a folded model (`model::cpu::plan`),
-/// shared by clones of the model; empty for any other model.
-#[derive(Clone, Debug, Default)]
-struct InferencePlan(#[cfg(feature = "flex")] Option<std::sync::Arc<crate::model::cpu::Plan>>);
-
-macro_rules! preset_models {
-    ($($fn_name:ident => $variant:ident),* $(,)?) => {
-        $(
-            #[doc = concat!(
-                "The published `", stringify!($fn_name), "` ([`Variant::", stringify!($variant),
-                "`]) with 1000 classes and fresh weights (initialised as torchvision does)."
-            )]
-            pub fn $fn_name(device: &Device) -> Self {
-                Variant::$variant.config().init(device)
-            }
-        )*
-    };
 }
 
 impl EfficientNet {
-    preset_models!(
-        b0 => B0, b1 => B1, b2 => B2, b3 => B3, b4 => B4, b5 => B5, b6 => B6, b7 => B7,
-        b8 => B8, l2 => L2,
-        lite0 => Lite0, lite1 => Lite1, lite2 => Lite2, lite3 => Lite3, lite4 => Lite4,
-        v2_s => V2S, v2_m => V2M, v2_l => V2L, v2_xl => V2XL,
-        v2_b0 => V2B0, v2_b1 => V2B1, v2_b2 => V2B2, v2_b3 => V2B3,
-    );
-
     /// A published variant with 1000 classes and fresh weights; `EfficientNet::b3(&device)`
     /// is `EfficientNet::variant(Variant::B3, &device)`.
-    pub fn variant(variant: Variant, device: &Device) -> Self {
+    pub fn variant(variant: crate::Variant, device: &Device) -> Self {
         variant.config().init(device)
     }
 
     pub(crate) fn from_config(config: &EfficientNetConfig, device: &Device) -> Result<Self, Error> {
-        let blocks = config.checked_blocks()?;
-        let mut fused_stages = Vec::new();
-        let mut stages = Vec::new();
-        // A stage is all of one kind, and validation puts the Fused-MBConv stages first.
-        for stage in &blocks {
-            let fused: Vec<FusedMBConv> = stage
-                .iter()
-                .filter_map(BlockConfig::fused)
-                .map(|c| c.init(device))
-                .collect();
-            if fused.is_empty() {
-                let mbconv = stage.iter().filter_map(BlockConfig::mbconv);
-                stages.push(mbconv.map(|c| c.init(device)).collect());
-            } else {
-                fused_stages.push(fused);
-            }
-        }
+        let stages = config
+            .checked_blocks()?
+            .iter()
+            .map(|stage| stage.iter().map(|block| block.init(device)).collect())
+            .collect();
         let head_channels = config.scaled_head_channels();
         // torchvision: uniform in +-1/sqrt(out_features), bias zero.
         let range = 1.0 / (config.num_classes as f64).sqrt();
@@ -107,98 +63,65 @@ impl EfficientNet {
             Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
         Ok(Self {
             stem: config.stem().init(device),
-            fused_stages,
             stages,
             head: config.head().init(device),
             dropout: DropoutConfig::new(config.dropout).init(),
             classifier,
             config: config.clone(),
-            plan: InferencePlan::default(),
         })
     }
 
-    /// The model for inference with every batch norm folded into the convolution before it:
-    /// the same outputs as `self.valid()` to float rounding (at most 1.2e-6 apart on the
-    /// parity fixtures' logits, `tests/parity.rs`) with one pass less per layer. On the flex
-    /// CPU backend folded depthwise and large 1x1 layers also run as fused kernels, layer by
-    /// layer. For inference prefer [`for_inference`](Self::for_inference), which folds and
-    /// then plans the whole network: 2.5x this on a B0 (README, Performance).
+    /// The model with every batch norm folded into the convolution before it: the same
+    /// outputs as `self.valid()` to float rounding (at most 1.2e-6 apart on the parity
+    /// fixtures' logits, `tests/parity.rs`) with one pass less per layer. Per output channel
+    /// the weight is scaled and the norm's shift becomes a bias
+    /// ([`ConvBnAct::fold_batch_norm`]).
     ///
-    /// The result is for inference only: its norms no longer track batch statistics. It
+    /// The result is for inference only: its norms no longer track batch statistics, and it
     /// has different parameters (a bias per convolution instead of a norm), so
-    /// [`load_pytorch`](Self::load_pytorch) cannot load into it: load, then fuse.
+    /// [`load_pytorch`](Self::load_pytorch) cannot load into it: load, then fold.
     /// [`save_burnpack`](Self::save_burnpack) saves it, and
-    /// [`load_burnpack`](Self::load_burnpack) reloads that file into a model fused the same way.
-    pub fn fuse_batch_norm(self) -> Self {
+    /// [`load_burnpack`](Self::load_burnpack) reloads that file into a model folded the same
+    /// way. For inference prefer [`for_inference`](Self::for_inference), which folds and,
+    /// on the CPU, plans the network for fast kernels.
+    pub fn fold_batch_norms(self) -> Self {
         let model = self.valid();
         Self {
-            stem: model.stem.fuse_batch_norm(),
-            fused_stages: model
-                .fused_stages
-                .into_iter()
-                .map(|stage| {
-                    stage
-                        .into_iter()
-                        .map(FusedMBConv::fuse_batch_norm)
-                        .collect()
-                })
-                .collect(),
+            stem: model.stem.fold_batch_norm(),
             stages: model
                 .stages
                 .into_iter()
-                .map(|stage| stage.into_iter().map(MBConv::fuse_batch_norm).collect())
+                .map(|stage| stage.into_iter().map(Block::fold_batch_norm).collect())
                 .collect(),
-            head: model.head.fuse_batch_norm(),
+            head: model.head.fold_batch_norm(),
             ..model
         }
     }
 
-    /// The model as inference wants it: batch norms folded into the convolutions
-    /// ([`fuse_batch_norm`](Self::fuse_batch_norm)) and, on the flex CPU backend in f32, the
-    /// whole network planned once for its CPU kernels: weights packed, activations kept
-    /// channels-last between layers, bias, activation, residual and squeeze-excitation
-    /// fused into the convolutions, buffers reused from one forward to the next. Its
-    /// [`forward`](Self::forward), [`forward_features`](Self::forward_features),
-    /// [`endpoints`](Self::endpoints) and [`endpoints_at`](Self::endpoints_at) run that plan
-    /// and give the same values as Burn's ops to float rounding (`tests/parity.rs` holds
-    /// them within 1e-5 on logits, and to the reference libraries' outputs); other backends
-    /// and dtypes run the folded model on Burn's ops.
-    ///
-    /// The plan holds a copy of the weights, so plan again after changing them. Loading
-    /// another checkpoint or a fine-tuned head into a planned model (`load_record`, say) is
-    /// noticed (each forward compares the stem weight, the head's bias and the
-    /// classifier's bias with the plan's) and runs on Burn's ops until `for_inference` is
-    /// called again; a change to the blocks alone is not. Clones share one plan. The model
-    /// is evaluation-only: like [`fuse_batch_norm`](Self::fuse_batch_norm), this drops
-    /// autodiff (`valid()`).
-    ///
-    /// Every loader in this crate that returns a model for inference
-    /// ([`PretrainedModel`](crate::PretrainedModel), [`SavedModel`](crate::SavedModel) with
-    /// folded weights) returns it planned.
-    pub fn for_inference(self) -> Self {
-        let model = self.fuse_batch_norm();
-        #[cfg(feature = "flex")]
-        let model = {
-            let plan = crate::model::cpu::Plan::new(&model).map(std::sync::Arc::new);
-            Self {
-                plan: InferencePlan(plan),
-                ..model
-            }
-        };
-        model
+    /// Renamed [`fold_batch_norms`](Self::fold_batch_norms) ("fused" now means only
+    /// Fused-MBConv).
+    #[deprecated(since = "0.1.0", note = "renamed `fold_batch_norms`")]
+    pub fn fuse_batch_norm(self) -> Self {
+        self.fold_batch_norms()
     }
 
-    /// Whether [`for_inference`](Self::for_inference) planned this model for the CPU kernels.
-    pub fn is_planned(&self) -> bool {
-        #[cfg(feature = "flex")]
-        return self.plan.0.is_some();
-        #[cfg(not(feature = "flex"))]
-        false
+    /// The model for inference: batch norms folded ([`fold_batch_norms`](Self::fold_batch_norms))
+    /// and, on the flex CPU backend in f32, the whole network planned once for the crate's
+    /// CPU kernels. See [`InferenceModel`]. Drops autodiff (`valid()`).
+    pub fn for_inference(self) -> InferenceModel {
+        InferenceModel::new(self)
     }
 
-    /// Whether the batch norms are folded into the convolutions ([`Self::fuse_batch_norm`]).
-    pub fn is_fused(&self) -> bool {
+    /// Whether the batch norms are folded into the convolutions
+    /// ([`fold_batch_norms`](Self::fold_batch_norms)).
+    pub fn is_folded(&self) -> bool {
         self.stem.bn.is_none()
+    }
+
+    /// Renamed [`is_folded`](Self::is_folded).
+    #[deprecated(since = "0.1.0", note = "renamed `is_folded`")]
+    pub fn is_fused(&self) -> bool {
+        self.is_folded()
     }
 
     /// The config the model was built from.
@@ -220,19 +143,11 @@ impl EfficientNet {
     /// with every size at least 1, got [1, 4, 224, 224]`. [`try_forward`](Self::try_forward)
     /// returns that as an error instead.
     pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
-        #[cfg(feature = "flex")]
-        let input = match self.plan.0.as_deref() {
-            Some(plan) => match plan.logits(self, input) {
-                Ok(output) => return output,
-                Err(input) => input,
-            },
-            None => input,
-        };
         self.forward_head(self.forward_features(input))
     }
 
     /// [`forward`](Self::forward) for input from outside the program: a wrong shape is an
-    /// [`Error::InvalidInput`] instead of a panic.
+    /// [`Error::InputShape`] instead of a panic.
     ///
     /// # Shapes
     ///
@@ -250,11 +165,10 @@ impl EfficientNet {
     pub fn check_input(&self, dims: [usize; 4]) -> Result<(), Error> {
         let [batch, channels, height, width] = dims;
         if channels != self.config.in_channels || batch == 0 || height == 0 || width == 0 {
-            return Err(Error::InvalidInput(format!(
-                "EfficientNet expects input of shape [batch, {}, height, width] with every \
-                 size at least 1, got {dims:?}",
-                self.config.in_channels
-            )));
+            return Err(Error::InputShape {
+                expected_channels: self.config.in_channels,
+                got: dims,
+            });
         }
         Ok(())
     }
@@ -271,14 +185,6 @@ impl EfficientNet {
     ///
     /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
-        #[cfg(feature = "flex")]
-        let input = match self.plan.0.as_deref() {
-            Some(plan) => match plan.features(self, input) {
-                Ok(output) => return output,
-                Err(input) => input,
-            },
-            None => input,
-        };
         let x = self.run_stages(input, usize::MAX, |_, _| {});
         self.head.forward(x)
     }
@@ -320,22 +226,7 @@ impl EfficientNet {
     ///
     /// If [`check_input`](Self::check_input) refuses the input's shape.
     pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
-        let wanted = self.config.endpoint_stages();
-        #[cfg(feature = "flex")]
-        let input = match self.plan.0.as_deref() {
-            Some(plan) => match plan.endpoints(self, input, &wanted) {
-                Ok(maps) => return maps,
-                Err(input) => input,
-            },
-            None => input,
-        };
-        let mut endpoints = Vec::with_capacity(wanted.len());
-        self.run_stages(input, usize::MAX, |stage, x| {
-            if wanted.contains(&stage) {
-                endpoints.push(x.clone());
-            }
-        });
-        endpoints
+        self.stage_outputs(input, &self.config.endpoint_stages())
     }
 
     /// The channels, reduction and stage of each map [`endpoints`](Self::endpoints) returns,
@@ -359,36 +250,23 @@ impl EfficientNet {
         indices: &[usize],
     ) -> Result<Vec<Tensor<4>>, Error> {
         self.check_input(input.dims())?;
-        let info = self.feature_info();
-        let stages = indices
-            .iter()
-            .map(|&i| {
-                info.get(i).map(|f| f.stage).ok_or_else(|| {
-                    Error::InvalidInput(format!(
-                        "endpoint index {i} out of range: this model has {} endpoints",
-                        info.len()
-                    ))
-                })
-            })
-            .collect::<Result<Vec<usize>, Error>>()?;
+        let stages = self.config.endpoint_stages_at(indices)?;
+        Ok(self.stage_outputs(input, &stages))
+    }
+
+    /// The outputs of `stages` (in the order asked, repeats allowed), running only as far
+    /// as the deepest one.
+    fn stage_outputs(&self, input: Tensor<4>, stages: &[usize]) -> Vec<Tensor<4>> {
         let Some(&last) = stages.iter().max() else {
-            return Ok(Vec::new());
-        };
-        #[cfg(feature = "flex")]
-        let input = match self.plan.0.as_deref() {
-            Some(plan) => match plan.endpoints(self, input, &stages) {
-                Ok(maps) => return Ok(maps),
-                Err(input) => input,
-            },
-            None => input,
+            return Vec::new();
         };
         let mut maps = vec![None; stages.len()];
         self.run_stages(input, last, |stage, x| {
-            for (slot, _) in maps.iter_mut().zip(&stages).filter(|(_, s)| **s == stage) {
+            for (slot, _) in maps.iter_mut().zip(stages).filter(|(_, s)| **s == stage) {
                 *slot = Some(x.clone());
             }
         });
-        Ok(maps.into_iter().flatten().collect())
+        maps.into_iter().flatten().collect()
     }
 
     /// Stem and stages up to and including stage `until`, calling
@@ -403,15 +281,8 @@ impl EfficientNet {
             panic!("{err}");
         }
         let mut x = self.stem.forward(input);
-        let stages = self.fused_stages.len() + self.stages.len();
-        for index in 0..stages.min(until.saturating_add(1)) {
-            // The Fused-MBConv stages come first, then the MBConv ones.
-            x = match index.checked_sub(self.fused_stages.len()) {
-                None => self.fused_stages[index]
-                    .iter()
-                    .fold(x, |x, block| block.forward(x)),
-                Some(i) => self.stages[i].iter().fold(x, |x, block| block.forward(x)),
-            };
+        for (index, stage) in self.stages.iter().enumerate().take(until.saturating_add(1)) {
+            x = stage.iter().fold(x, |x, block| block.forward(x));
             observe(index, &x);
         }
         x
@@ -453,6 +324,22 @@ impl EfficientNet {
     }
 }
 
+/// A visitor's path segment for a module entered: none for an enum's variant (a block's
+/// `MBConv` / `FusedMBConv`), so paths read `stages.1.0.depthwise.conv`, as the checkpoint
+/// key tables name them.
+fn enter(path: &mut Vec<String>, name: &str, container_type: &str) {
+    if !container_type.starts_with("Enum:") {
+        path.push(name.to_string());
+    }
+}
+
+/// Leaves what [`enter`] entered.
+fn exit(path: &mut Vec<String>, container_type: &str) {
+    if !container_type.starts_with("Enum:") {
+        path.pop();
+    }
+}
+
 /// Counts float parameters, skipping `running_mean` / `running_var` buffers.
 #[derive(Default)]
 struct TrainableCounter {
@@ -461,12 +348,12 @@ struct TrainableCounter {
 }
 
 impl ModuleVisitor for TrainableCounter {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
@@ -488,12 +375,12 @@ struct NonFiniteFinder {
 }
 
 impl ModuleVisitor for NonFiniteFinder {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        enter(&mut self.path, name, container_type);
     }
 
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+    fn exit_module(&mut self, _name: &str, container_type: &str) {
+        exit(&mut self.path, container_type);
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {

@@ -110,11 +110,11 @@ impl FusedMBConvConfig {
 
 impl FusedMBConv {
     /// Folds every batch norm into its convolution, for inference
-    /// (see [`ConvBnAct::fuse_batch_norm`]).
-    pub fn fuse_batch_norm(self) -> Self {
+    /// (see [`ConvBnAct::fold_batch_norm`]).
+    pub fn fold_batch_norm(self) -> Self {
         FusedMBConv {
-            conv: self.conv.fuse_batch_norm(),
-            project: self.project.map(ConvBnAct::fuse_batch_norm),
+            conv: self.conv.fold_batch_norm(),
+            project: self.project.map(ConvBnAct::fold_batch_norm),
             ..self
         }
     }
@@ -179,7 +179,7 @@ mod tests {
         let input = Tensor::<4>::random([2, 8, 7, 7], Distribution::Default, &device);
         let expected = block.forward(input.clone());
         block
-            .fuse_batch_norm()
+            .fold_batch_norm()
             .forward(input)
             .into_data()
             .assert_approx_eq::<f32>(&expected.into_data(), Tolerance::absolute(1e-5));

@@ -138,12 +138,12 @@ impl MBConvConfig {
 
 impl MBConv {
     /// Folds every batch norm into its convolution, for inference
-    /// (see [`ConvBnAct::fuse_batch_norm`]).
-    pub fn fuse_batch_norm(self) -> Self {
+    /// (see [`ConvBnAct::fold_batch_norm`]).
+    pub fn fold_batch_norm(self) -> Self {
         MBConv {
-            expand: self.expand.map(ConvBnAct::fuse_batch_norm),
-            depthwise: self.depthwise.fuse_batch_norm(),
-            project: self.project.fuse_batch_norm(),
+            expand: self.expand.map(ConvBnAct::fold_batch_norm),
+            depthwise: self.depthwise.fold_batch_norm(),
+            project: self.project.fold_batch_norm(),
             ..self
         }
     }
@@ -204,7 +204,7 @@ mod tests {
         let device = Device::default();
         let block = MBConvConfig::new(16, 24, 6, 3, 2)
             .with_se_ratio(0.0)
-            .with_style(LayerStyle::new().with_activation(crate::Activation::ReLU6))
+            .with_style(LayerStyle::new().with_activation(crate::model::Activation::ReLU6))
             .init(&device);
         assert!(block.se.is_none());
         let out = block.forward(Tensor::zeros([2, 16, 9, 9], &device));

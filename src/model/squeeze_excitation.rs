@@ -1,6 +1,5 @@
 //! Squeeze-and-excitation (Hu et al. 2018) as EfficientNet uses it.
 
-use crate::model::activation::sigmoid;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::Initializer;
@@ -82,11 +81,6 @@ impl SqueezeExcitation {
     /// - `input`: `[batch, channels, height, width]`
     /// - output: `[batch, channels, height, width]`
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        #[cfg(feature = "flex")]
-        let input = match crate::model::cpu::squeeze_excite(input, |pooled| self.gate(pooled)) {
-            Ok(output) => return output,
-            Err(input) => input,
-        };
         let pooled = input.clone().mean_dim(3).mean_dim(2);
         input * self.gate(pooled)
     }
@@ -95,7 +89,7 @@ impl SqueezeExcitation {
     fn gate(&self, pooled: Tensor<4>) -> Tensor<4> {
         let scale = self.reduce.forward(pooled);
         let scale = self.expand.forward(self.activation.forward(scale));
-        sigmoid(scale)
+        burn::tensor::activation::sigmoid(scale)
     }
 }
 

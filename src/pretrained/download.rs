@@ -113,7 +113,7 @@ impl Cache {
         self.dir.join(name)
     }
 
-    /// [`fetch_limited`](Self::fetch_limited) with [`DEFAULT_MAX_DOWNLOAD_BYTES`].
+    /// [`fetch_limited`](Self::fetch_limited) with a limit of 4 GiB.
     pub fn fetch(&self, url: &str, sha256_prefix: Option<&str>) -> Result<PathBuf, Error> {
         self.fetch_limited(url, sha256_prefix, DEFAULT_MAX_DOWNLOAD_BYTES)
     }

@@ -195,7 +195,7 @@ mod tests {
         let tf: Pretrained = "timm/tf_efficientnetv2_s.in21k_ft_in1k".parse().unwrap();
         assert_eq!((tf.info().resize, tf.info().crop), (384, 384));
         assert_eq!(tf.info().mean, [0.5; 3]);
-        assert_eq!(tf.config().padding, crate::Padding::TfSame);
+        assert_eq!(tf.config().padding, crate::model::Padding::TfSame);
         // ImageNet-21k heads: 21,843 classes.
         let xl: Pretrained = "timm/tf_efficientnetv2_xl.in21k".parse().unwrap();
         assert_eq!(xl.config().num_classes, 21_843);

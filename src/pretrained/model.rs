@@ -2,27 +2,27 @@
 
 use std::path::Path;
 
-use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 
 use crate::error::Error;
 use crate::imagenet::{Prediction, class_names, top_k};
+use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::Preprocess;
 use crate::pretrained::Pretrained;
 
-/// A model ready for inference ([`EfficientNet::for_inference`]: batch norms folded and, on
-/// the flex CPU backend, the network planned for the fast kernels), the exact eval
-/// transform its weights were measured with, and the names of its classes.
+/// A model ready for inference ([`InferenceModel`]: batch norms folded and, on the flex CPU
+/// backend, the network planned for the fast kernels), the exact eval transform its weights
+/// were measured with, and the names of its classes.
 ///
 /// From the registry, [`EfficientNet::pretrained`] (downloads once, then uses the cache) or
 /// [`PretrainedModel::from_file`] (a checkpoint already on disk, no network); from anything
 /// else, [`PretrainedModel::new`].
 #[derive(Debug)]
 pub struct PretrainedModel {
-    /// The model, folded and planned for inference.
-    pub model: EfficientNet,
+    /// The model, prepared for inference.
+    pub model: InferenceModel,
     /// The eval transform (resize, crop, interpolation, mean / std).
     pub preprocess: Preprocess,
     /// Class names by output index: the ImageNet-1k labels for 1000-class registry weights,
@@ -31,17 +31,18 @@ pub struct PretrainedModel {
 }
 
 impl PretrainedModel {
-    /// Refuses weights holding NaN or infinity ([`EfficientNet::check_finite`]), prepares
-    /// `model` for inference ([`EfficientNet::for_inference`]) and keeps it with its
-    /// transform and class names.
+    /// Prepares `model` for inference (an [`EfficientNet`] through
+    /// [`EfficientNet::for_inference`]), refuses weights holding NaN or infinity
+    /// ([`EfficientNet::check_finite`]) and keeps it with its transform and class names.
     pub fn new(
-        model: EfficientNet,
+        model: impl Into<InferenceModel>,
         preprocess: Preprocess,
         classes: Vec<String>,
     ) -> Result<Self, Error> {
-        model.check_finite()?;
+        let model = model.into();
+        model.network().check_finite()?;
         Ok(Self {
-            model: model.for_inference(),
+            model,
             preprocess,
             classes,
         })
@@ -66,7 +67,7 @@ impl PretrainedModel {
 
     /// The device the model runs on.
     pub fn device(&self) -> Device {
-        self.model.devices().into_iter().next().unwrap_or_default()
+        self.model.device()
     }
 
     /// Logits of decoded images, transformed as the weights expect.
@@ -146,7 +147,8 @@ mod tests {
         let weights = Pretrained::TorchvisionB0V1;
         let model = weights.config().init(&device);
         let ready = PretrainedModel::for_weights(weights, model).unwrap();
-        assert!(ready.model.is_fused());
+        assert!(ready.model.network().is_folded());
+        assert_eq!(ready.model.is_planned(), cfg!(feature = "flex"));
         assert_eq!(ready.preprocess, weights.preprocess());
         assert_eq!(ready.classes.len(), 1000);
         assert_eq!(ready.classes[0], "tench");

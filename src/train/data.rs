@@ -74,7 +74,7 @@ impl ImageFolder {
             }
         }
         if items.is_empty() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::NoImages(format!(
                 "no images in {} (expected {}/<class>/<image>.jpg, classes {:?})",
                 root.display(),
                 root.display(),

@@ -46,9 +46,10 @@ pub use data::{Augment, ImageBatch, ImageBatcher, ImageFolder, ImageItem};
 pub use step::Classifier;
 
 use crate::error::Error;
+use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::Preprocess;
-use crate::saved::SavedModel;
+use crate::saved::{SavedModel, SavedNetwork};
 
 /// A training recipe: optimiser, learning-rate schedule and their defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,9 +86,7 @@ impl FromStr for Recipe {
         match s {
             "paper" => Ok(Recipe::Paper),
             "finetune" => Ok(Recipe::Finetune),
-            _ => Err(Error::InvalidInput(format!(
-                "unknown recipe {s:?} (expected paper or finetune)"
-            ))),
+            _ => Err(Error::UnknownRecipe(s.to_string())),
         }
     }
 }
@@ -331,14 +330,10 @@ pub fn train(
     let mut model = model.fork(&devices[0]).train();
     if options.freeze_backbone {
         model.stem = model.stem.freeze();
-        model.fused_stages = model.fused_stages.freeze();
         model.stages = model.stages.freeze();
         model.head = model.head.freeze();
     }
-    let classifier = Classifier {
-        model,
-        label_smoothing: options.label_smoothing,
-    };
+    let classifier = Classifier::new(model, options.label_smoothing);
     // burn-train panics on a checkpoint that does not fit: say what differs instead.
     if options.resume {
         let path = options
@@ -403,9 +398,14 @@ pub fn train(
 
     let device = options.devices[0].clone();
     let model = result.model.model.valid().to_device(&device);
-    let valid = evaluate(&model, &valid_set, &preprocess, options.batch_size)?;
+    let valid = evaluate(
+        &model.clone().for_inference(),
+        &valid_set,
+        &preprocess,
+        options.batch_size,
+    )?;
     let saved = SavedModel {
-        model,
+        model: SavedNetwork::Trainable(model),
         classes,
         preprocess,
     };
@@ -421,7 +421,7 @@ pub fn train(
 
 /// Top-1, top-5 and mean loss of `model` on `dataset` with the eval transform `preprocess`.
 pub fn evaluate(
-    model: &EfficientNet,
+    model: &InferenceModel,
     dataset: &ImageFolder,
     preprocess: &Preprocess,
     batch_size: usize,
@@ -429,7 +429,7 @@ pub fn evaluate(
     use burn::data::dataloader::batcher::Batcher;
     use burn::nn::loss::CrossEntropyLossConfig;
 
-    let device = model.devices().into_iter().next().unwrap_or_default();
+    let device = model.device();
     let batcher = ImageBatcher::eval(preprocess.clone());
     let cross_entropy = CrossEntropyLossConfig::new().init(&device);
     let (mut top1, mut top5, mut loss_sum) = (0usize, 0usize, 0.0f64);

@@ -1,9 +1,13 @@
 //! The model as burn-train sees it: a classifier with a loss.
 
+use std::sync::OnceLock;
+
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::Tensor;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
+use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
 use crate::train::data::ImageBatch;
 
@@ -16,20 +20,67 @@ pub struct Classifier {
     /// Label smoothing (0.1 in the paper), or `None`.
     #[module(skip)]
     pub label_smoothing: Option<f32>,
+    /// The network prepared for inference, made at the first validation step of this copy.
+    #[module(skip)]
+    inference: ValidationModel,
+}
+
+/// The network as validation runs it: an [`InferenceModel`] (on the CPU, the planned
+/// engine instead of Burn's ops), made once per copy of the module. burn-train validates
+/// each epoch on a fresh `valid()` copy, which gets a fresh, empty one: a clone never
+/// carries a prepared model over (not even from the copy it was cloned from), so the
+/// prepared model always holds the weights of the copy that made it, which validation
+/// does not change.
+#[derive(Debug, Default)]
+struct ValidationModel(OnceLock<InferenceModel>);
+
+impl Clone for ValidationModel {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
 }
 
 impl Classifier {
-    /// Logits and loss for a batch.
+    /// `model` with its loss.
+    pub fn new(model: EfficientNet, label_smoothing: Option<f32>) -> Self {
+        Self {
+            model,
+            label_smoothing,
+            inference: ValidationModel::default(),
+        }
+    }
+
+    /// Logits and loss for a batch, the network run as it is (training: autodiff, dropout
+    /// and batch statistics).
     pub fn forward_classification(&self, batch: ImageBatch) -> ClassificationOutput {
         let output = self.model.forward(batch.images);
+        self.classification(output, batch.targets)
+    }
+
+    /// Logits and loss for a validation batch, through the network prepared for inference
+    /// (the same values to float rounding as the network in evaluation mode).
+    fn validation(&self, batch: ImageBatch) -> ClassificationOutput {
+        let model = self
+            .inference
+            .0
+            .get_or_init(|| self.model.clone().for_inference());
+        let output = model.forward(batch.images);
+        self.classification(output, batch.targets)
+    }
+
+    fn classification(
+        &self,
+        output: Tensor<2>,
+        targets: Tensor<1, burn::tensor::Int>,
+    ) -> ClassificationOutput {
         let loss = CrossEntropyLossConfig::new()
             .with_smoothing(self.label_smoothing)
             .init(&output.device())
-            .forward(output.clone(), batch.targets.clone());
+            .forward(output.clone(), targets.clone());
         ClassificationOutput {
             loss,
             output,
-            targets: batch.targets,
+            targets,
         }
     }
 }
@@ -49,6 +100,6 @@ impl InferenceStep for Classifier {
     type Output = ClassificationOutput;
 
     fn step(&self, batch: ImageBatch) -> ClassificationOutput {
-        self.forward_classification(batch)
+        self.validation(batch)
     }
 }

@@ -189,8 +189,7 @@ pub fn key_table(config: &EfficientNetConfig, layout: KeyLayout) -> Result<Vec<M
     push(stem_conv.into(), "stem.conv", Conv);
     push(stem_bn.into(), "stem.bn", BatchNorm);
 
-    // Stages.
-    let fused_stages = config.fused_stage_count();
+    // Stages: one list, the Fused-MBConv stages (if any) first, as the model keeps them.
     let mut flat = 0;
     for (s, stage) in blocks.iter().enumerate() {
         for (j, block) in stage.iter().enumerate() {
@@ -198,12 +197,12 @@ pub fn key_table(config: &EfficientNetConfig, layout: KeyLayout) -> Result<Vec<M
                 BlockConfig::MBConv(block) => block,
                 BlockConfig::FusedMBConv(block) => {
                     for (sub, source, kind) in fused_layers(block, layout, s, j)? {
-                        push(source, &format!("fused_stages.{s}.{j}.{sub}"), kind);
+                        push(source, &format!("stages.{s}.{j}.{sub}"), kind);
                     }
                     continue;
                 }
             };
-            let ours = format!("stages.{}.{j}", s - fused_stages);
+            let ours = format!("stages.{s}.{j}");
             let expand = block.expand_ratio != 1;
             let se = block.se_ratio > 0.0;
             // (our sub-module, checkpoint prefix, kind) for each layer the block has.
@@ -388,17 +387,17 @@ mod tests {
         // Stage 1: expand ratio 1, one convolution; stage 2: fused conv + projection.
         let tv = |t| find(&table, t);
         assert_eq!(
-            tv("fused_stages.0.1.conv.conv").as_deref(),
+            tv("stages.0.1.conv.conv").as_deref(),
             Some("features.1.1.block.0.0")
         );
-        assert_eq!(tv("fused_stages.0.1.project.conv"), None);
+        assert_eq!(tv("stages.0.1.project.conv"), None);
         assert_eq!(
-            tv("fused_stages.1.0.project.bn").as_deref(),
+            tv("stages.1.0.project.bn").as_deref(),
             Some("features.2.0.block.1.1")
         );
-        // The first MBConv stage is our `stages.0` and torchvision's `features.4`.
+        // The first MBConv stage is our `stages.3` and torchvision's `features.4`.
         assert_eq!(
-            tv("stages.0.0.expand.conv").as_deref(),
+            tv("stages.3.0.expand.conv").as_deref(),
             Some("features.4.0.block.0.0")
         );
         assert_eq!(tv("head.conv").as_deref(), Some("features.7.0"));
@@ -406,19 +405,19 @@ mod tests {
         let table = key_table(&config, KeyLayout::Timm).unwrap();
         let timm = |t| find(&table, t);
         assert_eq!(
-            timm("fused_stages.0.0.conv.conv").as_deref(),
+            timm("stages.0.0.conv.conv").as_deref(),
             Some("blocks.0.0.conv")
         );
         assert_eq!(
-            timm("fused_stages.2.3.conv.conv").as_deref(),
+            timm("stages.2.3.conv.conv").as_deref(),
             Some("blocks.2.3.conv_exp")
         );
         assert_eq!(
-            timm("fused_stages.2.3.project.bn").as_deref(),
+            timm("stages.2.3.project.bn").as_deref(),
             Some("blocks.2.3.bn2")
         );
         assert_eq!(
-            timm("stages.2.14.project.conv").as_deref(),
+            timm("stages.5.14.project.conv").as_deref(),
             Some("blocks.5.14.conv_pwl")
         );
 

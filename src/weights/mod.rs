@@ -240,8 +240,10 @@ impl EfficientNet {
         }
 
         // Shapes, before anything is applied, compared in PyTorch's convention.
+        // Paths without the blocks' enum variants (`stages.1.0.depthwise.conv.weight`), as
+        // the key tables name them.
         let ours: HashMap<String, (Vec<usize>, DType)> = self
-            .collect(None, None, false)
+            .collect(None, None, true)
             .into_iter()
             .map(|t| (t.name.clone(), (t.shape.to_vec(), t.dtype)))
             .collect();
@@ -273,7 +275,7 @@ impl EfficientNet {
                 None => Ok(tensor),
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let result = self.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), false);
+        let result = self.apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true);
         let missing: Vec<String> = result
             .missing
             .iter()
@@ -301,33 +303,81 @@ impl EfficientNet {
         Ok(self)
     }
 
+    /// The keys a `layout` checkpoint of this model holds, with their shapes, in PyTorch's
+    /// naming and convention (a Linear weight `[out, in]`), as the reference library's
+    /// `state_dict()` lists them, batch norms' `num_batches_tracked` included: what
+    /// [`load_pytorch`](Self::load_pytorch) reads, and what a file must hold to load into
+    /// this model.
+    pub fn checkpoint_keys(
+        &self,
+        layout: KeyLayout,
+    ) -> Result<BTreeMap<String, Vec<usize>>, Error> {
+        let shapes: HashMap<String, Vec<usize>> = self
+            .collect(None, None, true)
+            .into_iter()
+            .map(|t| (t.name.clone(), t.shape.to_vec()))
+            .collect();
+        let mut keys = BTreeMap::new();
+        for mapping in key_table(self.config(), layout)? {
+            for &leaf in mapping.kind.leaves() {
+                let param = format!("{}.{}", mapping.target, mapping.kind.burn_leaf(leaf));
+                let mut shape = shapes.get(&param).cloned().unwrap_or_default();
+                if mapping.kind.is_transposed(leaf) {
+                    shape.reverse();
+                }
+                keys.insert(format!("{}.{leaf}", mapping.source), shape);
+            }
+            if mapping.kind == layout::LayerKind::BatchNorm {
+                keys.insert(format!("{}.num_batches_tracked", mapping.source), vec![]);
+            }
+        }
+        Ok(keys)
+    }
+
     /// Saves the weights in Burn's native burnpack format (`path`, conventionally `.bpk`).
     /// The architecture is not stored: keep the config (it is serialisable, see
     /// [`EfficientNetConfig::save`](burn::config::Config::save)).
     pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<(), Error> {
         let path = path.as_ref();
         let mut store = BurnpackStore::from_file(path).overwrite(true);
-        self.save_into(&mut store).map_err(|e| Error::Checkpoint {
-            path: path.display().to_string(),
-            reason: format!("writing burnpack failed: {e}"),
-        })
+        self.save_into(&mut store)
+            .map_err(|e| Error::write(path)(std::io::Error::other(format!("burnpack: {e}"))))
     }
 
     /// Loads weights saved by [`save_burnpack`](Self::save_burnpack) into a model built from
     /// the same config; every tensor must match (a mismatch names the tensor and both shapes).
+    ///
+    /// Files saved before the model kept one list of stages (with `fused_stages.*` and
+    /// `stages.*` counted apart, and no block variant in the paths) load too: their names
+    /// are read into today's.
     pub fn load_burnpack(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
         let path = path.as_ref();
-        if let Some(reason) = burnpack_mismatch(&self, path)? {
+        let fused_stages = self.config().fused_stage_count();
+        let index = burnpack_index(path)?
+            .into_iter()
+            .map(|(name, shape)| (burnpack_name(&name, fused_stages), shape))
+            .collect();
+        if let Some(reason) = index_mismatch(&self, &index, true) {
             return Err(Error::Checkpoint {
                 path: path.display().to_string(),
                 reason: format!("it does not match this model: {reason}"),
             });
         }
-        let mut store = BurnpackStore::from_file(path);
-        let result = self.load_from(&mut store).map_err(|e| Error::Checkpoint {
+        let not_readable = |e: &dyn std::fmt::Display| Error::Checkpoint {
             path: path.display().to_string(),
             reason: format!("not a readable burnpack file for this model: {e}"),
-        })?;
+        };
+        let tensors: Vec<PackTensor> = BurnpackStore::from_file(path)
+            .get_all_tensors()
+            .map_err(|e| not_readable(&e))?
+            .values()
+            .cloned()
+            .map(|mut tensor| {
+                tensor.name = burnpack_name(&tensor.name, fused_stages);
+                tensor
+            })
+            .collect();
+        let result = self.apply(tensors, None, None, true);
         if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
             return Err(Error::Checkpoint {
                 path: path.display().to_string(),
@@ -335,6 +385,26 @@ impl EfficientNet {
             });
         }
         Ok(self)
+    }
+}
+
+/// A burnpack tensor name as the model's paths without enum variants
+/// (`collect(.., true)`) read it: today's files name each block's variant
+/// (`stages.1.0.MBConv.depthwise.conv.weight`), which is dropped; files from before the one
+/// stage list named Fused-MBConv stages `fused_stages.{s}` and MBConv stages `stages.{i}`
+/// from 0, which become `stages.{s}` and `stages.{i + fused_stages}`.
+pub(crate) fn burnpack_name(name: &str, fused_stages: usize) -> String {
+    let segments: Vec<&str> = name.split('.').collect();
+    match segments.as_slice() {
+        ["stages", stage, block, "MBConv" | "FusedMBConv", rest @ ..] => {
+            format!("stages.{stage}.{block}.{}", rest.join("."))
+        }
+        ["fused_stages", rest @ ..] => format!("stages.{}", rest.join(".")),
+        ["stages", stage, rest @ ..] => match stage.parse::<usize>() {
+            Ok(stage) => format!("stages.{}.{}", stage + fused_stages, rest.join(".")),
+            Err(_) => name.to_string(),
+        },
+        _ => name.to_string(),
     }
 }
 
@@ -355,14 +425,23 @@ pub(crate) fn burnpack_index(path: &Path) -> Result<BTreeMap<String, Vec<usize>>
 
 /// How a burnpack file's tensors differ from `module`'s, or `None` if they fit: the first
 /// tensor whose shape differs (its name and both shapes), else the missing and unexpected
-/// names. Reads the file's index, not its data.
+/// names. Reads the file's index, not its data; names compare exactly, as Burn loads them.
 pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
     module: &M,
     path: &Path,
 ) -> Result<Option<String>, Error> {
-    let file = burnpack_index(path)?;
+    Ok(index_mismatch(module, &burnpack_index(path)?, false))
+}
+
+/// How a file's tensors (`file`: names and shapes) differ from `module`'s, with `module`'s
+/// paths taken with or without enum variants.
+fn index_mismatch<M: ModuleSnapshot>(
+    module: &M,
+    file: &BTreeMap<String, Vec<usize>>,
+    skip_enum_variants: bool,
+) -> Option<String> {
     let ours: BTreeMap<String, Vec<usize>> = module
-        .collect(None, None, false)
+        .collect(None, None, skip_enum_variants)
         .into_iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect();
@@ -370,9 +449,9 @@ pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
         if let Some(theirs) = file.get(name)
             && theirs != shape
         {
-            return Ok(Some(format!(
+            return Some(format!(
                 "`{name}` is {theirs:?} in the file and {shape:?} in the model"
-            )));
+            ));
         }
     }
     let missing: Vec<String> = ours
@@ -386,13 +465,48 @@ pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
         .cloned()
         .collect();
     if missing.is_empty() && unexpected.is_empty() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(format!(
+    Some(format!(
         "{} tensors missing [{}], {} unexpected [{}]",
         missing.len(),
         abbreviate(&missing, 4),
         unexpected.len(),
         abbreviate(&unexpected, 4)
-    )))
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::burnpack_name;
+
+    #[test]
+    fn burnpack_names_read_into_todays_paths() {
+        // Today's files: the block's variant is dropped.
+        assert_eq!(
+            burnpack_name("stages.4.2.MBConv.se.reduce.weight", 3),
+            "stages.4.2.se.reduce.weight"
+        );
+        assert_eq!(
+            burnpack_name("stages.0.1.FusedMBConv.conv.conv.weight", 3),
+            "stages.0.1.conv.conv.weight"
+        );
+        // Before the one stage list: Fused-MBConv stages kept their index, MBConv stages
+        // come after them.
+        assert_eq!(
+            burnpack_name("fused_stages.2.0.project.bn.gamma", 3),
+            "stages.2.0.project.bn.gamma"
+        );
+        assert_eq!(
+            burnpack_name("stages.0.0.depthwise.conv.weight", 3),
+            "stages.3.0.depthwise.conv.weight"
+        );
+        // V1 files (no Fused-MBConv stages) keep their names; the rest is left alone.
+        assert_eq!(
+            burnpack_name("stages.6.0.project.conv.weight", 0),
+            "stages.6.0.project.conv.weight"
+        );
+        assert_eq!(burnpack_name("stem.conv.weight", 3), "stem.conv.weight");
+        assert_eq!(burnpack_name("classifier.bias", 3), "classifier.bias");
+    }
 }

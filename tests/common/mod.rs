@@ -89,8 +89,19 @@ pub fn model_runs_in(dtype: burn::tensor::FloatDType) {
     let logits = model.forward(input.clone());
     assert_eq!(logits.dtype(), expected);
     assert!(logits.clone().into_data().iter::<f32>().all(f32::is_finite));
-    let folded = model.clone().fuse_batch_norm();
+    let folded = model.clone().fold_batch_norms();
     assert_eq!(folded.forward(input.clone()).dtype(), expected);
+    // Not f32: an InferenceModel runs the folded network on Burn's ops, not the CPU engine.
+    let prepared = model.clone().for_inference();
+    assert!(!prepared.is_planned());
+    let prepared_logits = prepared.forward(input.clone());
+    assert_eq!(prepared_logits.dtype(), expected);
+    assert!(
+        prepared_logits
+            .into_data()
+            .iter::<f32>()
+            .all(f32::is_finite)
+    );
     let top = top_k(logits, 3, &[]).unwrap();
     assert_eq!((top.len(), top[0].len()), (2, 3));
     assert!(top[0][0].prob >= top[0][1].prob);

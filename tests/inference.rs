@@ -1,13 +1,15 @@
-//! The planned CPU inference path (`EfficientNet::for_inference`): when a model is planned,
-//! when a planned model falls back to Burn's ops, and what every loader returns. Its
-//! numbers against Burn's ops and the reference libraries are in `tests/parity.rs`.
+//! `InferenceModel` (`EfficientNet::for_inference`): when it is planned for the CPU engine,
+//! when it runs Burn's ops, and what every loader returns. Its numbers against Burn's ops
+//! and the reference libraries are in `tests/parity.rs`.
 
 mod common;
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::max_abs_diff;
-use efficientnet_burn::{EfficientNet, EfficientNetConfig, PretrainedModel, SavedModel};
+use efficientnet_burn::{
+    EfficientNet, EfficientNetConfig, InferenceModel, PretrainedModel, SavedModel, SavedNetwork,
+};
 
 fn slim() -> EfficientNetConfig {
     EfficientNetConfig::b0()
@@ -25,67 +27,64 @@ fn for_inference_plans_on_flex_and_matches_the_unplanned_model() {
     let device = Device::flex();
     let model = slim().init(&device).valid();
     let planned = model.clone().for_inference();
-    assert!(planned.is_planned() && planned.is_fused());
-    assert!(!model.is_planned() && !model.clone().fuse_batch_norm().is_planned());
-    // Planning twice is planning once.
-    assert!(planned.clone().for_inference().is_planned());
+    assert!(planned.is_planned() && planned.network().is_folded());
+    // Preparing a folded network again is the same preparation.
+    let again = InferenceModel::new(planned.network().clone());
+    assert!(again.is_planned());
     for batch in [1, 3] {
         let x = input(batch, &device);
-        let diff = max_abs_diff(
-            &planned.forward(x.clone()).into_data(),
-            &model.forward(x).into_data(),
-        );
-        assert!(diff <= 1e-5, "batch {batch}: {diff}");
+        let expected = model.forward(x.clone()).into_data();
+        for (form, got) in [("planned", &planned), ("prepared twice", &again)] {
+            let diff = max_abs_diff(&got.forward(x.clone()).into_data(), &expected);
+            assert!(diff <= 1e-5, "{form}, batch {batch}: {diff}");
+        }
     }
 }
 
 #[test]
-fn a_model_whose_weights_change_after_planning_runs_its_new_weights() {
-    // Clones share the plan; loading other weights into one must not run the weights it was
-    // planned with: another checkpoint (the timm fixture's trained-like weights) and a
-    // fine-tuned head (only the classifier changed).
+fn other_weights_make_another_inference_model() {
+    // An InferenceModel cannot change its weights (nothing to go stale): loading another
+    // checkpoint or fine-tuning a head happens on the EfficientNet, which is then prepared
+    // again, and runs its new weights.
     let device = Device::flex();
     let config = EfficientNetConfig::b0()
         .with_width(0.25)
         .with_depth(0.34)
         .with_num_classes(10);
-    let planned = config.init(&device).for_inference();
+    let first = config.init(&device);
+    let planned = first.clone().for_inference();
     let checkpoint = EfficientNet::from_pytorch(
         common::fixture("timm_small.pth"),
         config.clone(),
         efficientnet_burn::WeightSource::Timm,
         &device,
     )
-    .unwrap()
-    .fuse_batch_norm();
-    let mut fine_tuned = planned.clone();
+    .unwrap();
+    let mut fine_tuned = first.valid();
     let bias = fine_tuned.classifier.bias.take().unwrap().val();
     fine_tuned.classifier.bias = Some(burn::module::Param::from_tensor(bias.add_scalar(1.0)));
     let x = input(2, &device);
     for (what, other) in [("checkpoint", checkpoint), ("fine-tuned head", fine_tuned)] {
-        let expected = other.forward(x.clone()).into_data();
-        let stale = max_abs_diff(&planned.forward(x.clone()).into_data(), &expected);
+        let expected = other.clone().valid().forward(x.clone()).into_data();
+        let before = max_abs_diff(&planned.forward(x.clone()).into_data(), &expected);
         assert!(
-            stale > 1e-2,
-            "{what}: the test needs different weights ({stale})"
+            before > 1e-2,
+            "{what}: the test needs different weights ({before})"
         );
-        let reloaded = planned.clone().load_record(other.into_record());
-        assert!(reloaded.is_planned(), "the plan travels with the module");
-        let diff = max_abs_diff(&reloaded.forward(x.clone()).into_data(), &expected);
+        let prepared = other.for_inference();
+        assert!(prepared.is_planned());
+        let diff = max_abs_diff(&prepared.forward(x.clone()).into_data(), &expected);
         assert!(diff <= 1e-5, "{what}: {diff}");
-        let replanned = reloaded.for_inference();
-        let diff = max_abs_diff(&replanned.forward(x.clone()).into_data(), &expected);
-        assert!(diff <= 1e-5, "{what} planned again: {diff}");
     }
 }
 
 #[test]
 fn a_model_built_for_autodiff_is_planned_on_the_inner_device() {
-    // `for_inference` drops autodiff (as `fuse_batch_norm` always has), so a model built on
+    // `for_inference` drops autodiff (as `fold_batch_norms` always has), so a model built on
     // an autodiff device comes back planned for plain flex tensors.
     let device = Device::flex().autodiff();
     let model = slim().init(&device).for_inference();
-    assert!(model.is_planned() && model.is_fused());
+    assert!(model.is_planned() && model.network().is_folded());
     assert_eq!(model.forward(input(1, &Device::flex())).dims(), [1, 7]);
 }
 
@@ -128,12 +127,16 @@ fn loaders_for_inference_return_planned_models() {
     .unwrap();
     assert!(pretrained.model.is_planned());
 
-    // A SavedModel saved folded comes back planned; saved as trained, it comes back as
-    // trained (to resume training).
+    // A SavedModel saved for inference comes back planned; saved as trained, it comes back
+    // as trained (to resume training).
     let dir = std::env::temp_dir().join(format!("efficientnet-planned-{}", std::process::id()));
     for (name, model, planned) in [
-        ("folded", model.clone().fuse_batch_norm(), true),
-        ("trained", model, false),
+        (
+            "folded",
+            SavedNetwork::Inference(model.clone().for_inference()),
+            true,
+        ),
+        ("trained", SavedNetwork::Trainable(model), false),
     ] {
         let path = dir.join(name);
         let classes = (0..7).map(|i| format!("c{i}")).collect();
@@ -145,7 +148,10 @@ fn loaders_for_inference_return_planned_models() {
         .save(&path)
         .unwrap();
         let loaded = SavedModel::load(&path, &device).unwrap();
-        assert_eq!(loaded.model.is_planned(), planned, "{name}");
+        match loaded.model {
+            SavedNetwork::Inference(model) => assert!(planned && model.is_planned(), "{name}"),
+            SavedNetwork::Trainable(model) => assert!(!planned && !model.is_folded(), "{name}"),
+        }
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

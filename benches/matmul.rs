@@ -1,0 +1,108 @@
+//! The CPU engine's 1x1 convolution (a matrix product with its bias, SiLU and residual
+//! applied to each tile as it is finished) against the `gemm` crate (the kernels Burn's flex
+//! backend uses) followed by the same epilogue as a separate pass: the number that justifies
+//! a hand-written kernel. Shapes are B0's 1x1 layers at batch 1, 224x224 input:
+//!
+//! | map | layer | rows (pixels) x k -> n |
+//! |---|---|---|
+//! | 56x56 | stage 3 expansion | 3136 x 24 -> 144 |
+//! | 56x56 | stage 3 projection (+ residual) | 3136 x 144 -> 24 |
+//! | 14x14 | stage 5 expansion | 196 x 80 -> 480 |
+//! | 14x14 | stage 5 projection (+ residual) | 196 x 480 -> 80 |
+//! | 7x7 | stage 7 expansion | 49 x 192 -> 1152 |
+//! | 7x7 | head | 49 x 320 -> 1280 |
+//!
+//! ```text
+//! cargo bench --bench matmul
+//! ```
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use efficientnet_burn::__bench::{PackedWeights, epilogue_pass};
+
+/// A deterministic pseudo-random vector in [-0.5, 0.5).
+fn values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+            (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
+/// `c = a * b` with the `gemm` crate over rayon's pool (all row-major).
+fn gemm_crate(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n);
+    // SAFETY: `c` is m x n with row stride n, `a` m x k with row stride k, `b` k x n with
+    // row stride n, all inside their slices (asserted).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+}
+
+fn pointwise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("pointwise");
+    // (name, rows, k, n, SiLU, residual)
+    let shapes = [
+        ("56x56 expand", 3136, 24, 144, true, false),
+        ("56x56 project", 3136, 144, 24, false, true),
+        ("14x14 expand", 196, 80, 480, true, false),
+        ("14x14 project", 196, 480, 80, false, true),
+        ("7x7 expand", 49, 192, 1152, true, false),
+        ("7x7 head", 49, 320, 1280, true, false),
+    ];
+    for (name, m, k, n, silu, has_residual) in shapes {
+        let a = values(m * k, 1);
+        let weights = values(k * n, 2);
+        let bias = values(n, 3);
+        let residual = has_residual.then(|| values(m * n, 4));
+        let residual = residual.as_deref();
+        let packed = PackedWeights::new(k, n, &weights);
+        let mut ours = vec![0.0; m * n];
+        let mut theirs = vec![0.0; m * n];
+        // The two agree (to float rounding) before either is timed.
+        packed.product(&a, &bias, silu, residual, &mut ours);
+        gemm_crate(m, k, n, &a, &weights, &mut theirs);
+        epilogue_pass(&mut theirs, &bias, silu, residual);
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "{name}: the two products differ by {worst}");
+
+        let id = format!("{m}x{k}x{n}");
+        group.bench_function(BenchmarkId::new(format!("{name}/engine"), &id), |b| {
+            b.iter(|| packed.product(&a, &bias, silu, residual, &mut ours))
+        });
+        group.bench_function(BenchmarkId::new(format!("{name}/gemm+pass"), &id), |b| {
+            b.iter(|| {
+                gemm_crate(m, k, n, &a, &weights, &mut theirs);
+                epilogue_pass(&mut theirs, &bias, silu, residual);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pointwise);
+criterion_main!(benches);

@@ -1,0 +1,306 @@
+//! Depthwise convolution on NHWC maps, vectorised across channels: one output row at a
+//! time, each pixel's channels in chunks of 64, 16, 8 and 1 lanes, several pixels in
+//! flight, with the bias, the activation and the per-channel sums the squeeze-excitation
+//! needs taken in the same pass.
+
+use burn::nn::PaddingConfig2d;
+
+use crate::cpu::isa::{Isa, Kernel};
+use crate::cpu::padding::Pads;
+use crate::model::activation::Activation;
+
+/// A depthwise convolution with its folded bias; `taps` is `[k * k][channels]`.
+#[derive(Debug)]
+pub(crate) struct Depthwise {
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) padding: PaddingConfig2d,
+    pub(crate) channels: usize,
+    pub(crate) taps: Vec<f32>,
+    pub(crate) bias: Vec<f32>,
+    pub(crate) activation: Option<Activation>,
+}
+
+/// What a depthwise output row needs to know of its input.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Geometry {
+    /// The input row that the input slice starts at (a band of the map, or 0).
+    pub(crate) first_row: usize,
+    pub(crate) height: usize,
+    pub(crate) width: usize,
+    pub(crate) channels: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) top: usize,
+    pub(crate) left: usize,
+    pub(crate) out_width: usize,
+}
+
+impl Geometry {
+    /// `dw` over a `height x width` input padded by `pads`, whose values start at input row
+    /// `first_row`.
+    pub(crate) fn new(
+        dw: &Depthwise,
+        (height, width): (usize, usize),
+        pads: &Pads,
+        out_width: usize,
+        first_row: usize,
+    ) -> Self {
+        Self {
+            first_row,
+            height,
+            width,
+            channels: dw.channels,
+            kernel: dw.kernel,
+            stride: dw.stride,
+            top: pads.top,
+            left: pads.left,
+            out_width,
+        }
+    }
+}
+
+/// Output rows `first_oy..` of a depthwise convolution (`out`: rows of
+/// `[out_width][channels]`), each row's channel sums into `sums` (a row of `channels` per
+/// output row): the unit of work handed to [`Detected::run`](crate::cpu::isa::Detected::run).
+pub(crate) struct Rows<'a> {
+    pub(crate) input: &'a [f32],
+    pub(crate) geometry: &'a Geometry,
+    pub(crate) dw: &'a Depthwise,
+    pub(crate) first_oy: usize,
+    pub(crate) out: &'a mut [f32],
+    pub(crate) sums: &'a mut [f32],
+}
+
+impl Kernel for Rows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) {
+        let Self {
+            input,
+            geometry,
+            dw,
+            first_oy,
+            out,
+            sums,
+        } = self;
+        let g = geometry;
+        let rows = out
+            .chunks_exact_mut(g.out_width * g.channels)
+            .zip(sums.chunks_exact_mut(g.channels));
+        for (row, (out, sums)) in rows.enumerate() {
+            let mut first = 0;
+            while first < g.channels {
+                let left = g.channels - first;
+                let oy = first_oy + row;
+                first += if left >= 64 {
+                    chunk::<64, 2, I>(isa, input, g, dw, oy, first, out, sums)
+                } else if left >= 16 {
+                    chunk::<16, 4, I>(isa, input, g, dw, oy, first, out, sums)
+                } else if left >= 8 {
+                    chunk::<8, 4, I>(isa, input, g, dw, oy, first, out, sums)
+                } else {
+                    chunk::<1, 1, I>(isa, input, g, dw, oy, first, out, sums)
+                };
+            }
+        }
+    }
+}
+
+/// One depthwise output pixel's `L` channels: activation, into the row's channel `totals`,
+/// stored at `out[start..]`. (A function, not a closure: a closure is compiled apart from
+/// the kernel, without its target features.)
+#[inline(always)]
+fn finish_pixel<const L: usize, I: Isa>(
+    isa: I,
+    mut acc: [f32; L],
+    activation: Option<Activation>,
+    totals: &mut [f32; L],
+    out: &mut [f32],
+    start: usize,
+) {
+    isa.activate(&mut acc, activation);
+    for (total, &value) in totals.iter_mut().zip(&acc) {
+        *total += value;
+    }
+    let out: &mut [f32; L] = (&mut out[start..start + L]).try_into().expect("L values");
+    *out = acc;
+}
+
+/// Channels `first..first + L` of output row `oy`; returns `L`. Output pixels whose window
+/// lies inside the input go `PX` at a time, so that `PX` accumulators per lane group are
+/// in flight (one alone waits on its previous multiply-add at every tap).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn chunk<const L: usize, const PX: usize, I: Isa>(
+    isa: I,
+    input: &[f32],
+    g: &Geometry,
+    dw: &Depthwise,
+    oy: usize,
+    first: usize,
+    out: &mut [f32],
+    sums: &mut [f32],
+) -> usize {
+    let (c, k, s) = (g.channels, g.kernel, g.stride);
+    let bias: [f32; L] = dw.bias[first..first + L].try_into().expect("L values");
+    let mut total = [0.0f32; L];
+    // Taps inside the input: padded row `oy * stride + ky` is input row that minus `top`.
+    let base_y = oy * s;
+    let ky_range = g.top.saturating_sub(base_y)..k.min((g.height + g.top).saturating_sub(base_y));
+    // Output columns whose whole window is inside the input: `ox * s >= left` and
+    // `ox * s + k <= width + left`.
+    let inside_start = g.left.div_ceil(s);
+    let inside_end = match (g.width + g.left).checked_sub(k) {
+        Some(last) => (last / s + 1).min(g.out_width),
+        None => 0,
+    };
+    let mut ox = 0;
+    while ox < g.out_width {
+        if PX > 1 && ox >= inside_start && ox + PX <= inside_end {
+            let mut acc = [bias; PX];
+            for ky in ky_range.clone() {
+                let row = (base_y + ky - g.top - g.first_row) * g.width;
+                for kx in 0..k {
+                    let tap = (ky * k + kx) * c + first;
+                    let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let start = (row + (ox + p) * s + kx - g.left) * c + first;
+                        let src: &[f32; L] = input[start..start + L].try_into().expect("L values");
+                        for lane in 0..L {
+                            acc[lane] = isa.mul_add(w[lane], src[lane], acc[lane]);
+                        }
+                    }
+                }
+            }
+            for (p, acc) in acc.into_iter().enumerate() {
+                let start = (ox + p) * c + first;
+                finish_pixel::<L, I>(isa, acc, dw.activation, &mut total, out, start);
+            }
+            ox += PX;
+            continue;
+        }
+        let base_x = ox * s;
+        let kx_range =
+            g.left.saturating_sub(base_x)..k.min((g.width + g.left).saturating_sub(base_x));
+        let mut acc = bias;
+        for ky in ky_range.clone() {
+            let iy = base_y + ky - g.top - g.first_row;
+            for kx in kx_range.clone() {
+                let ix = base_x + kx - g.left;
+                let start = (iy * g.width + ix) * c + first;
+                let src: &[f32; L] = input[start..start + L].try_into().expect("L values");
+                let tap = (ky * k + kx) * c + first;
+                let w: &[f32; L] = dw.taps[tap..tap + L].try_into().expect("L values");
+                for lane in 0..L {
+                    acc[lane] = isa.mul_add(w[lane], src[lane], acc[lane]);
+                }
+            }
+        }
+        finish_pixel::<L, I>(isa, acc, dw.activation, &mut total, out, ox * c + first);
+        ox += 1;
+    }
+    for (sum, total) in sums[first..first + L].iter_mut().zip(total) {
+        *sum = total;
+    }
+    L
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::conv::Conv2dConfig;
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::*;
+    use crate::cpu::isa::Detected;
+
+    #[test]
+    fn every_instruction_set_matches_burns_convolution() {
+        let device = Device::flex();
+        // 91 channels run the 64-, 16-, 8- and 1-lane chunks; sizes from 1x1 up, every
+        // padding, both strides and kernels.
+        let channels = 91;
+        let cases = [
+            // (kernel, stride, padding, height, width)
+            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 9, 9),
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 12, 11),
+            (5, 2, PaddingConfig2d::Explicit(2, 2, 2, 2), 7, 8),
+            (5, 1, PaddingConfig2d::Same, 6, 5),
+            (3, 2, PaddingConfig2d::Same, 8, 8),
+            (5, 2, PaddingConfig2d::Same, 10, 13),
+            (3, 1, PaddingConfig2d::Valid, 4, 4),
+            (3, 2, PaddingConfig2d::Same, 1, 1),
+        ];
+        for (kernel, stride, padding, height, width) in cases {
+            let conv = Conv2dConfig::new([channels, channels], [kernel, kernel])
+                .with_groups(channels)
+                .with_stride([stride, stride])
+                .with_padding(padding.clone())
+                .init(&device);
+            let input =
+                Tensor::<4>::random([1, channels, height, width], Distribution::Default, &device);
+            let expected = burn::tensor::activation::silu(conv.forward(input.clone()));
+            let [_, _, out_height, out_width] = expected.dims();
+            let expected = expected.permute([0, 2, 3, 1]).into_data();
+            let expected = expected.as_slice::<f32>().unwrap();
+
+            let weight = conv.weight.val().into_data().try_to_vec::<f32>().unwrap();
+            let taps_per_channel = kernel * kernel;
+            let dw = Depthwise {
+                kernel,
+                stride,
+                padding: padding.clone(),
+                channels,
+                taps: (0..taps_per_channel * channels)
+                    .map(|i| weight[(i % channels) * taps_per_channel + i / channels])
+                    .collect(),
+                bias: conv
+                    .bias
+                    .as_ref()
+                    .unwrap()
+                    .val()
+                    .into_data()
+                    .try_to_vec()
+                    .unwrap(),
+                activation: Some(Activation::SiLU),
+            };
+            let nhwc = input
+                .permute([0, 2, 3, 1])
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let pads = Pads::resolve(&padding, height, width, kernel, stride);
+            assert_eq!(
+                pads.output_size(height, width, kernel, stride),
+                (out_height, out_width)
+            );
+            let geometry = Geometry::new(&dw, (height, width), &pads, out_width, 0);
+            for isa in Detected::all() {
+                let mut out = vec![f32::NAN; out_height * out_width * channels];
+                let mut sums = vec![f32::NAN; out_height * channels];
+                isa.run(Rows {
+                    input: &nhwc,
+                    geometry: &geometry,
+                    dw: &dw,
+                    first_oy: 0,
+                    out: &mut out,
+                    sums: &mut sums,
+                });
+                let case = format!("{isa:?} k{kernel} s{stride} {padding:?} {height}x{width}");
+                for (got, want) in out.iter().zip(expected) {
+                    assert!((got - want).abs() < 1e-5, "{case}: {got} vs {want}");
+                }
+                // Each row's channel sums.
+                for (row, sums) in sums.chunks_exact(channels).enumerate() {
+                    for (channel, &sum) in sums.iter().enumerate() {
+                        let want: f32 = (0..out_width)
+                            .map(|x| out[(row * out_width + x) * channels + channel])
+                            .sum();
+                        assert!((sum - want).abs() < 1e-4, "{case}: sum {sum} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}

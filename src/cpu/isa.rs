@@ -1,0 +1,421 @@
+//! Which vector instructions the kernels may use, as types.
+//!
+//! An instruction set is a zero-sized token ([`Avx512`], [`Avx2Fma`], [`Portable`]) that
+//! only [`Detected::new`] can make, after asking the CPU (as the `gemm` crate's `simd`
+//! tokens and MLAS's CPUID-filled function table do). Kernels are generic over [`Isa`] and
+//! take the token as an argument, so code that executes AVX-512 cannot be instantiated
+//! without proof that the CPU has it; the token's methods are the only place that proof is
+//! turned into an `unsafe` intrinsic call.
+//!
+//! A kernel also has to be *compiled* for the instructions to be fast: a [`Kernel`]'s
+//! `run` is `#[inline(always)]` and [`Detected::run`] calls it from a function compiled
+//! with the token's target features, so the whole kernel, the token's methods included,
+//! is compiled for them. (A closure would not do: its body is a function of its own,
+//! compiled without the features.)
+
+use crate::model::activation::Activation;
+
+/// An instruction set the CPU was found to have; the methods kernels build on.
+///
+/// `V` is a register of [`LANES`](Self::LANES) f32 values. The tile kernel keeps
+/// `2 x MR` of them as accumulators.
+pub(crate) trait Isa: Copy + Send + Sync + 'static {
+    /// f32 values in one register.
+    const LANES: usize;
+    /// Rows of a GEMM tile (`matmul`): as many as the registers hold with `2 x TILE_ROWS`
+    /// accumulators, two panel registers and a broadcast.
+    const TILE_ROWS: usize;
+    /// A vector register.
+    type V: Copy;
+
+    /// A register of zeros.
+    fn zero(self) -> Self::V;
+
+    /// `value` in every lane.
+    fn splat(self, value: f32) -> Self::V;
+
+    /// [`LANES`](Self::LANES) values from `src`.
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `LANES` f32 values.
+    unsafe fn load(self, src: *const f32) -> Self::V;
+
+    /// Stores `value` as [`LANES`](Self::LANES) values at `dst`.
+    ///
+    /// # Safety
+    ///
+    /// `dst` must be valid for writes of `LANES` f32 values.
+    unsafe fn store(self, dst: *mut f32, value: Self::V);
+
+    /// `a * b + c`, lane by lane.
+    fn fmadd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+
+    /// `a * b + c` on one value: fused where the instruction set has FMA.
+    fn mul_add(self, a: f32, b: f32, c: f32) -> f32;
+
+    /// `activation` over `L` values. The default is the scalar definition
+    /// ([`math`](super::math)), which LLVM vectorises with the features the kernel is
+    /// compiled for.
+    #[inline(always)]
+    fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
+        super::math::activate(values, activation);
+    }
+}
+
+/// A kernel to run with the instruction set the CPU has: [`Detected::run`] compiles
+/// [`run`](Self::run) once per [`Isa`] with that set's target features.
+pub(crate) trait Kernel {
+    /// What the kernel returns.
+    type Output;
+
+    /// Runs the kernel with `isa`. Implementations must be `#[inline(always)]`, so that
+    /// they are compiled into the caller that has the target features.
+    fn run<I: Isa>(self, isa: I) -> Self::Output;
+}
+
+/// The widest instruction set this CPU has, detected once ([`Detected::new`]) and kept by
+/// whoever runs kernels (the inference plan).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Detected {
+    /// AVX-512F (with AVX2 and FMA).
+    Avx512(Avx512),
+    /// AVX2 and FMA.
+    Avx2Fma(Avx2Fma),
+    /// Whatever the build's baseline is (SSE2 on x86-64; NEON on aarch64).
+    Portable(Portable),
+}
+
+impl Detected {
+    /// Asks the CPU.
+    pub(crate) fn new() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if let Some(isa) = Avx512::detect() {
+                return Detected::Avx512(isa);
+            }
+            if let Some(isa) = Avx2Fma::detect() {
+                return Detected::Avx2Fma(isa);
+            }
+        }
+        Detected::Portable(Portable)
+    }
+
+    /// Every instruction set this CPU has, widest first: for tests that hold the builds to
+    /// each other.
+    #[cfg(test)]
+    pub(crate) fn all() -> Vec<Self> {
+        let mut all = Vec::new();
+        #[cfg(target_arch = "x86_64")]
+        {
+            all.extend(Avx512::detect().map(Detected::Avx512));
+            all.extend(Avx2Fma::detect().map(Detected::Avx2Fma));
+        }
+        all.push(Detected::Portable(Portable));
+        all
+    }
+
+    /// Runs `kernel` compiled for this instruction set.
+    #[inline]
+    pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an `Avx512` token exists only if the CPU has AVX-512F, AVX2 and FMA
+            // (`Avx512::detect`), the features `with_avx512` is compiled for.
+            Detected::Avx512(isa) => unsafe { x86::with_avx512(isa, kernel) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an `Avx2Fma` token exists only if the CPU has AVX2 and FMA.
+            Detected::Avx2Fma(isa) => unsafe { x86::with_avx2_fma(isa, kernel) },
+            #[cfg(not(target_arch = "x86_64"))]
+            Detected::Avx512(isa) => match isa.0 {},
+            #[cfg(not(target_arch = "x86_64"))]
+            Detected::Avx2Fma(isa) => match isa.0 {},
+            Detected::Portable(isa) => kernel.run(isa),
+        }
+    }
+}
+
+/// Never constructed: the private field of the x86 tokens on other architectures.
+#[cfg(not(target_arch = "x86_64"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Never {}
+
+/// Proof that the CPU has AVX-512F, AVX2 and FMA. Made only by detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Avx512(
+    #[cfg(target_arch = "x86_64")] (),
+    #[cfg(not(target_arch = "x86_64"))] Never,
+);
+
+/// Proof that the CPU has AVX2 and FMA. Made only by detection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Avx2Fma(
+    #[cfg(target_arch = "x86_64")] (),
+    #[cfg(not(target_arch = "x86_64"))] Never,
+);
+
+/// No wide instructions assumed: plain Rust that LLVM vectorises for the build's baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Portable;
+
+/// Lanes of the portable "register": an array that LLVM keeps in baseline registers.
+const PORTABLE_LANES: usize = 8;
+
+impl Isa for Portable {
+    const LANES: usize = PORTABLE_LANES;
+    const TILE_ROWS: usize = 4;
+    type V = [f32; PORTABLE_LANES];
+
+    #[inline(always)]
+    fn zero(self) -> Self::V {
+        [0.0; PORTABLE_LANES]
+    }
+
+    #[inline(always)]
+    fn splat(self, value: f32) -> Self::V {
+        [value; PORTABLE_LANES]
+    }
+
+    #[inline(always)]
+    unsafe fn load(self, src: *const f32) -> Self::V {
+        // SAFETY: the caller vouches for LANES readable values at `src`; `read_unaligned`
+        // takes any alignment.
+        unsafe { src.cast::<Self::V>().read_unaligned() }
+    }
+
+    #[inline(always)]
+    unsafe fn store(self, dst: *mut f32, value: Self::V) {
+        // SAFETY: the caller vouches for LANES writable values at `dst`.
+        unsafe { dst.cast::<Self::V>().write_unaligned(value) }
+    }
+
+    #[inline(always)]
+    fn fmadd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        core::array::from_fn(|lane| a[lane] * b[lane] + c[lane])
+    }
+
+    #[inline(always)]
+    fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+        // Not `f32::mul_add`: without FMA instructions that is a slow library call.
+        a * b + c
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Avx2Fma, Avx512, Isa, Kernel};
+    use crate::cpu::math;
+    use crate::model::activation::Activation;
+
+    impl Avx512 {
+        pub(super) fn detect() -> Option<Self> {
+            let has = is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx2")
+                && is_x86_feature_detected!("fma");
+            has.then_some(Avx512(()))
+        }
+    }
+
+    impl Avx2Fma {
+        pub(super) fn detect() -> Option<Self> {
+            let has = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+            has.then_some(Avx2Fma(()))
+        }
+    }
+
+    /// `kernel` compiled for AVX-512.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX-512F, AVX2 and FMA (which `isa` proves).
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    pub(super) unsafe fn with_avx512<K: Kernel>(isa: Avx512, kernel: K) -> K::Output {
+        kernel.run(isa)
+    }
+
+    /// `kernel` compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA (which `isa` proves).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn with_avx2_fma<K: Kernel>(isa: Avx2Fma, kernel: K) -> K::Output {
+        kernel.run(isa)
+    }
+
+    impl Isa for Avx512 {
+        const LANES: usize = 16;
+        const TILE_ROWS: usize = 12;
+        type V = __m512;
+
+        #[inline(always)]
+        fn zero(self) -> __m512 {
+            // SAFETY: `self` proves AVX-512F.
+            unsafe { _mm512_setzero_ps() }
+        }
+
+        #[inline(always)]
+        fn splat(self, value: f32) -> __m512 {
+            // SAFETY: `self` proves AVX-512F.
+            unsafe { _mm512_set1_ps(value) }
+        }
+
+        #[inline(always)]
+        unsafe fn load(self, src: *const f32) -> __m512 {
+            // SAFETY: `self` proves AVX-512F; the caller vouches for 16 values at `src`.
+            unsafe { _mm512_loadu_ps(src) }
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, dst: *mut f32, value: __m512) {
+            // SAFETY: `self` proves AVX-512F; the caller vouches for 16 values at `dst`.
+            unsafe { _mm512_storeu_ps(dst, value) }
+        }
+
+        #[inline(always)]
+        fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
+            // SAFETY: `self` proves AVX-512F.
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+
+        #[inline(always)]
+        fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+            // Compiled with FMA (the kernel runs under `with_avx512`): one instruction.
+            a.mul_add(b, c)
+        }
+
+        /// SiLU 16 lanes at a time in AVX-512, dividing by a reciprocal estimate and one
+        /// Newton step (the division is most of its cost otherwise).
+        #[inline(always)]
+        fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
+            if activation != Some(Activation::SiLU) || !L.is_multiple_of(16) {
+                return math::activate(values, activation);
+            }
+            for chunk in values.chunks_exact_mut(16) {
+                // SAFETY: `self` proves AVX-512F; `chunk` holds 16 values.
+                unsafe {
+                    let x = Zmm(self, _mm512_loadu_ps(chunk.as_ptr()));
+                    _mm512_storeu_ps(chunk.as_mut_ptr(), math::silu(x).1);
+                }
+            }
+        }
+    }
+
+    impl Isa for Avx2Fma {
+        const LANES: usize = 8;
+        const TILE_ROWS: usize = 6;
+        type V = __m256;
+
+        #[inline(always)]
+        fn zero(self) -> __m256 {
+            // SAFETY: `self` proves AVX2.
+            unsafe { _mm256_setzero_ps() }
+        }
+
+        #[inline(always)]
+        fn splat(self, value: f32) -> __m256 {
+            // SAFETY: `self` proves AVX2.
+            unsafe { _mm256_set1_ps(value) }
+        }
+
+        #[inline(always)]
+        unsafe fn load(self, src: *const f32) -> __m256 {
+            // SAFETY: `self` proves AVX2; the caller vouches for 8 values at `src`.
+            unsafe { _mm256_loadu_ps(src) }
+        }
+
+        #[inline(always)]
+        unsafe fn store(self, dst: *mut f32, value: __m256) {
+            // SAFETY: `self` proves AVX2; the caller vouches for 8 values at `dst`.
+            unsafe { _mm256_storeu_ps(dst, value) }
+        }
+
+        #[inline(always)]
+        fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
+            // SAFETY: `self` proves FMA.
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+
+        #[inline(always)]
+        fn mul_add(self, a: f32, b: f32, c: f32) -> f32 {
+            // Compiled with FMA (the kernel runs under `with_avx2_fma`): one instruction.
+            a.mul_add(b, c)
+        }
+    }
+
+    /// 16 lanes of AVX-512 as [`math::Lanes`], so that SiLU's `exp` is the one polynomial.
+    /// It carries its token: every value proves the CPU has AVX-512F.
+    #[derive(Clone, Copy)]
+    struct Zmm(Avx512, __m512);
+
+    // SAFETY (every `unsafe` block below): `self.0` proves the CPU has AVX-512F.
+    impl math::Lanes for Zmm {
+        #[inline(always)]
+        fn splat(self, value: f32) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe { _mm512_set1_ps(value) })
+        }
+        #[inline(always)]
+        fn add(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe { _mm512_add_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn sub(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe { _mm512_sub_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn mul(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe { _mm512_mul_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn mul_add(self, factor: Self, addend: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe {
+                _mm512_fmadd_ps(self.1, factor.1, addend.1)
+            })
+        }
+        #[inline(always)]
+        fn clamp(self, low: f32, high: f32) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe {
+                _mm512_min_ps(
+                    _mm512_max_ps(self.1, _mm512_set1_ps(low)),
+                    _mm512_set1_ps(high),
+                )
+            })
+        }
+        #[inline(always)]
+        fn exponent_bits_add(self, minus: f32, plus: i32) -> Self {
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe {
+                let bits = _mm512_sub_epi32(
+                    _mm512_castps_si512(self.1),
+                    _mm512_set1_epi32(minus.to_bits() as i32),
+                );
+                _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+                    bits,
+                    _mm512_set1_epi32(plus),
+                )))
+            })
+        }
+        #[inline(always)]
+        fn div(self, divisor: Self) -> Self {
+            // `self * (1 / divisor)`, the reciprocal a 14-bit estimate refined by one Newton
+            // step: within 2 ulp of the division, at a fraction of its cost.
+            // SAFETY: see the impl's comment.
+            Zmm(self.0, unsafe {
+                let estimate = _mm512_rcp14_ps(divisor.1);
+                let reciprocal = _mm512_mul_ps(
+                    estimate,
+                    _mm512_fnmadd_ps(divisor.1, estimate, _mm512_set1_ps(2.0)),
+                );
+                _mm512_mul_ps(self.1, reciprocal)
+            })
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! The micro-kernel and its blocking: one `MR x NR` tile of sums in registers, and the
+//! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
+
+use super::pack::{NR, pack_tile};
+use super::{Epilogue, Region};
+use crate::cpu::isa::Isa;
+
+/// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
+const PACKED_ROWS_BYTES: usize = 96 * 1024;
+
+/// Steps of `k` one pass of the kernel takes: a panel's share of `b` (`KC x NR` values,
+/// 32 KiB) stays in L1 while it runs over the block's tiles.
+const KC: usize = 256;
+
+/// Rows of the last tiles of a block: a small kernel instance, so a block's leftover rows
+/// waste at most `TAIL - 1` rows of work.
+const TAIL: usize = 4;
+
+/// `region = epilogue(a * b)` (see [`super::RegionProduct`]) with `I`'s tile height
+/// ([`Isa::TILE_ROWS`]: 12 rows for AVX-512, 6 for AVX2, 4 for the portable build).
+///
+/// # Safety
+///
+/// As [`super::RegionProduct::new`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product<I: Isa>(
+    isa: I,
+    a: &[f32],
+    lda: usize,
+    a_scale: Option<&[f32]>,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    let (e, r) = (epilogue, region);
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match I::TILE_ROWS {
+            12 => blocked::<12, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
+            6 => blocked::<6, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
+            _ => blocked::<TAIL, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
+        }
+    }
+}
+
+/// [`product`] with `MR` rows per tile.
+///
+/// The classic blocking: `k` in slices of [`KC`]; rows in blocks, each block's slice of `a`
+/// packed tile by tile (`KC` steps of `MR` values, so the kernel reads them with one
+/// pointer at fixed offsets; rows past the end are zeros); every panel of `b` runs over the
+/// block's tiles. Partial sums wait in the output; the last slice applies the epilogue.
+///
+/// # Safety
+///
+/// As [`super::RegionProduct::new`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn blocked<const MR: usize, I: Isa>(
+    isa: I,
+    a: &[f32],
+    lda: usize,
+    a_scale: Option<&[f32]>,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    region: Region,
+    scratch: &mut Vec<f32>,
+) {
+    let rows = region.rows;
+    if rows == 0 || k == 0 {
+        return;
+    }
+    let slices = k.div_ceil(KC);
+    let step = k.div_ceil(slices);
+    let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
+    for block_start in (0..rows).step_by(block_rows) {
+        let block_len = block_rows.min(rows - block_start);
+        // Whole tiles of MR rows, then the rest in tiles of TAIL: 49 rows (a 7x7 map) are
+        // four tiles of 12 and one of 4, not a fifth tile of 12 with 11 rows wasted.
+        let (full, tails) = if MR > TAIL {
+            (block_len / MR, (block_len % MR).div_ceil(TAIL))
+        } else {
+            (block_len.div_ceil(MR), 0)
+        };
+        for k_start in (0..k).step_by(step) {
+            let depth = step.min(k - k_start);
+            let slice = Slice {
+                first: k_start == 0,
+                last: k_start + depth == k,
+            };
+            scratch.resize((full * MR + tails * TAIL) * depth, 0.0);
+            let (whole, rest) = scratch.split_at_mut(full * MR * depth);
+            for (tile, packed) in whole.chunks_exact_mut(depth * MR).enumerate() {
+                let first = block_start + tile * MR;
+                pack_tile::<MR>(a, lda, first, rows, k_start, a_scale, packed);
+            }
+            for (tile, packed) in rest.chunks_exact_mut(depth * TAIL).enumerate() {
+                let first = block_start + full * MR + tile * TAIL;
+                pack_tile::<TAIL>(a, lda, first, rows, k_start, a_scale, packed);
+            }
+            let (whole, rest) = scratch.split_at(full * MR * depth);
+            for panel in region.first_panel..region.end_panel {
+                let b = &b[(panel * k + k_start) * NR..(panel * k + k_start + depth) * NR];
+                let columns = panel * NR..(panel * NR + NR).min(n);
+                let tiles = whole.chunks_exact(depth * MR).enumerate();
+                for (index, packed) in tiles {
+                    let first_row = block_start + index * MR;
+                    let at = TileAt {
+                        first_row,
+                        columns: columns.clone(),
+                        n,
+                        slice,
+                    };
+                    // SAFETY: passed on from the caller; `first_row < rows`.
+                    unsafe { run_tile::<MR, I>(isa, packed, b, at, epilogue, region) };
+                }
+                for (index, packed) in rest.chunks_exact(depth * TAIL).enumerate() {
+                    let first_row = block_start + full * MR + index * TAIL;
+                    let at = TileAt {
+                        first_row,
+                        columns: columns.clone(),
+                        n,
+                        slice,
+                    };
+                    // SAFETY: passed on from the caller; `first_row < rows`.
+                    unsafe { run_tile::<TAIL, I>(isa, packed, b, at, epilogue, region) };
+                }
+            }
+        }
+    }
+}
+
+/// Where a slice of `k` stands: the first starts the sums from zero, the last applies the
+/// epilogue; the others add to and store partial sums.
+#[derive(Clone, Copy, Debug)]
+struct Slice {
+    first: bool,
+    last: bool,
+}
+
+/// Where a tile goes in the output: its first row, the panel's columns (of `n`), and the
+/// slice of `k` it sums.
+struct TileAt {
+    first_row: usize,
+    columns: std::ops::Range<usize>,
+    n: usize,
+    slice: Slice,
+}
+
+/// One `M`-row tile against one panel: sums from `packed` and `b`, then partial sums or
+/// the epilogue stored into `region`.
+///
+/// # Safety
+///
+/// As [`super::RegionProduct::new`]; `at.first_row < region.rows`, `at.columns` inside `n`.
+#[inline(always)]
+unsafe fn run_tile<const M: usize, I: Isa>(
+    isa: I,
+    packed: &[f32],
+    b: &[f32],
+    at: TileAt,
+    epilogue: Epilogue,
+    region: Region,
+) {
+    let TileAt {
+        first_row,
+        columns,
+        n,
+        slice,
+    } = at;
+    let tile_rows = M.min(region.rows - first_row);
+    let width = columns.len();
+    let mut acc = [[0.0f32; NR]; M];
+    if !slice.first {
+        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
+            let start = (first_row + r) * n + columns.start;
+            // SAFETY: inside the region (see below); the previous slice stored these
+            // partial sums.
+            let sums = unsafe { std::slice::from_raw_parts(region.ptr.add(start), width) };
+            acc[..width].copy_from_slice(sums);
+        }
+    }
+    tile::<M, I>(isa, packed, b, &mut acc, !slice.first);
+    for (r, acc) in acc.iter().enumerate().take(tile_rows) {
+        let start = (first_row + r) * n + columns.start;
+        // SAFETY: row `first_row + r < rows`, the panel's columns: inside the region,
+        // which is ours alone.
+        let out = unsafe { std::slice::from_raw_parts_mut(region.ptr.add(start), width) };
+        if !slice.last {
+            out.copy_from_slice(&acc[..width]);
+            continue;
+        }
+        let bias = &epilogue.bias[columns.clone()];
+        let residual = epilogue
+            .residual
+            .map(|residual| &residual[start..start + width]);
+        finish(isa, acc, bias, epilogue.activation, residual, out);
+    }
+}
+
+/// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds
+/// `depth` steps of `MR` row values, `b` `depth` rows of `NR` values. The panel goes in
+/// groups of two registers (one group for AVX-512's 16 lanes, two for 8 lanes), so a
+/// group's `2 x MR` sums stay in registers and each row value is broadcast once for two
+/// multiply-adds.
+#[inline(always)]
+pub(crate) fn tile<const MR: usize, I: Isa>(
+    isa: I,
+    packed: &[f32],
+    b: &[f32],
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let lanes = I::LANES;
+    let steps = (packed.len() / MR).min(b.len() / NR);
+    let (a, b) = (packed.as_ptr(), b.as_ptr());
+    for group in (0..NR).step_by(2 * lanes) {
+        // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
+        // target features.
+        let mut sums = [[isa.zero(); 2]; MR];
+        if add {
+            for (sums, row) in sums.iter_mut().zip(acc.iter()) {
+                // SAFETY: a row of `acc` holds NR values; `group + 2 * lanes <= NR`.
+                unsafe {
+                    let row = row.as_ptr().add(group);
+                    *sums = [isa.load(row), isa.load(row.add(lanes))];
+                }
+            }
+        }
+        for step in 0..steps {
+            // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
+            // values at `step * MR`; `group + 2 * lanes <= NR`.
+            unsafe {
+                let low = isa.load(b.add(step * NR + group));
+                let high = isa.load(b.add(step * NR + group + lanes));
+                for (r, sums) in sums.iter_mut().enumerate() {
+                    let value = isa.splat(*a.add(step * MR + r));
+                    sums[0] = isa.fmadd(value, low, sums[0]);
+                    sums[1] = isa.fmadd(value, high, sums[1]);
+                }
+            }
+        }
+        for (row, sums) in acc.iter_mut().zip(sums) {
+            // SAFETY: as for the loads.
+            unsafe {
+                let row = row.as_mut_ptr().add(group);
+                isa.store(row, sums[0]);
+                isa.store(row.add(lanes), sums[1]);
+            }
+        }
+    }
+}
+
+/// One tile row's epilogue: bias, activation, residual, store (the first `out.len()`
+/// columns of the panel).
+#[inline(always)]
+fn finish<I: Isa>(
+    isa: I,
+    acc: &[f32; NR],
+    bias: &[f32],
+    activation: Option<crate::model::activation::Activation>,
+    residual: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let mut values = *acc;
+    for (value, &bias) in values.iter_mut().zip(bias) {
+        *value += bias;
+    }
+    isa.activate(&mut values, activation);
+    // A whole panel as fixed-size arrays (vector registers, no library copy); the last,
+    // partial panel of a layer through slices.
+    if let Ok(out) = <&mut [f32; NR]>::try_from(&mut *out) {
+        match residual.map(<&[f32; NR]>::try_from) {
+            Some(Ok(residual)) => {
+                for ((out, value), &residual) in out.iter_mut().zip(values).zip(residual) {
+                    *out = value + residual;
+                }
+            }
+            _ => *out = values,
+        }
+        return;
+    }
+    let width = out.len();
+    out.copy_from_slice(&values[..width]);
+    if let Some(residual) = residual {
+        for (out, &residual) in out.iter_mut().zip(residual) {
+            *out += residual;
+        }
+    }
+}

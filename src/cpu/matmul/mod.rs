@@ -1,0 +1,455 @@
+//! The matrix product behind every convolution of the plan: `C = epilogue(A * B)` with `A`
+//! the activations (one row per pixel, channels contiguous: NHWC), `B` a layer's weights
+//! packed once into panels ([`Packed`]), and the bias, activation and residual applied to
+//! each `MR x NR` tile right after its sums.
+//!
+//! - [`pack`]: the packed operands.
+//! - [`kernel`]: the micro-kernel, one function generic over the instruction set, and its
+//!   cache blocking.
+//! - this file: the drivers, [`serial`] (inside a task of the caller's) and [`parallel`]
+//!   (splitting rows, and panels where rows are few, over rayon's pool).
+//!
+//! `benches/matmul.rs` holds the kernel against the `gemm` crate plus a separate epilogue
+//! pass on B0's 1x1 shapes: the number that justifies writing it.
+
+pub(crate) mod kernel;
+pub(crate) mod pack;
+
+use rayon::prelude::*;
+
+pub(crate) use pack::{NR, Packed};
+
+use crate::cpu::isa::{Detected, Isa, Kernel};
+use crate::model::activation::Activation;
+
+/// A row block is a multiple of this many rows, so that every instruction set's tile
+/// height divides it.
+const ROW_QUANTUM: usize = 12;
+
+/// Row blocks per thread the parallel drivers aim for: enough to balance the cores on a
+/// machine that other work also uses.
+const TASKS_PER_THREAD: usize = 4;
+
+/// What happens to each output value after the product: `+ bias[column]`, the activation,
+/// then `+ residual[row][column]` (the block's input, in the output's layout).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Epilogue<'a> {
+    pub(crate) bias: &'a [f32],
+    pub(crate) activation: Option<Activation>,
+    pub(crate) residual: Option<&'a [f32]>,
+}
+
+impl<'a> Epilogue<'a> {
+    /// The same epilogue for the rows from `first_row` on (of `n` columns each).
+    pub(crate) fn starting_at_row(self, first_row: usize, n: usize) -> Self {
+        Self {
+            residual: self.residual.map(|residual| &residual[first_row * n..]),
+            ..self
+        }
+    }
+}
+
+/// Where a product's tiles go: `rows` rows of `n` values from `ptr` (row stride `n`), of
+/// which a call writes the columns of panels `first_panel..end_panel` only.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Region {
+    ptr: *mut f32,
+    rows: usize,
+    first_panel: usize,
+    end_panel: usize,
+}
+
+/// One product into a [`Region`]: the unit of work the drivers hand to
+/// [`Detected::run`].
+pub(crate) struct RegionProduct<'a> {
+    a: &'a [f32],
+    lda: usize,
+    a_scale: Option<&'a [f32]>,
+    b: &'a [f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue<'a>,
+    region: Region,
+    scratch: &'a mut Vec<f32>,
+}
+
+impl<'a> RegionProduct<'a> {
+    /// `region = epilogue(a * b)`: row `i` of `a` is `a[i * lda..i * lda + k]`, its column
+    /// `j` times `a_scale[j]` if given; `b` is [`Packed::data`] of a `k x n` matrix;
+    /// `scratch` holds packed rows of `a`.
+    ///
+    /// # Safety
+    ///
+    /// `region` must be valid for writes of its rows and its panels' columns, which no one
+    /// else reads or writes until the product has run.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn new(
+        a: &'a [f32],
+        lda: usize,
+        a_scale: Option<&'a [f32]>,
+        b: &'a [f32],
+        k: usize,
+        n: usize,
+        epilogue: Epilogue<'a>,
+        region: Region,
+        scratch: &'a mut Vec<f32>,
+    ) -> Self {
+        let rows = region.rows;
+        assert!(
+            rows == 0 || a.len() >= (rows - 1) * lda + k,
+            "a is too short"
+        );
+        assert!(b.len() >= n.div_ceil(NR) * NR * k, "b is too short");
+        assert!(
+            a_scale.is_none_or(|scale| scale.len() >= k),
+            "a_scale is too short"
+        );
+        Self {
+            a,
+            lda,
+            a_scale,
+            b,
+            k,
+            n,
+            epilogue,
+            region,
+            scratch,
+        }
+    }
+}
+
+impl Kernel for RegionProduct<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<I: Isa>(self, isa: I) {
+        let Self {
+            a,
+            lda,
+            a_scale,
+            b,
+            k,
+            n,
+            epilogue,
+            region,
+            scratch,
+        } = self;
+        // SAFETY: `new`'s caller vouched for the region; `new` checked `a` and `b`.
+        unsafe { kernel::product(isa, a, lda, a_scale, b, k, n, epilogue, region, scratch) };
+    }
+}
+
+/// `c = epilogue(a * b)`, on the calling thread, for the `c.len() / n` rows of `c` (row
+/// stride `n`). Row `i` of `a` is `a[i * lda..i * lda + k]`; `b` is [`Packed::data`] of a
+/// `k x n` matrix; `scratch` holds packed rows of `a`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn serial(
+    isa: Detected,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    c: &mut [f32],
+    scratch: &mut Vec<f32>,
+) {
+    let rows = c.len() / n.max(1);
+    if rows == 0 {
+        return;
+    }
+    let region = Region {
+        ptr: c.as_mut_ptr(),
+        rows,
+        first_panel: 0,
+        end_panel: n.div_ceil(NR),
+    };
+    // SAFETY: the region is all of `c`, borrowed mutably for the call.
+    let product = unsafe { RegionProduct::new(a, lda, None, b, k, n, epilogue, region, scratch) };
+    isa.run(product);
+}
+
+/// Splits `c` (`samples` samples of equal row counts, `n` columns a row) into row blocks
+/// that do not cross samples, and calls `task(sample, first_row_in_sample, block)` on each,
+/// over rayon's pool, `init` giving each worker its scratch state.
+pub(crate) fn for_row_blocks<S>(
+    c: &mut [f32],
+    samples: usize,
+    n: usize,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize, usize, &mut [f32]) + Sync + Send,
+) {
+    let rows = c.len() / n.max(1) / samples.max(1);
+    if rows == 0 {
+        return;
+    }
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+    let blocks = wanted.div_ceil(samples).clamp(1, rows);
+    let block = rows
+        .div_ceil(blocks)
+        .next_multiple_of(ROW_QUANTUM)
+        .min(rows);
+    c.par_chunks_mut(rows * n)
+        .enumerate()
+        .flat_map(|(sample, c)| {
+            c.par_chunks_mut(block * n)
+                .enumerate()
+                .map(move |(index, c)| (sample, index * block, c))
+        })
+        .for_each_init(init, |state, (sample, first_row, c)| {
+            task(state, sample, first_row, c)
+        });
+}
+
+/// A pointer that tasks writing disjoint parts of one buffer share.
+#[derive(Clone, Copy)]
+struct SharedOutput(*mut f32);
+
+// SAFETY: the tasks that share it write disjoint regions (see `parallel`).
+unsafe impl Send for SharedOutput {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOutput {}
+
+impl SharedOutput {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
+/// rows as `c`. With `a_scale` (`[samples][k]`), column `j` of a sample's rows is first
+/// multiplied by its `a_scale[sample][j]`: a squeeze-excitation gate on the input channels,
+/// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the
+/// rows are too few to feed every thread (small maps), the panels of `b` too, so that each
+/// task reads only its share of the weights.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn parallel(
+    isa: Detected,
+    a: &[f32],
+    samples: usize,
+    a_scale: Option<&[f32]>,
+    b: &[f32],
+    k: usize,
+    n: usize,
+    epilogue: Epilogue,
+    c: &mut [f32],
+) {
+    let samples = samples.max(1);
+    let rows = c.len() / n.max(1) / samples;
+    let panels = n.div_ceil(NR);
+    if rows == 0 || panels == 0 {
+        return;
+    }
+    assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
+    assert!(a_scale.is_none_or(|s| s.len() >= samples * k));
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+    let row_blocks = wanted
+        .div_ceil(samples)
+        .clamp(1, rows.div_ceil(ROW_QUANTUM));
+    let block = rows
+        .div_ceil(row_blocks)
+        .next_multiple_of(ROW_QUANTUM)
+        .min(rows);
+    let row_blocks = rows.div_ceil(block);
+    let panel_groups = wanted.div_ceil(samples * row_blocks).clamp(1, panels);
+    let group = panels.div_ceil(panel_groups);
+    let panel_groups = panels.div_ceil(group);
+    let output = SharedOutput(c.as_mut_ptr());
+    (0..samples * row_blocks * panel_groups)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, task| {
+            let (sample, rest) = (
+                task / (row_blocks * panel_groups),
+                task % (row_blocks * panel_groups),
+            );
+            let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
+            let first_row = sample * rows + row_block * block;
+            let region = Region {
+                // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
+                ptr: unsafe { output.get().add(first_row * n) },
+                rows: block.min(rows - row_block * block),
+                first_panel: panel_group * group,
+                end_panel: ((panel_group + 1) * group).min(panels),
+            };
+            // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
+            // this function borrows mutably until they all end.
+            let product = unsafe {
+                RegionProduct::new(
+                    &a[first_row * k..],
+                    k,
+                    a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
+                    b,
+                    k,
+                    n,
+                    epilogue.starting_at_row(first_row, n),
+                    region,
+                    scratch,
+                )
+            };
+            isa.run(product);
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kernel::tile;
+    use super::*;
+    use crate::cpu::isa::Portable;
+
+    /// A deterministic pseudo-random matrix.
+    fn matrix(rows: usize, columns: usize, seed: u32) -> Vec<f32> {
+        (0..rows * columns)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn products_match_the_definition_with_every_epilogue_and_instruction_set() {
+        // Rows and columns around the tile sizes: partial tiles and panels, one row, k = 1,
+        // and k over one slice of KC.
+        for isa in Detected::all() {
+            for (m, k, n) in [
+                (1, 1, 1),
+                (13, 27, 24),
+                (49, 96, 40),
+                (7, 5, 17),
+                (25, 64, 16),
+                (30, 300, 33),
+            ] {
+                let a = matrix(m, k, 1);
+                let weights = matrix(k, n, 2);
+                let bias = matrix(1, n, 3);
+                let residual = matrix(m, n, 4);
+                let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+                for activation in [None, Some(Activation::SiLU), Some(Activation::ReLU6)] {
+                    let epilogue = Epilogue {
+                        bias: &bias,
+                        activation,
+                        residual: Some(&residual),
+                    };
+                    let mut c = vec![f32::NAN; m * n];
+                    parallel(isa, &a, 1, None, packed.data(), k, n, epilogue, &mut c);
+                    let mut serial_c = vec![f32::NAN; m * n];
+                    let mut scratch = Vec::new();
+                    serial(
+                        isa,
+                        &a,
+                        k,
+                        packed.data(),
+                        k,
+                        n,
+                        epilogue,
+                        &mut serial_c,
+                        &mut scratch,
+                    );
+                    for i in 0..m {
+                        for j in 0..n {
+                            let dot: f32 = (0..k).map(|t| a[i * k + t] * weights[t * n + j]).sum();
+                            let x = dot + bias[j];
+                            let x = match activation {
+                                Some(Activation::SiLU) => x / (1.0 + (-x).exp()),
+                                Some(Activation::ReLU6) => x.clamp(0.0, 6.0),
+                                None => x,
+                            } + residual[i * n + j];
+                            for (form, got) in
+                                [("parallel", c[i * n + j]), ("serial", serial_c[i * n + j])]
+                            {
+                                assert!(
+                                    (got - x).abs() < 1e-4,
+                                    "{isa:?} {form} {m}x{k}x{n} [{i}, {j}]: {got} vs {x}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One 12-row tile with `isa`, adding to `acc`.
+    struct Tile<'a> {
+        packed: &'a [f32],
+        panel: &'a [f32],
+        acc: &'a mut [[f32; NR]; 12],
+    }
+
+    impl Kernel for Tile<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<I: Isa>(self, isa: I) {
+            tile::<12, I>(isa, self.packed, self.panel, self.acc, true);
+        }
+    }
+
+    #[test]
+    fn every_instruction_sets_tile_matches_the_portable_one() {
+        let (k, n) = (37, 2 * NR);
+        let a = matrix(12, k, 7);
+        let weights = matrix(k, n, 8);
+        let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+        let mut tile_a = vec![0.0; 12 * k];
+        for (step, values) in tile_a.chunks_exact_mut(12).enumerate() {
+            for (r, value) in values.iter_mut().enumerate() {
+                *value = a[r * k + step];
+            }
+        }
+        let panel = &packed.data()[k * NR..2 * k * NR];
+        let mut expected = [[0.5f32; NR]; 12];
+        tile::<12, Portable>(Portable, &tile_a, panel, &mut expected, true);
+        for isa in Detected::all() {
+            let mut got = [[0.5f32; NR]; 12];
+            isa.run(Tile {
+                packed: &tile_a,
+                panel,
+                acc: &mut got,
+            });
+            for (got, want) in got.iter().flatten().zip(expected.iter().flatten()) {
+                assert!((got - want).abs() < 1e-5, "{isa:?}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn input_scaling_gates_each_samples_channels() {
+        // Two samples of 5 rows, k = 3: sample 1's channels scaled by (1, 2, 0.5), sample 0's
+        // by 0 except channel 0.
+        let (k, n, rows) = (3, 20, 5);
+        let weights = matrix(k, n, 5);
+        let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+        let a = matrix(2 * rows, k, 6);
+        let scale = [1.0, 0.0, 0.0, 1.0, 2.0, 0.5];
+        let bias = [0.0; 20];
+        let epilogue = Epilogue {
+            bias: &bias,
+            activation: None,
+            residual: None,
+        };
+        for isa in Detected::all() {
+            let mut c = vec![0.0; 2 * rows * n];
+            parallel(
+                isa,
+                &a,
+                2,
+                Some(&scale),
+                packed.data(),
+                k,
+                n,
+                epilogue,
+                &mut c,
+            );
+            for i in 0..2 * rows {
+                let factors = &scale[(i / rows) * k..(i / rows + 1) * k];
+                for j in 0..n {
+                    let expected: f32 = (0..k)
+                        .map(|t| a[i * k + t] * factors[t] * weights[t * n + j])
+                        .sum();
+                    assert!((c[i * n + j] - expected).abs() < 1e-6, "{isa:?} [{i}, {j}]");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! Running a [`Plan`]: the network layer by layer on NHWC maps, every parallel loop inside
+//! one entry into rayon's pool.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::Plan;
+use super::layers::{Block, Conv, Gate};
+use super::pool::Nhwc;
+use crate::cpu::depthwise::{self, Depthwise, Geometry};
+use crate::cpu::matmul::{self, Epilogue};
+use crate::cpu::memory::{Aligned, aligned};
+use crate::cpu::padding::Pads;
+
+/// Expanded maps from this size up (bytes, f32) run together with their depthwise
+/// convolution ([`Plan::expand_depthwise`]): larger than a core's share of L2, they would
+/// otherwise be written out and read back from memory.
+const EXPAND_DEPTHWISE_MIN_BYTES: usize = 1 << 20;
+
+/// Runs `work` on a thread of rayon's pool. Called from outside the pool, every parallel
+/// loop would hand its tasks over and put the caller to sleep until they end: a wake-up on
+/// each side of each of a network's ~80 layers. From inside, the loops start at once.
+fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    let mut result = None;
+    rayon::scope(|_| result = Some(work()));
+    result.expect("the scope ran its body")
+}
+
+impl Plan {
+    /// Class logits of an input the plan [`applies`](Plan::applies) to.
+    pub(crate) fn logits(&self, input: Tensor<4>) -> Tensor<2> {
+        let device = input.device();
+        let (batch, classes) = (input.dims()[0], self.classifier.n());
+        let mut logits = vec![0.0; batch * classes];
+        in_pool(|| {
+            let features = self.run(input, None, &mut |_, _| {});
+            let channels = features.channels;
+            let pixels = features.height * features.width;
+            // Global average pooling: the per-sample sums of the pixel rows, divided.
+            let mut pooled = self.sample_sums(&features.data, batch, pixels, channels);
+            self.pool.recycle(features.data);
+            pooled.iter_mut().for_each(|sum| *sum /= pixels as f32);
+            let epilogue = Epilogue {
+                bias: &self.classifier_bias,
+                activation: None,
+                residual: None,
+            };
+            // One row per sample: the product splits the classes over the threads.
+            matmul::parallel(
+                self.isa,
+                &pooled,
+                batch,
+                None,
+                self.classifier.data(),
+                channels,
+                classes,
+                epilogue,
+                &mut logits,
+            );
+            self.pool.recycle(pooled);
+        });
+        Tensor::from_data(TensorData::new(logits, [batch, classes]), &device)
+    }
+
+    /// The head's feature map (NCHW) of an input the plan applies to.
+    pub(crate) fn features(&self, input: Tensor<4>) -> Tensor<4> {
+        let device = input.device();
+        in_pool(|| {
+            let map = self.run(input, None, &mut |_, _| {});
+            let features = to_nchw(&map, &device);
+            self.pool.recycle(map.data);
+            features
+        })
+    }
+
+    /// The outputs of `stages` (in the order asked, repeats allowed; each a stage of the
+    /// model) for an input the plan applies to. Runs only as far as the
+    /// deepest stage asked.
+    pub(crate) fn endpoints(&self, input: Tensor<4>, stages: &[usize]) -> Vec<Tensor<4>> {
+        let Some(&last) = stages.iter().max() else {
+            return Vec::new();
+        };
+        let device = input.device();
+        let mut maps = vec![None; stages.len()];
+        let x = in_pool(|| {
+            self.run(input, Some(last), &mut |stage, map| {
+                for (slot, _) in maps.iter_mut().zip(stages).filter(|(_, s)| **s == stage) {
+                    *slot = Some(to_nchw(map, &device));
+                }
+            })
+        });
+        self.pool.recycle(x.data);
+        maps.into_iter().flatten().collect()
+    }
+
+    /// Stem and blocks through stage `last`, calling `observe(stage, output)` after each
+    /// stage; then, if `last` is `None`, the head. Returns the last map.
+    fn run(
+        &self,
+        input: Tensor<4>,
+        last: Option<usize>,
+        observe: &mut dyn FnMut(usize, &Nhwc),
+    ) -> Nhwc {
+        let input = self.to_nhwc(input);
+        let mut x = self.conv(&self.stem, &input, None, None);
+        self.pool.recycle(input.data);
+        let mut start = 0;
+        for (stage, &end) in self.stage_ends.iter().enumerate() {
+            for block in &self.blocks[start..end] {
+                let y = self.block(block, &x);
+                self.pool.recycle(std::mem::replace(&mut x, y).data);
+            }
+            start = end;
+            observe(stage, &x);
+            if last == Some(stage) {
+                return x;
+            }
+        }
+        let y = self.conv(&self.head, &x, None, None);
+        self.pool.recycle(x.data);
+        y
+    }
+
+    /// An NCHW f32 tensor as an NHWC map.
+    fn to_nhwc(&self, input: Tensor<4>) -> Nhwc {
+        let [batch, channels, height, width] = input.dims();
+        let pixels = height * width;
+        let mut map = self.pool.map(batch, height, width, channels);
+        let nchw = input.into_data();
+        let nchw = nchw
+            .as_slice::<f32>()
+            .expect("the plan applies to f32 tensors only");
+        // Blocks of pixels, so that a batch of one splits over the threads too.
+        let block = pixels.div_ceil(4 * rayon::current_num_threads()).max(64);
+        map.data
+            .par_chunks_mut(pixels * channels)
+            .zip(nchw.par_chunks(pixels * channels))
+            .flat_map(|(out, planes)| {
+                out.par_chunks_mut(block * channels)
+                    .enumerate()
+                    .map(move |(index, out)| (planes, index * block, out))
+            })
+            .for_each(|(planes, first, out)| {
+                for (channel, plane) in planes.chunks_exact(pixels).enumerate() {
+                    let plane = &plane[first..];
+                    for (pixel, out) in out.chunks_exact_mut(channels).enumerate() {
+                        out[channel] = plane[pixel];
+                    }
+                }
+            });
+        map
+    }
+
+    fn block(&self, block: &Block, x: &Nhwc) -> Nhwc {
+        match block {
+            Block::MBConv {
+                expand,
+                depthwise,
+                se,
+                project,
+                residual,
+            } => {
+                let (y, sums) = match expand {
+                    Some(expand) => match self.expand_depthwise(expand, depthwise, x) {
+                        Some(both) => both,
+                        None => {
+                            let expanded = self.conv(expand, x, None, None);
+                            let out = self.depthwise(depthwise, &expanded);
+                            self.pool.recycle(expanded.data);
+                            out
+                        }
+                    },
+                    None => self.depthwise(depthwise, x),
+                };
+                let residual = residual.then_some(&x.data[..]);
+                let out = match se {
+                    Some(se) => {
+                        let pixels = (y.height * y.width) as f32;
+                        let channels = se.channels;
+                        let mut gates = self.pool.lend(y.batch * channels);
+                        gates
+                            .par_chunks_mut(channels)
+                            .zip(sums.par_chunks(channels))
+                            .for_each(|(gate, sums)| {
+                                self.isa.run(Gate {
+                                    se,
+                                    sums,
+                                    pixels,
+                                    gate,
+                                })
+                            });
+                        let out = self.conv(project, &y, residual, Some(&gates));
+                        self.pool.recycle(gates);
+                        out
+                    }
+                    None => self.conv(project, &y, residual, None),
+                };
+                self.pool.recycle(sums);
+                self.pool.recycle(y.data);
+                out
+            }
+            Block::FusedMBConv {
+                conv,
+                project,
+                residual,
+            } => {
+                let residual = residual.then_some(&x.data[..]);
+                match project {
+                    Some(project) => {
+                        let y = self.conv(conv, x, None, None);
+                        let out = self.conv(project, &y, residual, None);
+                        self.pool.recycle(y.data);
+                        out
+                    }
+                    None => self.conv(conv, x, residual, None),
+                }
+            }
+        }
+    }
+
+    /// A convolution, plus `residual` (the output's shape) after the activation; `gates`:
+    /// per sample, a factor for each input channel (`[batch][channels]`, 1x1 layers only).
+    fn conv(&self, conv: &Conv, x: &Nhwc, residual: Option<&[f32]>, gates: Option<&[f32]>) -> Nhwc {
+        let (k, stride) = (conv.kernel, conv.stride);
+        let pads = Pads::resolve(&conv.padding, x.height, x.width, k, stride);
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let n = conv.weights.n();
+        let mut out = self.pool.map(x.batch, out_height, out_width, n);
+        let epilogue = Epilogue {
+            bias: &conv.bias,
+            activation: conv.activation,
+            residual,
+        };
+        let weights = conv.weights.data();
+        if k == 1 && stride == 1 && pads == Pads::default() {
+            let (a, c) = (&x.data, &mut out.data);
+            matmul::parallel(
+                self.isa, a, x.batch, gates, weights, x.channels, n, epilogue, c,
+            );
+            return out;
+        }
+        // Gates come with MBConv projections, which are 1x1.
+        debug_assert!(gates.is_none(), "channel gates on a {k}x{k} convolution");
+        let depth = conv.weights.k();
+        let sample_len = x.sample_len();
+        let pixels = out_height * out_width;
+        matmul::for_row_blocks(
+            &mut out.data,
+            x.batch,
+            n,
+            || (Vec::new(), Vec::new()),
+            |(unfolded, packed): &mut (Vec<f32>, Vec<f32>), sample, first_row, c| {
+                let rows = c.len() / n;
+                let unfolded = aligned(unfolded, rows * depth);
+                let sample_input = &x.data[sample * sample_len..(sample + 1) * sample_len];
+                for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
+                    let pixel = first_row + row;
+                    let (oy, ox) = (pixel / out_width, pixel % out_width);
+                    unfold(sample_input, x, &pads, k, stride, (oy, ox), window);
+                }
+                let epilogue = epilogue.starting_at_row(sample * pixels + first_row, n);
+                matmul::serial(
+                    self.isa, unfolded, depth, weights, depth, n, epilogue, c, packed,
+                );
+            },
+        );
+        out
+    }
+
+    /// The expansion and the depthwise convolution after it, together: each task computes
+    /// the expanded rows its band of depthwise output rows reads (its own rows plus the
+    /// kernel's overlap) into a scratch that stays in cache, then convolves them, so the
+    /// expanded map, the largest tensor of the block, never goes through memory. Taken for
+    /// maps over [`EXPAND_DEPTHWISE_MIN_BYTES`] where the overlap recomputes at most a
+    /// quarter more rows; `None` otherwise (the two then run one after the other).
+    pub(super) fn expand_depthwise(
+        &self,
+        expand: &Conv,
+        dw: &Depthwise,
+        x: &Nhwc,
+    ) -> Option<(Nhwc, Aligned)> {
+        let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
+        let pointwise = expand.kernel == 1 && expand.stride == 1;
+        let pads = Pads::resolve(&dw.padding, x.height, x.width, k, stride);
+        let unpadded = Pads::resolve(&expand.padding, x.height, x.width, 1, 1) == Pads::default();
+        let bytes = x.height * x.width * channels * 4;
+        if !pointwise
+            || !unpadded
+            || expand.weights.n() != channels
+            || bytes < EXPAND_DEPTHWISE_MIN_BYTES
+        {
+            return None;
+        }
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let bands = (2 * rayon::current_num_threads())
+            .div_ceil(x.batch)
+            .clamp(1, out_height);
+        let band = out_height.div_ceil(bands);
+        if 4 * k.saturating_sub(stride) > band * stride {
+            return None;
+        }
+        let mut out = self.pool.map(x.batch, out_height, out_width, channels);
+        let mut partial = self.pool.lend(x.batch * out_height * channels);
+        let in_channels = x.channels;
+        let sample_len = x.sample_len();
+        let epilogue = Epilogue {
+            bias: &expand.bias,
+            activation: expand.activation,
+            residual: None,
+        };
+        out.data
+            .par_chunks_mut(out_height * out_width * channels)
+            .zip(partial.par_chunks_mut(out_height * channels))
+            .enumerate()
+            .flat_map(|(sample, (out, sums))| {
+                out.par_chunks_mut(band * out_width * channels)
+                    .zip(sums.par_chunks_mut(band * channels))
+                    .enumerate()
+                    .map(move |(index, (out, sums))| (sample, index * band, out, sums))
+            })
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(expanded, packed): &mut (Vec<f32>, Vec<f32>), (sample, first, out, sums)| {
+                    let last = first + sums.len() / channels - 1;
+                    // Input rows the band reads: padded rows first * stride..last * stride + k.
+                    let top = (first * stride).saturating_sub(pads.top);
+                    let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
+                    let pixels = (end - top) * x.width;
+                    let expanded = aligned(expanded, pixels * channels);
+                    let a = &x.data[sample * sample_len + top * x.width * in_channels..];
+                    let (a, b) = (&a[..pixels * in_channels], expand.weights.data());
+                    let c = &mut *expanded;
+                    matmul::serial(
+                        self.isa,
+                        a,
+                        in_channels,
+                        b,
+                        in_channels,
+                        channels,
+                        epilogue,
+                        c,
+                        packed,
+                    );
+                    let geometry = Geometry::new(dw, (x.height, x.width), &pads, out_width, top);
+                    self.isa.run(depthwise::Rows {
+                        input: expanded,
+                        geometry: &geometry,
+                        dw,
+                        first_oy: first,
+                        out,
+                        sums,
+                    });
+                },
+            );
+        let sums = self.sample_sums(&partial, x.batch, out_height, channels);
+        self.pool.recycle(partial);
+        Some((out, sums))
+    }
+
+    /// A depthwise convolution with its bias and activation, and the per-sample channel sums
+    /// of its output (`[batch][channels]`, for the squeeze-excitation).
+    pub(super) fn depthwise(&self, dw: &Depthwise, x: &Nhwc) -> (Nhwc, Aligned) {
+        let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
+        let pads = Pads::resolve(&dw.padding, x.height, x.width, k, stride);
+        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
+        let mut out = self.pool.map(x.batch, out_height, out_width, channels);
+        let mut partial = self.pool.lend(x.batch * out_height * channels);
+        let geometry = Geometry::new(dw, (x.height, x.width), &pads, out_width, 0);
+        let sample_len = x.sample_len();
+        out.data
+            .par_chunks_mut(out_width * channels)
+            .zip(partial.par_chunks_mut(channels))
+            .enumerate()
+            .for_each(|(row, (out, sums))| {
+                let (sample, oy) = (row / out_height, row % out_height);
+                self.isa.run(depthwise::Rows {
+                    input: &x.data[sample * sample_len..(sample + 1) * sample_len],
+                    geometry: &geometry,
+                    dw,
+                    first_oy: oy,
+                    out,
+                    sums,
+                });
+            });
+        let sums = self.sample_sums(&partial, x.batch, out_height, channels);
+        self.pool.recycle(partial);
+        (out, sums)
+    }
+
+    /// Per-sample channel sums (`[batch][channels]`) of per-row ones (`[batch * rows][channels]`).
+    fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Aligned {
+        let mut sums = self.pool.lend(batch * channels);
+        for (sample, sums) in sums.chunks_exact_mut(channels).enumerate() {
+            sums.fill(0.0);
+            let rows = partial[sample * rows * channels..]
+                .chunks_exact(channels)
+                .take(rows);
+            for row in rows {
+                for (sum, &value) in sums.iter_mut().zip(row) {
+                    *sum += value;
+                }
+            }
+        }
+        sums
+    }
+}
+
+/// An NHWC map as an NCHW tensor on `device`.
+fn to_nchw(map: &Nhwc, device: &Device) -> Tensor<4> {
+    let (batch, height, width, channels) = (map.batch, map.height, map.width, map.channels);
+    let pixels = height * width;
+    let mut nchw = vec![0.0; map.data.len()];
+    nchw.par_chunks_mut(pixels * channels)
+        .zip(map.data.par_chunks(pixels * channels))
+        .for_each(|(out, sample)| {
+            for (pixel, row) in sample.chunks_exact(channels).enumerate() {
+                for (channel, &value) in row.iter().enumerate() {
+                    out[channel * pixels + pixel] = value;
+                }
+            }
+        });
+    let data = TensorData::new(nchw, [batch, channels, height, width]);
+    Tensor::from_data(data, device)
+}
+
+/// Output pixel `(oy, ox)`'s kxk window of `input` (one sample of `x`, NHWC) into `window`
+/// (`[tap][channel]`), zeros where the window lies in the padding.
+fn unfold(
+    input: &[f32],
+    x: &Nhwc,
+    pads: &Pads,
+    k: usize,
+    stride: usize,
+    (oy, ox): (usize, usize),
+    window: &mut [f32],
+) {
+    // One kernel row at a time: its taps inside the input are one contiguous run of NHWC.
+    let channels = x.channels;
+    let base_x = ox * stride;
+    let kx_range =
+        pads.left.saturating_sub(base_x)..k.min((x.width + pads.left).saturating_sub(base_x));
+    for (ky, out) in window.chunks_exact_mut(k * channels).enumerate() {
+        let iy = (oy * stride + ky)
+            .checked_sub(pads.top)
+            .filter(|&y| y < x.height);
+        match iy {
+            Some(iy) if !kx_range.is_empty() => {
+                let ix = base_x + kx_range.start - pads.left;
+                let start = (iy * x.width + ix) * channels;
+                let (before, rest) = out.split_at_mut(kx_range.start * channels);
+                let (inside, after) = rest.split_at_mut(kx_range.len() * channels);
+                before.fill(0.0);
+                inside.copy_from_slice(&input[start..start + inside.len()]);
+                after.fill(0.0);
+            }
+            _ => out.fill(0.0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::nn::PaddingConfig2d;
+    use burn::tensor::Device;
+
+    use super::*;
+    use crate::cpu::matmul::Packed;
+    use crate::model::activation::Activation;
+
+    /// A deterministic pseudo-random vector in [-0.5, 0.5).
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        (0..len)
+            .map(|i| {
+                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn worst(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn expansion_with_depthwise_matches_the_two_layers() {
+        // Any plan lends its buffer pool; the layers are made here. 96 expanded channels at
+        // 64x64 and more are over EXPAND_DEPTHWISE_MIN_BYTES; bands of a batch of one overlap
+        // by the kernel's extent, larger batches run a whole map per task.
+        let model = crate::EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_depth(0.1)
+            .init(&Device::flex())
+            .fold_batch_norms();
+        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let (inputs, channels) = (16, 96);
+        let cases = [
+            // (kernel, stride, padding, height, width, batch)
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 64, 1),
+            (5, 1, PaddingConfig2d::Same, 80, 52, 1),
+            (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 66, 3),
+            (5, 2, PaddingConfig2d::Same, 61, 67, 2),
+        ];
+        for (k, stride, padding, height, width, batch) in cases {
+            let weights = values(inputs * channels, 1);
+            let expand = Conv {
+                kernel: 1,
+                stride: 1,
+                padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
+                weights: Packed::new(inputs, channels, |r, c| weights[r * channels + c]),
+                bias: values(channels, 2),
+                activation: Some(Activation::SiLU),
+            };
+            let dw = Depthwise {
+                kernel: k,
+                stride,
+                padding,
+                channels,
+                taps: values(k * k * channels, 3),
+                bias: values(channels, 4),
+                activation: Some(Activation::SiLU),
+            };
+            let mut x = plan.pool.map(batch, height, width, inputs);
+            let len = x.data.len();
+            x.data.copy_from_slice(&values(len, 5));
+            let case = format!("k{k} s{stride} {height}x{width} batch {batch}");
+            let (both, both_sums) = plan
+                .expand_depthwise(&expand, &dw, &x)
+                .unwrap_or_else(|| panic!("{case}: not run together"));
+            let expanded = plan.conv(&expand, &x, None, None);
+            let (apart, apart_sums) = plan.depthwise(&dw, &expanded);
+            assert_eq!((both.height, both.width), (apart.height, apart.width));
+            let diff = worst(&both.data, &apart.data);
+            assert!(diff < 1e-5, "{case}: outputs differ by {diff}");
+            let diff = worst(&both_sums, &apart_sums);
+            assert!(diff < 1e-3, "{case}: channel sums differ by {diff}");
+        }
+    }
+}

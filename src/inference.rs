@@ -1,0 +1,230 @@
+//! [`InferenceModel`]: an [`EfficientNet`] prepared for inference, and nothing else.
+
+use std::path::Path;
+#[cfg(feature = "flex")]
+use std::sync::Arc;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{EfficientNetConfig, FeatureInfo};
+use crate::error::Error;
+use crate::model::efficientnet::EfficientNet;
+
+/// A network prepared for inference, as an ONNX Runtime session is: batch norms folded into
+/// the convolutions and, on the flex CPU backend in f32, the whole network planned once for
+/// the crate's CPU kernels (weights packed, activations kept channels-last between layers,
+/// bias, activation, residual and squeeze-excitation fused into the convolutions, buffers
+/// reused from one forward to the next). Other backends and float types run the folded
+/// network on Burn's ops.
+///
+/// It has no way to change its weights, so what it runs is always what it was made from:
+/// to run other weights, make another ([`EfficientNet::for_inference`]). Clones share the
+/// plan. Made by [`EfficientNet::for_inference`] and by every loader that returns a model
+/// for inference ([`EfficientNet::pretrained`], [`PretrainedModel`](crate::PretrainedModel),
+/// a folded [`SavedModel`](crate::SavedModel)).
+///
+/// ```
+/// use efficientnet_burn::burn::tensor::{Device, Tensor};
+/// use efficientnet_burn::EfficientNetConfig;
+///
+/// let device = Device::default();
+/// let model = EfficientNetConfig::b0().with_width(0.25).init(&device).for_inference();
+/// let logits = model.forward(Tensor::<4>::zeros([2, 3, 64, 64], &device));
+/// assert_eq!(logits.dims(), [2, 1000]);
+/// ```
+///
+/// Outputs equal the unfolded model's in evaluation mode to float rounding:
+/// `tests/parity.rs` holds the planned path within 1e-5 of Burn's ops on logits, and both
+/// to the reference libraries' outputs.
+#[derive(Clone, Debug)]
+pub struct InferenceModel {
+    /// The folded network, in evaluation mode.
+    network: EfficientNet,
+    /// The CPU plan of `network`, if the engine runs it.
+    #[cfg(feature = "flex")]
+    plan: Option<Arc<crate::cpu::Plan>>,
+}
+
+impl InferenceModel {
+    /// Folds `model`'s batch norms (in evaluation mode, dropping autodiff) and, where the
+    /// CPU engine runs it, plans it.
+    pub fn new(model: EfficientNet) -> Self {
+        let network = model.fold_batch_norms();
+        Self {
+            #[cfg(feature = "flex")]
+            plan: crate::cpu::Plan::new(&network).map(Arc::new),
+            network,
+        }
+    }
+
+    /// The plan, if it runs `input`.
+    #[cfg(feature = "flex")]
+    fn plan_for(&self, input: &Tensor<4>) -> Option<&crate::cpu::Plan> {
+        self.plan.as_deref().filter(|plan| plan.applies(input))
+    }
+
+    /// Whether the CPU engine runs this model (flex backend, f32); otherwise Burn's ops do.
+    pub fn is_planned(&self) -> bool {
+        #[cfg(feature = "flex")]
+        return self.plan.is_some();
+        #[cfg(not(feature = "flex"))]
+        false
+    }
+
+    /// The folded network, read-only: its config, parameters and devices.
+    pub fn network(&self) -> &EfficientNet {
+        &self.network
+    }
+
+    /// The config the network was built from.
+    pub fn config(&self) -> &EfficientNetConfig {
+        self.network.config()
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.network
+            .devices()
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    }
+
+    /// Class logits.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`, normalised as the weights expect
+    /// - output: `[batch, num_classes]`
+    ///
+    /// # Panics
+    ///
+    /// If [`check_input`](Self::check_input) refuses the input's shape;
+    /// [`try_forward`](Self::try_forward) returns that as an error instead.
+    pub fn forward(&self, input: Tensor<4>) -> Tensor<2> {
+        #[cfg(feature = "flex")]
+        if let Some(plan) = self.plan_for(&input) {
+            return plan.logits(input);
+        }
+        self.network.forward(input)
+    }
+
+    /// [`forward`](Self::forward) for input from outside the program: a wrong shape is an
+    /// [`Error::InputShape`] instead of a panic.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: `[batch, num_classes]`
+    pub fn try_forward(&self, input: Tensor<4>) -> Result<Tensor<2>, Error> {
+        self.check_input(input.dims())?;
+        Ok(self.forward(input))
+    }
+
+    /// Whether the model takes input of shape `dims` ([`EfficientNet::check_input`]).
+    pub fn check_input(&self, dims: [usize; 4]) -> Result<(), Error> {
+        self.network.check_input(dims)
+    }
+
+    /// The head's feature map, before pooling.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: `[batch, head_channels, height / 32, width / 32]` (rounded as the padding
+    ///   style rounds)
+    ///
+    /// # Panics
+    ///
+    /// If [`check_input`](Self::check_input) refuses the input's shape.
+    pub fn forward_features(&self, input: Tensor<4>) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if let Some(plan) = self.plan_for(&input) {
+            return plan.features(input);
+        }
+        self.network.forward_features(input)
+    }
+
+    /// Pooled features, before the classifier (timm's `pre_logits`).
+    ///
+    /// # Shapes
+    ///
+    /// - `features`: `[batch, head_channels, height', width']`
+    /// - output: `[batch, head_channels]`
+    pub fn pre_logits(&self, features: Tensor<4>) -> Tensor<2> {
+        self.network.pre_logits(features)
+    }
+
+    /// Pooled features, dropout (inactive) and the classifier
+    /// ([`EfficientNet::forward_head`]).
+    ///
+    /// # Shapes
+    ///
+    /// - `features`: `[batch, head_channels, height', width']`
+    /// - output: `[batch, num_classes]`
+    pub fn forward_head(&self, features: Tensor<4>) -> Tensor<2> {
+        self.network.forward_head(features)
+    }
+
+    /// Multi-scale feature maps for detection and segmentation backbones
+    /// ([`EfficientNet::endpoints`]).
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: for each endpoint stage `s`, `[batch, channels_s, height / r_s, width / r_s]`
+    ///
+    /// # Panics
+    ///
+    /// If [`check_input`](Self::check_input) refuses the input's shape.
+    pub fn endpoints(&self, input: Tensor<4>) -> Vec<Tensor<4>> {
+        #[cfg(feature = "flex")]
+        if let Some(plan) = self.plan_for(&input) {
+            return plan.endpoints(input, &self.config().endpoint_stages());
+        }
+        self.network.endpoints(input)
+    }
+
+    /// Some of the [`endpoints`](Self::endpoints), by their index in
+    /// [`feature_info`](Self::feature_info), in the order asked
+    /// ([`EfficientNet::endpoints_at`]). The network runs only as far as the deepest one
+    /// needs.
+    ///
+    /// # Shapes
+    ///
+    /// - `input`: `[batch, in_channels, height, width]`
+    /// - output: for each index `i`, `[batch, channels_i, height / r_i, width / r_i]`
+    pub fn endpoints_at(
+        &self,
+        input: Tensor<4>,
+        indices: &[usize],
+    ) -> Result<Vec<Tensor<4>>, Error> {
+        #[cfg(feature = "flex")]
+        if let Some(plan) = self.plan_for(&input) {
+            self.check_input(input.dims())?;
+            let stages = self.config().endpoint_stages_at(indices)?;
+            return Ok(plan.endpoints(input, &stages));
+        }
+        self.network.endpoints_at(input, indices)
+    }
+
+    /// The channels, reduction and stage of each map [`endpoints`](Self::endpoints) returns.
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        self.network.feature_info()
+    }
+
+    /// Saves the folded weights in Burn's burnpack format
+    /// ([`EfficientNet::save_burnpack`]); [`SavedModel::load`](crate::SavedModel::load)
+    /// reads them back into an `InferenceModel`.
+    pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<(), Error> {
+        self.network.save_burnpack(path)
+    }
+}
+
+impl From<EfficientNet> for InferenceModel {
+    /// [`EfficientNet::for_inference`].
+    fn from(model: EfficientNet) -> Self {
+        Self::new(model)
+    }
+}
