@@ -17,17 +17,7 @@
 //! ```
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use efficientnet_burn::__bench::{PackedWeights, epilogue_pass};
-
-/// A deterministic pseudo-random vector in [-0.5, 0.5).
-fn values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-            (x >> 8) as f32 / (1 << 24) as f32 - 0.5
-        })
-        .collect()
-}
+use efficientnet_burn::__bench::{PackedWeights, epilogue_pass, pseudo_random as values};
 
 /// `c = a * b` with the `gemm` crate over rayon's pool (all row-major).
 fn gemm_crate(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {

@@ -5,6 +5,16 @@ use super::isa::{Detected, Isa, Kernel};
 use super::matmul::{self, Epilogue, Packed};
 use crate::model::activation::Activation;
 
+/// A deterministic pseudo-random vector in [-0.5, 0.5): test and benchmark data.
+pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
+            (x >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
 /// A 1x1 convolution's weights packed as the plan packs them: `k` inputs, `n` outputs,
 /// `weights` row-major `[k][n]`.
 pub struct PackedWeights {

@@ -61,7 +61,7 @@ impl Block {
 }
 
 /// The config of one block of a scaled network, as
-/// [`EfficientNetConfig::blocks`](crate::EfficientNetConfig::blocks) plans it.
+/// [`EfficientNetConfig::blocks`](crate::EfficientNetConfig::blocks) lays it out.
 #[derive(Clone, Debug)]
 pub enum BlockConfig {
     /// An MBConv block (every stage of EfficientNet, the later stages of EfficientNetV2).

@@ -220,8 +220,8 @@ mod tests {
         // TF SAME keeps ceil(size / stride) by construction: ceil(65 / 2) = 33. Symmetric
         // padding of (k - 1) / 2 gives (size + k - 1 - k) / stride + 1, the same number for
         // odd k: (65 + 2 - 3) / 2 + 1 = 33, (7 + 4 - 5) / 2 + 1 = 4. Where they differ is the
-        // placement of the padding (TF puts the odd pixel after, Burn's `Same` checks that:
-        // `cpu::padding` tests it), not the output size.
+        // placement of the padding (TF puts the odd pixel after, as Burn's `Same` does),
+        // not the output size.
         assert_eq!(Padding::TfSame.output_size(65, 3, 2), 33);
         assert_eq!(Padding::Symmetric.output_size(65, 3, 2), 33);
         assert_eq!(Padding::TfSame.output_size(66, 5, 2), 33);

@@ -82,8 +82,8 @@ impl EfficientNet {
     /// [`load_pytorch`](Self::load_pytorch) cannot load into it: load, then fold.
     /// [`save_burnpack`](Self::save_burnpack) saves it, and
     /// [`load_burnpack`](Self::load_burnpack) reloads that file into a model folded the same
-    /// way. For inference prefer [`for_inference`](Self::for_inference), which folds and,
-    /// on the CPU, plans the network for fast kernels.
+    /// way. For inference prefer [`for_inference`](Self::for_inference), which folds and
+    /// prepares the network for the crate's inference engine.
     pub fn fold_batch_norms(self) -> Self {
         let model = self.valid();
         Self {
@@ -106,8 +106,8 @@ impl EfficientNet {
     }
 
     /// The model for inference: batch norms folded ([`fold_batch_norms`](Self::fold_batch_norms))
-    /// and, on the flex CPU backend in f32, the whole network planned once for the crate's
-    /// CPU kernels. See [`InferenceModel`]. Drops autodiff (`valid()`).
+    /// and the network prepared for the crate's inference engine, where it runs; see
+    /// [`InferenceModel`]. Drops autodiff (`valid()`).
     pub fn for_inference(self) -> InferenceModel {
         InferenceModel::new(self)
     }
@@ -403,7 +403,7 @@ mod tests {
             .with_num_classes(4)
             .with_dropout(0.5)
             .with_stochastic_depth_prob(0.5);
-        let device = Device::flex().autodiff();
+        let device = Device::default().autodiff();
         let model = config.init(&device).train();
         let input = Tensor::<4>::ones([4, 3, 32, 32], &device);
         let differs = |a: Tensor<2>, b: Tensor<2>| {

@@ -2,8 +2,8 @@
 //! ([`EfficientNet`](crate::EfficientNet), at the crate root), and the architecture's
 //! tables: stage tables, published presets and the rounding rules of compound scaling.
 //!
-//! These files are plain Burn modules: no backend, kernel or CPU code. Inference on the CPU
-//! runs through [`InferenceModel`](crate::InferenceModel), beside the model.
+//! These files are plain Burn modules: no backend or kernel code. The inference engine runs
+//! beside them, through [`InferenceModel`](crate::InferenceModel).
 
 pub(crate) mod activation;
 pub(crate) mod block;

@@ -426,6 +426,7 @@ pub(crate) fn burnpack_index(path: &Path) -> Result<BTreeMap<String, Vec<usize>>
 /// How a burnpack file's tensors differ from `module`'s, or `None` if they fit: the first
 /// tensor whose shape differs (its name and both shapes), else the missing and unexpected
 /// names. Reads the file's index, not its data; names compare exactly, as Burn loads them.
+#[cfg(feature = "train")]
 pub(crate) fn burnpack_mismatch<M: ModuleSnapshot>(
     module: &M,
     path: &Path,

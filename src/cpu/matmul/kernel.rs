@@ -2,7 +2,7 @@
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
 use super::pack::{NR, pack_tile};
-use super::{Epilogue, Region};
+use super::{Epilogue, Region, RegionProduct};
 use crate::cpu::isa::Isa;
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -16,38 +16,8 @@ const KC: usize = 256;
 /// waste at most `TAIL - 1` rows of work.
 const TAIL: usize = 4;
 
-/// `region = epilogue(a * b)` (see [`super::RegionProduct`]) with `I`'s tile height
-/// ([`Isa::TILE_ROWS`]: 12 rows for AVX-512, 6 for AVX2, 4 for the portable build).
-///
-/// # Safety
-///
-/// As [`super::RegionProduct::new`].
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn product<I: Isa>(
-    isa: I,
-    a: &[f32],
-    lda: usize,
-    a_scale: Option<&[f32]>,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    epilogue: Epilogue,
-    region: Region,
-    scratch: &mut Vec<f32>,
-) {
-    let (e, r) = (epilogue, region);
-    // SAFETY: passed on from the caller.
-    unsafe {
-        match I::TILE_ROWS {
-            12 => blocked::<12, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
-            6 => blocked::<6, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
-            _ => blocked::<TAIL, I>(isa, a, lda, a_scale, b, k, n, e, r, scratch),
-        }
-    }
-}
-
-/// [`product`] with `MR` rows per tile.
+/// `product`'s region set to `epilogue(a * b)` with `MR` rows per tile (the instruction
+/// set's [`Isa::TILE_ROWS`]: 12 for AVX-512, 6 for AVX2, 4 for the portable build).
 ///
 /// The classic blocking: `k` in slices of [`KC`]; rows in blocks, each block's slice of `a`
 /// packed tile by tile (`KC` steps of `MR` values, so the kernel reads them with one
@@ -58,19 +28,18 @@ pub(crate) unsafe fn product<I: Isa>(
 ///
 /// As [`super::RegionProduct::new`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn blocked<const MR: usize, I: Isa>(
-    isa: I,
-    a: &[f32],
-    lda: usize,
-    a_scale: Option<&[f32]>,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    epilogue: Epilogue,
-    region: Region,
-    scratch: &mut Vec<f32>,
-) {
+pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionProduct) {
+    let RegionProduct {
+        a,
+        lda,
+        a_scale,
+        b,
+        k,
+        n,
+        epilogue,
+        region,
+        scratch,
+    } = product;
     let rows = region.rows;
     if rows == 0 || k == 0 {
         return;

@@ -73,6 +73,19 @@ pub(crate) struct RegionProduct<'a> {
     scratch: &'a mut Vec<f32>,
 }
 
+/// The operands of a [`RegionProduct`], checked by [`RegionProduct::new`].
+struct Operands<'a> {
+    /// `rows x k` (row stride `lda`).
+    a: &'a [f32],
+    lda: usize,
+    /// A factor per column of `a`, if any.
+    a_scale: Option<&'a [f32]>,
+    /// [`Packed::data`] of a `k x n` matrix.
+    b: &'a [f32],
+    k: usize,
+    n: usize,
+}
+
 impl<'a> RegionProduct<'a> {
     /// `region = epilogue(a * b)`: row `i` of `a` is `a[i * lda..i * lda + k]`, its column
     /// `j` times `a_scale[j]` if given; `b` is [`Packed::data`] of a `k x n` matrix;
@@ -82,18 +95,20 @@ impl<'a> RegionProduct<'a> {
     ///
     /// `region` must be valid for writes of its rows and its panels' columns, which no one
     /// else reads or writes until the product has run.
-    #[allow(clippy::too_many_arguments)]
     unsafe fn new(
-        a: &'a [f32],
-        lda: usize,
-        a_scale: Option<&'a [f32]>,
-        b: &'a [f32],
-        k: usize,
-        n: usize,
+        operands: Operands<'a>,
         epilogue: Epilogue<'a>,
         region: Region,
         scratch: &'a mut Vec<f32>,
     ) -> Self {
+        let Operands {
+            a,
+            lda,
+            a_scale,
+            b,
+            k,
+            n,
+        } = operands;
         let rows = region.rows;
         assert!(
             rows == 0 || a.len() >= (rows - 1) * lda + k,
@@ -123,19 +138,14 @@ impl Kernel for RegionProduct<'_> {
 
     #[inline(always)]
     fn run<I: Isa>(self, isa: I) {
-        let Self {
-            a,
-            lda,
-            a_scale,
-            b,
-            k,
-            n,
-            epilogue,
-            region,
-            scratch,
-        } = self;
         // SAFETY: `new`'s caller vouched for the region; `new` checked `a` and `b`.
-        unsafe { kernel::product(isa, a, lda, a_scale, b, k, n, epilogue, region, scratch) };
+        unsafe {
+            match I::TILE_ROWS {
+                12 => kernel::blocked::<12, I>(isa, self),
+                6 => kernel::blocked::<6, I>(isa, self),
+                _ => kernel::blocked::<4, I>(isa, self),
+            }
+        }
     }
 }
 
@@ -164,8 +174,16 @@ pub(crate) fn serial(
         first_panel: 0,
         end_panel: n.div_ceil(NR),
     };
+    let operands = Operands {
+        a,
+        lda,
+        a_scale: None,
+        b,
+        k,
+        n,
+    };
     // SAFETY: the region is all of `c`, borrowed mutably for the call.
-    let product = unsafe { RegionProduct::new(a, lda, None, b, k, n, epilogue, region, scratch) };
+    let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
     isa.run(product);
 }
 
@@ -272,21 +290,18 @@ pub(crate) fn parallel(
                 first_panel: panel_group * group,
                 end_panel: ((panel_group + 1) * group).min(panels),
             };
+            let operands = Operands {
+                a: &a[first_row * k..],
+                lda: k,
+                a_scale: a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
+                b,
+                k,
+                n,
+            };
+            let epilogue = epilogue.starting_at_row(first_row, n);
             // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
             // this function borrows mutably until they all end.
-            let product = unsafe {
-                RegionProduct::new(
-                    &a[first_row * k..],
-                    k,
-                    a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
-                    b,
-                    k,
-                    n,
-                    epilogue.starting_at_row(first_row, n),
-                    region,
-                    scratch,
-                )
-            };
+            let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
             isa.run(product);
         });
 }
@@ -297,14 +312,9 @@ mod tests {
     use super::*;
     use crate::cpu::isa::Portable;
 
-    /// A deterministic pseudo-random matrix.
+    /// A deterministic pseudo-random `rows x columns` matrix.
     fn matrix(rows: usize, columns: usize, seed: u32) -> Vec<f32> {
-        (0..rows * columns)
-            .map(|i| {
-                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
+        crate::cpu::bench::pseudo_random(rows * columns, seed)
     }
 
     #[test]

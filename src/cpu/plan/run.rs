@@ -464,18 +464,9 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
+    use crate::cpu::bench::pseudo_random as values;
     use crate::cpu::matmul::Packed;
     use crate::model::activation::Activation;
-
-    /// A deterministic pseudo-random vector in [-0.5, 0.5).
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let x = (i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed);
-                (x >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
 
     fn worst(a: &[f32], b: &[f32]) -> f32 {
         a.iter()
