@@ -6,8 +6,8 @@
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). The toolchain here is stable, so
 # RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags, and `-s none` leaves out
-# AddressSanitizer (the crate has no unsafe code outside src/model/cpu.rs, whose slices are
-# bounds-checked). Seeds: the small checkpoint fixtures (prefixed with the reader-selector
+# AddressSanitizer (the crate has no unsafe code outside the CPU engine, src/cpu/, whose
+# unsafe blocks each state the bound they rely on). Seeds: the small checkpoint fixtures (prefixed with the reader-selector
 # byte) and tiny images in every decoded format, made by the reference venv's Pillow.
 # Results go to TESTING.md by hand: duration, executions, crashes.
 set -euo pipefail
