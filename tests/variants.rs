@@ -510,3 +510,37 @@ fn feature_info_describes_the_endpoints_without_running_them() {
         );
     }
 }
+
+#[test]
+fn dropout_and_stochastic_depth_act_in_training_only() {
+    // Flex named, not `Device::default()`: with the default device the two training
+    // forwards below came out equal in 2 of 30 runs beside the other unit tests (not
+    // understood yet); with flex, 0 of 30.
+    let config = EfficientNetConfig::b0()
+        .with_width(0.1)
+        .with_depth(0.5)
+        .with_num_classes(4)
+        .with_dropout(0.5)
+        .with_stochastic_depth_prob(0.5);
+    let device = Device::flex().autodiff();
+    let model = config.init(&device).train();
+    let input = Tensor::<4>::ones([4, 3, 32, 32], &device);
+    let differs = |a: Tensor<2>, b: Tensor<2>| {
+        a.inner()
+            .into_data()
+            .iter::<f32>()
+            .zip(b.inner().into_data().iter::<f32>())
+            .any(|(x, y)| x != y)
+    };
+    // Training: each forward draws new masks.
+    assert!(differs(
+        model.forward(input.clone()),
+        model.forward(input.clone())
+    ));
+    // Evaluation: deterministic, on the plain device and on the autodiff one.
+    let eval = model.valid();
+    let plain = input.clone().inner();
+    assert!(!differs(eval.forward(plain.clone()), eval.forward(plain)));
+    let eval = eval.fork(&device);
+    assert!(!differs(eval.forward(input.clone()), eval.forward(input)));
+}

@@ -61,7 +61,7 @@ fn parity_fixture_and_cpu_agree_on_wgpu() {
 }
 
 #[test]
-fn shapes_and_fused_model_on_wgpu() {
+fn shapes_and_folded_model_on_wgpu() {
     let device = gpu();
     let config = EfficientNetConfig::b0()
         .with_width(0.25)

@@ -397,37 +397,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dropout_and_stochastic_depth_act_in_training_only() {
-        let config = EfficientNetConfig::b0()
-            .with_width(0.1)
-            .with_depth(0.5)
-            .with_num_classes(4)
-            .with_dropout(0.5)
-            .with_stochastic_depth_prob(0.5);
-        let device = Device::default().autodiff();
-        let model = config.init(&device).train();
-        let input = Tensor::<4>::ones([4, 3, 32, 32], &device);
-        let differs = |a: Tensor<2>, b: Tensor<2>| {
-            a.inner()
-                .into_data()
-                .iter::<f32>()
-                .zip(b.inner().into_data().iter::<f32>())
-                .any(|(x, y)| x != y)
-        };
-        // Training: each forward draws new masks.
-        assert!(differs(
-            model.forward(input.clone()),
-            model.forward(input.clone())
-        ));
-        // Evaluation: deterministic, on the plain device and on the autodiff one.
-        let eval = model.valid();
-        let plain = input.clone().inner();
-        assert!(!differs(eval.forward(plain.clone()), eval.forward(plain)));
-        let eval = eval.fork(&device);
-        assert!(!differs(eval.forward(input.clone()), eval.forward(input)));
-    }
-
-    #[test]
     fn trainable_count_excludes_running_statistics() {
         let device = Device::default();
         let model = EfficientNet::b0(&device);

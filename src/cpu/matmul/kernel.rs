@@ -2,7 +2,7 @@
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
 use super::pack::{NR, pack_tile};
-use super::{Epilogue, Region, RegionProduct};
+use super::{Epilogue, Operands, Region, RegionProduct};
 use crate::cpu::isa::Isa;
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -30,12 +30,15 @@ const TAIL: usize = 4;
 #[inline(always)]
 pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionProduct) {
     let RegionProduct {
-        a,
-        lda,
-        a_scale,
-        b,
-        k,
-        n,
+        operands:
+            Operands {
+                a,
+                lda,
+                a_scale,
+                b,
+                k,
+                n,
+            },
         epilogue,
         region,
         scratch,

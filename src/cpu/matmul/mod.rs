@@ -62,18 +62,14 @@ pub(crate) struct Region {
 /// One product into a [`Region`]: the unit of work the drivers hand to
 /// [`Detected::run`].
 pub(crate) struct RegionProduct<'a> {
-    a: &'a [f32],
-    lda: usize,
-    a_scale: Option<&'a [f32]>,
-    b: &'a [f32],
-    k: usize,
-    n: usize,
+    operands: Operands<'a>,
     epilogue: Epilogue<'a>,
     region: Region,
     scratch: &'a mut Vec<f32>,
 }
 
 /// The operands of a [`RegionProduct`], checked by [`RegionProduct::new`].
+#[derive(Clone, Copy)]
 struct Operands<'a> {
     /// `rows x k` (row stride `lda`).
     a: &'a [f32],
@@ -120,12 +116,7 @@ impl<'a> RegionProduct<'a> {
             "a_scale is too short"
         );
         Self {
-            a,
-            lda,
-            a_scale,
-            b,
-            k,
-            n,
+            operands,
             epilogue,
             region,
             scratch,
