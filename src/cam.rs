@@ -84,53 +84,51 @@ fn class_activation_map(
     features: Tensor<4>,
     class: Option<usize>,
 ) -> ClassActivationMap {
-    {
-        let num_classes = network.config().num_classes;
-        let [batch, channels, height, width] = features.dims();
-        let probabilities = softmax(network.forward_head(features.clone()), 1);
-        let classes: Vec<usize> = match class {
-            Some(class) => vec![class; batch],
-            None => probabilities
-                .clone()
-                .argmax(1)
-                .into_data()
-                .iter::<i64>()
-                .map(|c| c as usize)
-                .collect(),
-        };
-        // Any float type the model ran in: read as f32.
-        let probabilities: Vec<f32> = probabilities.into_data().iter::<f32>().collect();
-        let probabilities = classes
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| probabilities[i * num_classes + c])
-            .collect();
+    let num_classes = network.config().num_classes;
+    let [batch, channels, height, width] = features.dims();
+    let probabilities = softmax(network.forward_head(features.clone()), 1);
+    let classes: Vec<usize> = match class {
+        Some(class) => vec![class; batch],
+        None => probabilities
+            .clone()
+            .argmax(1)
+            .into_data()
+            .iter::<i64>()
+            .map(|c| c as usize)
+            .collect(),
+    };
+    // Any float type the model ran in: read as f32.
+    let probabilities: Vec<f32> = probabilities.into_data().iter::<f32>().collect();
+    let probabilities = classes
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| probabilities[i * num_classes + c])
+        .collect();
 
-        // Burn's Linear weight is [in, out]: column c is class c's row in PyTorch terms.
-        let weight = network.classifier.weight.val();
-        let device = weight.device();
-        let index = Tensor::<1, burn::tensor::Int>::from_data(
-            burn::tensor::TensorData::new(
-                classes.iter().map(|&c| c as i64).collect::<Vec<_>>(),
-                [batch],
-            ),
-            &device,
-        );
-        // [channels, batch] -> [batch, 1, channels]
-        let rows = weight.select(1, index).transpose().unsqueeze_dim::<3>(1);
-        // [batch, 1, channels] x [batch, channels, h*w] -> [batch, 1, h*w]
-        let flat = features.reshape([batch, channels, height * width]);
-        let maps = rows.matmul(flat).reshape([batch, height * width]);
-        let low = maps.clone().min_dim(1);
-        let range = maps.clone().max_dim(1) - low.clone();
-        // A constant map has range 0: divide by 1 there instead (all zeros).
-        let range = range.clone().mask_fill(range.lower_equal_elem(0.0), 1.0);
-        let maps = ((maps - low) / range).reshape([batch, height, width]);
-        ClassActivationMap {
-            maps,
-            classes,
-            probabilities,
-        }
+    // Burn's Linear weight is [in, out]: column c is class c's row in PyTorch terms.
+    let weight = network.classifier.weight.val();
+    let device = weight.device();
+    let index = Tensor::<1, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(
+            classes.iter().map(|&c| c as i64).collect::<Vec<_>>(),
+            [batch],
+        ),
+        &device,
+    );
+    // [channels, batch] -> [batch, 1, channels]
+    let rows = weight.select(1, index).transpose().unsqueeze_dim::<3>(1);
+    // [batch, 1, channels] x [batch, channels, h*w] -> [batch, 1, h*w]
+    let flat = features.reshape([batch, channels, height * width]);
+    let maps = rows.matmul(flat).reshape([batch, height * width]);
+    let low = maps.clone().min_dim(1);
+    let range = maps.clone().max_dim(1) - low.clone();
+    // A constant map has range 0: divide by 1 there instead (all zeros).
+    let range = range.clone().mask_fill(range.lower_equal_elem(0.0), 1.0);
+    let maps = ((maps - low) / range).reshape([batch, height, width]);
+    ClassActivationMap {
+        maps,
+        classes,
+        probabilities,
     }
 }
 
