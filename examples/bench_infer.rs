@@ -45,7 +45,7 @@ struct Args {
     #[arg(long)]
     unplanned: bool,
     /// Backend (as compiled in).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
 }
 

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use burn::tensor::Device;
 use clap::Parser;
-use efficientnet_burn::{Error, Preprocess, PretrainedModel};
+use efficientnet_burn::{Classifier, Error, Preprocess};
 use image::{ImageBuffer, Luma, Rgb, RgbImage};
 
 mod choices;
@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, default_value_t = 0.5)]
     alpha: f32,
     /// Backend (as compiled in).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
     /// Images.
     #[arg(required = true)]
@@ -123,7 +123,7 @@ fn run(args: Args) -> Result<(), Error> {
 /// The class activation map of one image, written beside its crop into `args.out`.
 fn write_map(
     args: &Args,
-    loaded: &PretrainedModel,
+    loaded: &Classifier,
     names: &[String],
     device: &Device,
     path: &Path,

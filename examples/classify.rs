@@ -49,7 +49,7 @@ struct Args {
     #[arg(long, requires = "json")]
     logits: bool,
     /// Backend (as compiled in).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
     /// List the known pretrained weights and exit.
     #[arg(long)]

@@ -19,10 +19,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use clap::Parser;
 use efficientnet_burn::train::{ImageFolder, TrainOptions, train};
-use efficientnet_burn::{
-    DeviceChoice, EfficientNet, EfficientNetConfig, Error, LoadOptions, Preprocess, Pretrained,
-    WeightSource,
-};
+use efficientnet_burn::{DeviceChoice, EfficientNet, Error, Preprocess, Pretrained};
 
 mod choices;
 
@@ -83,7 +80,7 @@ struct Args {
     #[arg(long)]
     resume: bool,
     /// Backend (as compiled in; several devices need cuda or wgpu).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
     /// Devices to train on data-parallel (cuda 0..N, or wgpu discrete GPUs 0..N). The way
     /// to train at ImageNet scale; untested here, where only one CPU device exists.
@@ -128,47 +125,30 @@ fn starting_point(
     device: &Device,
 ) -> Result<(EfficientNet, Preprocess), Error> {
     let num_classes = args.num_classes.unwrap_or(classes);
-    let options = |source: WeightSource| {
-        LoadOptions::new()
-            .with_layout(source.layout())
-            .with_skip_classifier(true)
-    };
-    if let Some(name) = &args.pretrained {
-        let pretrained: Pretrained = name.parse()?;
-        let config = pretrained.config().with_num_classes(num_classes);
-        let config = match args.resolution {
-            Some(r) => config.with_resolution(r),
-            None => config,
-        };
-        let file = match &args.weights {
-            Some(file) => file.clone(),
-            None => download(pretrained)?,
-        };
-        let source = pretrained.info().source;
-        let model = config
-            .try_init(device)?
-            .load_pytorch(file, &options(source))?;
-        let mut preprocess = pretrained.preprocess();
+    let resized = |mut preprocess: Preprocess| {
         if let Some(r) = args.resolution {
             preprocess.crop = r;
             preprocess.resize = r * 8 / 7;
         }
-        return Ok((model, preprocess));
+        preprocess
+    };
+    if let Some(name) = &args.pretrained {
+        let pretrained: Pretrained = name.parse()?;
+        let (model, preprocess) = match &args.weights {
+            Some(file) => pretrained.for_finetuning_from_file(file, num_classes, device)?,
+            None => finetune_downloaded(pretrained, num_classes, device)?,
+        };
+        return Ok((model, resized(preprocess)));
     }
     let variant = args.variant.0;
-    let mut config: EfficientNetConfig = variant.config().with_num_classes(num_classes);
+    let mut config = variant.config();
     if let Some(r) = args.resolution {
         config = config.with_resolution(r);
     }
     let model = match &args.weights {
-        Some(file) => {
-            let source = args.source.0;
-            source
-                .configure(config.clone())
-                .try_init(device)?
-                .load_pytorch(file, &options(source))?
-        }
-        None => config.try_init(device)?,
+        Some(file) => EfficientNet::from_pytorch(file, config, args.source.0, device)?
+            .with_new_classifier(num_classes)?,
+        None => config.with_num_classes(num_classes).try_init(device)?,
     };
     // V2 trains smaller than it evaluates (progressive learning): by default at the size
     // its schedule ends with (V2-S: 300, evaluated at 384).
@@ -186,12 +166,20 @@ fn starting_point(
 }
 
 #[cfg(feature = "pretrained")]
-fn download(pretrained: Pretrained) -> Result<PathBuf, Error> {
-    pretrained.fetch(&efficientnet_burn::WeightsCache::from_env()?)
+fn finetune_downloaded(
+    pretrained: Pretrained,
+    num_classes: usize,
+    device: &Device,
+) -> Result<(EfficientNet, Preprocess), Error> {
+    pretrained.for_finetuning(num_classes, device)
 }
 
 #[cfg(not(feature = "pretrained"))]
-fn download(_pretrained: Pretrained) -> Result<PathBuf, Error> {
+fn finetune_downloaded(
+    _pretrained: Pretrained,
+    _num_classes: usize,
+    _device: &Device,
+) -> Result<(EfficientNet, Preprocess), Error> {
     Err(Error::InvalidInput(
         "downloads need the `pretrained` feature; pass the file with --weights".to_string(),
     ))
@@ -218,16 +206,16 @@ fn run(args: Args) -> Result<(), Error> {
     );
     let (model, preprocess) = starting_point(&args, train_set.classes().len(), &devices[0])?;
 
-    let mut options = TrainOptions::new(args.recipe.0, &args.out)
+    let options = TrainOptions::new(args.recipe.0, &args.out)
         .with_epochs(args.epochs)
-        .with_batch_size(args.batch_size);
-    options.learning_rate = args.lr;
-    options.freeze_backbone = args.freeze_backbone;
-    options.preprocess = Some(preprocess);
-    options.num_workers = args.workers;
-    options.seed = args.seed;
-    options.resume = args.resume;
-    options.devices = devices;
+        .with_batch_size(args.batch_size)
+        .with_learning_rate(args.lr)
+        .with_freeze_backbone(args.freeze_backbone)
+        .with_preprocess(Some(preprocess))
+        .with_num_workers(args.workers)
+        .with_seed(args.seed)
+        .with_resume(args.resume)
+        .with_devices(devices);
 
     let run = train(model, train_set, valid_set, &options)?;
     println!(

@@ -29,6 +29,20 @@ def ident(name):
     return "".join(part.capitalize() for part in re.split(r"[^0-9a-zA-Z]+", name) if part)
 
 
+def timm_ident(name):
+    """`tf_efficientnetv2_s.in21k_ft_in1k` -> `TimmTfV2SIn21kFtIn1k`: the tag with the
+    architecture's redundant `efficientnet` dropped, so a case reads as the tag."""
+    return "Timm" + ident(name.replace("efficientnetv2_", "v2_").replace("efficientnet_", ""))
+
+
+def timm_results():
+    """Published top-1 / top-5 of timm tags (scripts/timm_results_efficientnet.csv)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "timm_results_efficientnet.csv")
+    with open(path) as f:
+        lines = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    return {m: (float(t1), float(t5)) for m, t1, t5 in (l.split(",") for l in lines[1:])}
+
+
 def variant_of(arch):
     m = re.search(r"(v2_?)?(b\d|l2|lite\d|s|m|l|xl)$", arch)
     if m.group(1):
@@ -56,6 +70,7 @@ def rows():
     patterns = ["efficientnet_b[0-5].*", "tf_efficientnet_b[0-8].*", "tf_efficientnet_l2.*",
                 "tf_efficientnet_lite[0-4].*", "tf_efficientnetv2_[smlb]*", "tf_efficientnetv2_xl*",
                 "efficientnetv2_[smlx]*"]
+    results = timm_results()
     names = []
     for p in patterns:
         # efficientnetv2_rw_* are Ross Wightman's own V2-like designs, not the paper's.
@@ -72,9 +87,10 @@ def rows():
         size = (c.test_input_size or c.input_size)[-1]
         crop_pct = c.test_crop_pct or c.crop_pct
         yield dict(
-            ident=f"Timm{ident(name)}", name=f"timm/{name}", variant=variant_of(arch),
+            ident=timm_ident(name), name=f"timm/{name}", variant=variant_of(arch),
             source="TimmTf" if arch.startswith("tf_") else "Timm", url=url, hash=hash_prefix(c.url),
-            params=params, top1=None, top5=None,
+            params=params, top1=results.get(name, (None, None))[0],
+            top5=results.get(name, (None, None))[1],
             resize=math.floor(size / crop_pct), crop=size,
             interp="Bicubic" if c.interpolation == "bicubic" else "Bilinear",
             mean=c.mean, std=c.std, classes=c.num_classes, license=c.license or "apache-2.0",

@@ -10,8 +10,9 @@ use crate::error::Error;
 /// was built with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DeviceChoice {
-    /// Burn's `flex` CPU backend (feature `flex`, the default).
-    Cpu,
+    /// Burn's `flex` CPU backend (feature `flex`, the default): the CPU backend the crate's
+    /// inference engine runs on. `"cpu"` parses to it.
+    Flex,
     /// Burn's deprecated `ndarray` CPU backend (feature `ndarray`).
     Ndarray,
     /// The default wgpu adapter (feature `wgpu`).
@@ -25,7 +26,7 @@ impl FromStr for DeviceChoice {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         match s.to_ascii_lowercase().as_str() {
-            "cpu" | "flex" => Ok(DeviceChoice::Cpu),
+            "cpu" | "flex" => Ok(DeviceChoice::Flex),
             "ndarray" => Ok(DeviceChoice::Ndarray),
             "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
             "cuda" => Ok(DeviceChoice::Cuda),
@@ -43,20 +44,29 @@ fn not_built(choice: &str, feature: &str) -> Error {
 impl DeviceChoice {
     /// Every choice.
     pub const ALL: [DeviceChoice; 4] = [
-        DeviceChoice::Cpu,
+        DeviceChoice::Flex,
         DeviceChoice::Ndarray,
         DeviceChoice::Wgpu,
         DeviceChoice::Cuda,
     ];
 
-    /// Lower-case name, as accepted by `DeviceChoice::from_str`: `cpu`, `ndarray`, `wgpu`,
+    /// Lower-case name, as accepted by `DeviceChoice::from_str`: `flex`, `ndarray`, `wgpu`,
     /// `cuda`.
     pub fn name(self) -> &'static str {
         match self {
-            DeviceChoice::Cpu => "cpu",
+            DeviceChoice::Flex => "flex",
             DeviceChoice::Ndarray => "ndarray",
             DeviceChoice::Wgpu => "wgpu",
             DeviceChoice::Cuda => "cuda",
+        }
+    }
+
+    /// Other names `DeviceChoice::from_str` accepts: `cpu` for flex, `gpu` for wgpu.
+    pub fn aliases(self) -> &'static [&'static str] {
+        match self {
+            DeviceChoice::Flex => &["cpu"],
+            DeviceChoice::Wgpu => &["gpu"],
+            DeviceChoice::Ndarray | DeviceChoice::Cuda => &[],
         }
     }
 
@@ -66,9 +76,9 @@ impl DeviceChoice {
     pub fn device(self) -> Result<Device, Error> {
         match self {
             #[cfg(feature = "flex")]
-            DeviceChoice::Cpu => Ok(Device::flex()),
+            DeviceChoice::Flex => Ok(Device::flex()),
             #[cfg(not(feature = "flex"))]
-            DeviceChoice::Cpu => Err(not_built("cpu", "flex")),
+            DeviceChoice::Flex => Err(not_built("flex", "flex")),
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
             DeviceChoice::Ndarray => Ok(Device::ndarray()),
@@ -119,7 +129,7 @@ mod tests {
 
     #[test]
     fn names_parse_and_missing_backends_say_which_feature() {
-        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Flex);
         assert!("tpu".parse::<DeviceChoice>().is_err());
         #[cfg(not(feature = "cuda"))]
         assert_eq!(

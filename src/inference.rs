@@ -21,7 +21,7 @@ use crate::model::efficientnet::EfficientNet;
 /// It has no way to change its weights, so what it runs is always what it was made from:
 /// to run other weights, make another ([`EfficientNet::for_inference`]). Clones share the
 /// plan. Made by [`EfficientNet::for_inference`] and by every loader that returns a model
-/// for inference ([`EfficientNet::pretrained`], [`PretrainedModel`](crate::PretrainedModel),
+/// for inference ([`EfficientNet::pretrained`], [`Classifier`](crate::Classifier),
 /// a folded [`SavedModel`](crate::SavedModel)).
 ///
 /// ```

@@ -59,6 +59,11 @@
 /// `burn = "0.22"`, to use more of Burn; Cargo resolves both to one copy).
 pub use burn;
 
+/// The `image` crate, re-exported: [`Classifier`] takes its [`RgbImage`](image::RgbImage) and
+/// [`DynamicImage`](image::DynamicImage), so an application needs no `image` dependency of its
+/// own to decode, build or convert images.
+pub use image;
+
 /// Serialises a type as its `name()` and deserialises it through its `FromStr`.
 macro_rules! serde_by_name {
     ($ty:ty) => {
@@ -78,6 +83,7 @@ macro_rules! serde_by_name {
 }
 
 mod cam;
+mod classifier;
 mod config;
 #[cfg(feature = "flex")]
 mod cpu;
@@ -102,15 +108,19 @@ mod weights;
 pub use cpu::bench as __bench;
 
 pub use cam::ClassActivationMap;
+pub use classifier::Classifier;
+#[allow(deprecated)]
+pub use classifier::PretrainedModel;
 pub use config::{EfficientNetConfig, FeatureInfo};
 pub use device::DeviceChoice;
 pub use error::Error;
+pub use imagenet::Prediction;
 pub use inference::InferenceModel;
 pub use model::efficientnet::EfficientNet;
-pub use preprocess::{Interpolation, MAX_IMAGE_SIDE, Preprocess};
+pub use preprocess::{ImageInput, Interpolation, MAX_IMAGE_SIDE, Preprocess};
 #[cfg(feature = "pretrained")]
 pub use pretrained::download::Cache as WeightsCache;
-pub use pretrained::{Pretrained, PretrainedInfo, PretrainedModel};
+pub use pretrained::{Pretrained, PretrainedInfo};
 pub use saved::{SavedModel, SavedNetwork};
 pub use scaling::CompoundScaling;
 pub use variant::Variant;

@@ -3,6 +3,7 @@
 //!
 //! The parameters come from the weights' metadata ([`Preprocess`]), never a fixed 224.
 
+use std::borrow::Cow;
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -42,6 +43,35 @@ pub fn max_image_file_bytes() -> u64 {
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations (RGB).
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// A decoded image the crate's transforms and classifiers take: an [`RgbImage`] as it is,
+/// or any [`DynamicImage`] (grayscale, RGBA, 16-bit...) converted to 8-bit RGB, as
+/// [`Preprocess::open`] converts files. References to either work too.
+pub trait ImageInput {
+    /// The image as 8-bit RGB, borrowed when it already is.
+    fn to_rgb(&self) -> Cow<'_, RgbImage>;
+}
+
+impl ImageInput for RgbImage {
+    fn to_rgb(&self) -> Cow<'_, RgbImage> {
+        Cow::Borrowed(self)
+    }
+}
+
+impl ImageInput for DynamicImage {
+    fn to_rgb(&self) -> Cow<'_, RgbImage> {
+        match self {
+            DynamicImage::ImageRgb8(rgb) => Cow::Borrowed(rgb),
+            other => Cow::Owned(other.to_rgb8()),
+        }
+    }
+}
+
+impl<T: ImageInput + ?Sized> ImageInput for &T {
+    fn to_rgb(&self) -> Cow<'_, RgbImage> {
+        (**self).to_rgb()
+    }
+}
 
 /// How the shorter side is resized.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -242,6 +272,12 @@ impl Preprocess {
     /// - output: `[3, height, width]`
     pub fn normalize(&self, image: &RgbImage) -> TensorData {
         let (w, h) = (image.width() as usize, image.height() as usize);
+        TensorData::new(self.normalized(image), [3, h, w])
+    }
+
+    /// [`normalize`](Self::normalize)'s values, channel-first.
+    fn normalized(&self, image: &RgbImage) -> Vec<f32> {
+        let (w, h) = (image.width() as usize, image.height() as usize);
         let mut values = vec![0.0f32; 3 * h * w];
         for (x, y, pixel) in image.enumerate_pixels() {
             for c in 0..3 {
@@ -249,7 +285,7 @@ impl Preprocess {
                 values[c * h * w + y as usize * w + x as usize] = (v - self.mean[c]) / self.std[c];
             }
         }
-        TensorData::new(values, [3, h, w])
+        values
     }
 
     /// The whole transform on decoded images, batched on `device`.
@@ -257,16 +293,33 @@ impl Preprocess {
     /// # Shapes
     ///
     /// - output: `[images.len(), 3, crop, crop]`
-    pub fn batch(&self, images: &[RgbImage], device: &Device) -> Result<Tensor<4>, Error> {
-        let mut items = Vec::with_capacity(images.len());
-        for image in images {
-            let data = self.normalize(&self.resize_and_crop(image)?);
-            items.push(Tensor::<3>::from_data(data, device));
-        }
+    pub fn batch<I: ImageInput>(&self, images: &[I], device: &Device) -> Result<Tensor<4>, Error> {
+        let items = images
+            .iter()
+            .map(|image| self.prepare(&image.to_rgb()))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.stack(items, device)
+    }
+
+    /// One decoded image resized, cropped and normalised ([`resize_and_crop`](
+    /// Self::resize_and_crop) then [`normalize`](Self::normalize)), as `3 x crop x crop`
+    /// values channel-first, for [`stack`](Self::stack).
+    pub(crate) fn prepare(&self, image: &RgbImage) -> Result<Vec<f32>, Error> {
+        Ok(self.normalized(&self.resize_and_crop(image)?))
+    }
+
+    /// Images from [`prepare`](Self::prepare) as one batch on `device`, copied once.
+    pub(crate) fn stack(&self, items: Vec<Vec<f32>>, device: &Device) -> Result<Tensor<4>, Error> {
         if items.is_empty() {
             return Err(Error::NoImages("no images to batch".to_string()));
         }
-        Ok(Tensor::stack(items, 0))
+        let (n, side) = (items.len(), self.crop);
+        let values = items.concat();
+        debug_assert_eq!(values.len(), n * 3 * side * side);
+        Ok(Tensor::from_data(
+            TensorData::new(values, [n, 3, side, side]),
+            device,
+        ))
     }
 }
 

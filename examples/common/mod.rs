@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use burn::tensor::Device;
 use clap::Args;
 use efficientnet_burn::imagenet::class_names;
-use efficientnet_burn::{EfficientNet, Error, Pretrained, PretrainedModel, SavedModel};
+use efficientnet_burn::{Classifier, EfficientNet, Error, Pretrained};
 
 use crate::choices::{SourceArg, VariantArg};
 
@@ -33,14 +33,11 @@ pub struct WeightArgs {
 impl WeightArgs {
     /// Loads the chosen weights as a model ready for inference (folded, NaN-free), with its
     /// eval transform and class names (empty when unknown).
-    pub fn load(&self, device: &Device) -> Result<PretrainedModel, Error> {
+    pub fn load(&self, device: &Device) -> Result<Classifier, Error> {
         match (&self.model, &self.pretrained, &self.weights) {
-            (Some(dir), _, _) => {
-                let saved = SavedModel::load(dir, device)?;
-                PretrainedModel::new(saved.model, saved.preprocess, saved.classes)
-            }
+            (Some(dir), _, _) => Classifier::load(dir, device),
             (None, Some(name), Some(weights)) => {
-                PretrainedModel::from_file(name.parse()?, weights, device)
+                Classifier::from_file(name.parse()?, weights, device)
             }
             (None, Some(name), None) => download_and_load(name.parse()?, device),
             (None, None, Some(weights)) => {
@@ -50,7 +47,7 @@ impl WeightArgs {
                 // ImageNet labels for a 1000-class head.
                 let preprocess = model.config().default_preprocess();
                 let classes = class_names(model.config().num_classes);
-                PretrainedModel::new(model, preprocess, classes)
+                Classifier::new(model, preprocess, classes)
             }
             (None, None, None) => download_and_load(Pretrained::TorchvisionB0V1, device),
         }
@@ -58,12 +55,12 @@ impl WeightArgs {
 }
 
 #[cfg(feature = "pretrained")]
-fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<PretrainedModel, Error> {
-    EfficientNet::pretrained(pretrained, device)
+fn download_and_load(pretrained: Pretrained, device: &Device) -> Result<Classifier, Error> {
+    Classifier::pretrained(pretrained, device)
 }
 
 #[cfg(not(feature = "pretrained"))]
-fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<PretrainedModel, Error> {
+fn download_and_load(pretrained: Pretrained, _device: &Device) -> Result<Classifier, Error> {
     Err(Error::InvalidInput(format!(
         "built without the `pretrained` feature: fetch {} and pass it with --weights",
         pretrained.info().url

@@ -51,24 +51,47 @@ impl EfficientNet {
             .iter()
             .map(|stage| stage.iter().map(|block| block.init(device)).collect())
             .collect();
-        let head_channels = config.scaled_head_channels();
-        // torchvision: uniform in +-1/sqrt(out_features), bias zero.
-        let range = 1.0 / (config.num_classes as f64).sqrt();
-        let mut classifier = LinearConfig::new(head_channels, config.num_classes)
-            .with_initializer(Initializer::Uniform {
-                min: -range,
-                max: range,
-            })
-            .init(device);
-        classifier.bias =
-            Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
         Ok(Self {
             stem: config.stem().init(device),
             stages,
             head: config.head().init(device),
             dropout: DropoutConfig::new(config.dropout).init(),
-            classifier,
+            classifier: fresh_classifier(config, device),
             config: config.clone(),
+        })
+    }
+
+    /// The model with a fresh classifier of `num_classes` outputs and everything else kept:
+    /// a pretrained backbone ready to fine-tune on other classes (timm's
+    /// `reset_classifier`). The new head is initialised as [`EfficientNetConfig::init`]
+    /// initialises one, on the device the old one was on.
+    ///
+    /// [`Pretrained::for_finetuning`](crate::Pretrained::for_finetuning) does this for
+    /// registry weights; for a checkpoint file:
+    ///
+    /// ```no_run
+    /// use efficientnet_burn::burn::tensor::Device;
+    /// use efficientnet_burn::{EfficientNet, EfficientNetConfig, WeightSource};
+    ///
+    /// let model = EfficientNet::from_pytorch(
+    ///     "efficientnet-lite0-57934424.pth",
+    ///     EfficientNetConfig::lite0(),
+    ///     WeightSource::EfficientNetPytorch,
+    ///     &Device::default(),
+    /// )?
+    /// .with_new_classifier(3)?;
+    /// # Ok::<(), efficientnet_burn::Error>(())
+    /// ```
+    ///
+    /// An error if `num_classes` is 0 or over the crate's limit.
+    pub fn with_new_classifier(self, num_classes: usize) -> Result<Self, Error> {
+        let config = self.config.clone().with_num_classes(num_classes);
+        config.validate()?;
+        let device = self.classifier.weight.device();
+        Ok(Self {
+            classifier: fresh_classifier(&config, &device),
+            config,
+            ..self
         })
     }
 
@@ -392,6 +415,20 @@ impl ModuleVisitor for NonFiniteFinder {
     }
 }
 
+/// A classifier for `config` as torchvision initialises one: weights uniform in
+/// `+-1/sqrt(classes)`, bias zero.
+fn fresh_classifier(config: &EfficientNetConfig, device: &Device) -> Linear {
+    let range = 1.0 / (config.num_classes as f64).sqrt();
+    let mut classifier = LinearConfig::new(config.scaled_head_channels(), config.num_classes)
+        .with_initializer(Initializer::Uniform {
+            min: -range,
+            max: range,
+        })
+        .init(device);
+    classifier.bias = Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
+    classifier
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,5 +440,32 @@ mod tests {
         // Burn counts running_mean and running_var: 2 x 21,008 BN channels more.
         assert_eq!(model.num_trainable_params(), 5_288_548);
         assert_eq!(model.num_params(), 5_288_548 + 2 * 21_008);
+    }
+
+    #[test]
+    fn a_new_classifier_keeps_the_backbone() {
+        let device = Device::default();
+        let model = crate::EfficientNetConfig::b0()
+            .with_width(0.25)
+            .init(&device);
+        let stem = model.stem.conv.weight.val();
+        let head = model.head.conv.weight.val();
+        let model = model.with_new_classifier(7).unwrap();
+        assert_eq!(model.config().num_classes, 7);
+        assert_eq!(
+            model.classifier.weight.dims(),
+            [model.config().scaled_head_channels(), 7]
+        );
+        stem.into_data()
+            .assert_eq(&model.stem.conv.weight.val().into_data(), true);
+        head.into_data()
+            .assert_eq(&model.head.conv.weight.val().into_data(), true);
+        let logits = model.forward(burn::tensor::Tensor::<4>::zeros([1, 3, 32, 32], &device));
+        assert_eq!(logits.dims(), [1, 7]);
+        let err = model.with_new_classifier(0).unwrap_err();
+        assert!(
+            err.to_string().contains("num_classes must be at least 1"),
+            "{err}"
+        );
     }
 }

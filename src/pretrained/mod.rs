@@ -6,7 +6,6 @@
 
 #[cfg(feature = "pretrained")]
 pub mod download;
-mod model;
 mod table;
 
 use core::fmt;
@@ -18,7 +17,6 @@ use crate::preprocess::{Interpolation, Preprocess};
 use crate::variant::Variant;
 use crate::weights::source::WeightSource;
 
-pub use model::PretrainedModel;
 pub use table::Pretrained;
 
 /// Metadata of one set of pretrained weights. Serialises with the variant and source by
@@ -91,13 +89,63 @@ impl Pretrained {
 
     /// Loads these weights from a file already on disk into a fresh model ([`config`](
     /// Self::config) with the entry's source settings).
+    #[deprecated(
+        since = "0.1.0",
+        note = "for inference `Classifier::from_file`; to fine-tune `for_finetuning_from_file`"
+    )]
     pub fn load_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+        device: &burn::tensor::Device,
+    ) -> Result<crate::EfficientNet, Error> {
+        self.load_file_unchecked(path, device)
+    }
+
+    /// The entry's weights from `path` in a fresh trainable model.
+    pub(crate) fn load_file_unchecked(
         self,
         path: impl AsRef<std::path::Path>,
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
         let info = self.info();
         crate::EfficientNet::from_pytorch(path, self.config(), info.source, device)
+    }
+
+    /// These weights from a file already on disk, as a trainable model with a fresh
+    /// classifier of `num_classes` outputs ([`EfficientNet::with_new_classifier`](
+    /// crate::EfficientNet::with_new_classifier)), and the eval transform they were
+    /// measured with (the transform to validate and classify with after fine-tuning).
+    pub fn for_finetuning_from_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+        num_classes: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<(crate::EfficientNet, Preprocess), Error> {
+        let model = self
+            .load_file_unchecked(path, device)?
+            .with_new_classifier(num_classes)?;
+        Ok((model, self.preprocess()))
+    }
+
+    /// The default weights of `variant`: its entry with the best published ImageNet-1k
+    /// top-1 accuracy (torchvision's and timm's published figures), `None` where no entry
+    /// publishes one. `"b3".parse::<Pretrained>()` gives the same.
+    ///
+    /// ```
+    /// use efficientnet_burn::{Pretrained, Variant};
+    ///
+    /// let b0 = Pretrained::default_for(Variant::B0).unwrap();
+    /// assert_eq!(b0.to_string(), "timm/tf_efficientnet_b0.ns_jft_in1k");
+    /// assert_eq!(b0.info().top1, Some(78.67));
+    /// assert_eq!("b0".parse::<Pretrained>()?, b0);
+    /// # Ok::<(), efficientnet_burn::Error>(())
+    /// ```
+    pub fn default_for(variant: Variant) -> Option<Pretrained> {
+        Pretrained::all()
+            .filter(|p| p.info().variant == variant && p.info().num_classes == 1000)
+            .filter_map(|p| p.info().top1.map(|top1| (p, top1)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(p, _)| p)
     }
 
     /// The eval transform the weights were measured with.
@@ -123,12 +171,39 @@ impl Pretrained {
     }
 
     /// Downloads (or finds in `cache`) the weights and loads them into a fresh model.
+    #[deprecated(
+        since = "0.1.0",
+        note = "for inference `Classifier::pretrained`; to fine-tune `for_finetuning`"
+    )]
     pub fn load(
         self,
         cache: &download::Cache,
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
-        self.load_file(self.fetch(cache)?, device)
+        self.load_file_unchecked(self.fetch(cache)?, device)
+    }
+
+    /// These weights (downloaded once, then from the cache, as
+    /// [`Classifier::pretrained`](crate::Classifier::pretrained)) as a trainable model with
+    /// a fresh classifier of `num_classes` outputs, and the eval transform they were
+    /// measured with: fine-tuning in one call (timm's `create_model(name, pretrained=True,
+    /// num_classes=n)`).
+    ///
+    /// ```no_run
+    /// use efficientnet_burn::Pretrained;
+    /// use efficientnet_burn::burn::tensor::Device;
+    ///
+    /// let (model, preprocess) = Pretrained::TorchvisionB0V1.for_finetuning(10, &Device::default())?;
+    /// assert_eq!(model.config().num_classes, 10);
+    /// # Ok::<(), efficientnet_burn::Error>(())
+    /// ```
+    pub fn for_finetuning(
+        self,
+        num_classes: usize,
+        device: &burn::tensor::Device,
+    ) -> Result<(crate::EfficientNet, Preprocess), Error> {
+        let cache = download::Cache::from_env()?;
+        self.for_finetuning_from_file(self.fetch(&cache)?, num_classes, device)
     }
 }
 
@@ -141,14 +216,16 @@ impl fmt::Display for Pretrained {
 impl FromStr for Pretrained {
     type Err = Error;
 
-    /// Parses a full name (`timm/tf_efficientnet_b3.ns_jft_in1k`) or the part after the
-    /// library (`efficientnet_b0.IMAGENET1K_V1`).
+    /// Parses a full name (`timm/tf_efficientnet_b3.ns_jft_in1k`), the part after the
+    /// library (`efficientnet_b0.IMAGENET1K_V1`), or a variant alone (`b3`, `v2-s`): its
+    /// [`default_for`](Self::default_for) weights.
     fn from_str(s: &str) -> Result<Self, Error> {
-        Pretrained::all()
-            .find(|p| {
-                let name = p.info().name;
-                name == s || name.split_once('/').is_some_and(|(_, short)| short == s)
-            })
+        let named = Pretrained::all().find(|p| {
+            let name = p.info().name;
+            name == s || name.split_once('/').is_some_and(|(_, short)| short == s)
+        });
+        named
+            .or_else(|| s.parse().ok().and_then(Pretrained::default_for))
             .ok_or_else(|| Error::UnknownPretrained(s.to_string()))
     }
 }
@@ -208,6 +285,36 @@ mod tests {
         assert_eq!(json["source"], "torchvision");
         assert_eq!(json["crop"], 224);
         assert_eq!(json["interpolation"], "Bicubic");
+    }
+
+    #[test]
+    fn each_variant_defaults_to_its_best_published_weights() {
+        for variant in Variant::ALL {
+            let published: Vec<Pretrained> = Pretrained::all()
+                .filter(|p| p.info().variant == variant && p.info().num_classes == 1000)
+                .filter(|p| p.info().top1.is_some())
+                .collect();
+            let Some(default) = Pretrained::default_for(variant) else {
+                assert!(published.is_empty(), "{variant:?}");
+                continue;
+            };
+            assert_eq!(default.info().variant, variant);
+            let best = default.info().top1.unwrap();
+            assert!(published.iter().all(|p| p.info().top1.unwrap() <= best), "{variant:?}");
+            assert_eq!(variant.name().parse::<Pretrained>().unwrap(), default);
+        }
+        // torchvision's V2-S (84.228) against timm's TF port fine-tuned from 21k (84.288).
+        assert_eq!(
+            Pretrained::default_for(Variant::V2S).unwrap().to_string(),
+            "timm/tf_efficientnetv2_s.in21k_ft_in1k"
+        );
+        assert_eq!(
+            Pretrained::default_for(Variant::Lite0),
+            Some(Pretrained::TimmTfLite0In1k)
+        );
+        // Exact names win over variant names.
+        let b1v2: Pretrained = "efficientnet_b1.IMAGENET1K_V2".parse().unwrap();
+        assert_eq!(b1v2, Pretrained::TorchvisionB1V2);
     }
 
     #[test]

