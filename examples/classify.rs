@@ -36,6 +36,9 @@ struct Args {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
     /// Override the resize of the shorter side.
     #[arg(long)]
     resize: Option<usize>,
@@ -106,7 +109,16 @@ fn run(args: Args) -> Result<(), Error> {
             raw.unwrap_or_default(),
         ))
     };
-    let results: Vec<_> = args.images.iter().map(|p| (p, classify(p))).collect();
+    let results: Vec<_> = match args.logits {
+        true => args.images.iter().map(|p| (p, classify(p))).collect(),
+        // Batched: files decoded on all cores, `--batch-size` images a forward pass.
+        false => args
+            .images
+            .iter()
+            .zip(loaded.classify_files(&args.images, args.top_k, args.batch_size))
+            .map(|(p, result)| (p, result.map(|top| (top, Vec::new()))))
+            .collect(),
+    };
 
     if args.json {
         let objects: Vec<_> = results

@@ -18,14 +18,27 @@
 //! The crate root holds what an application uses:
 //! - the network: [`EfficientNet`] (the Burn module, for training and any backend),
 //!   [`EfficientNetConfig`], [`Variant`], [`CompoundScaling`], [`FeatureInfo`];
+//! - classifying images: [`Classifier`] (a model prepared for inference, its eval transform
+//!   and class names; from registry weights, a file, or a saved run), [`Prediction`],
+//!   [`ImageInput`];
 //! - inference: [`InferenceModel`] (what [`EfficientNet::for_inference`] returns: folded
 //!   and, on the flex CPU backend in f32, run by the crate's CPU engine),
 //!   [`ClassActivationMap`];
-//! - weights: [`Pretrained`], [`PretrainedInfo`], [`PretrainedModel`], [`WeightsCache`],
-//!   [`WeightSource`], [`KeyLayout`], [`LoadOptions`], and a trained model on disk:
-//!   [`SavedModel`], [`SavedNetwork`];
+//! - weights: [`Pretrained`] (with [`Pretrained::for_finetuning`]), [`PretrainedInfo`],
+//!   [`WeightsCache`], [`WeightSource`], [`KeyLayout`], [`LoadOptions`], and a trained
+//!   model on disk: [`SavedModel`], [`SavedNetwork`];
 //! - preprocessing: [`Preprocess`], [`Interpolation`], [`MAX_IMAGE_SIDE`];
-//! - devices and errors: [`DeviceChoice`], [`Error`]; and [`burn`] itself.
+//! - devices and errors: [`DeviceChoice`], [`Error`]; and [`burn`] and [`image`]
+//!   themselves.
+//!
+//! Which call for which need:
+//!
+//! | you have | for inference | to fine-tune |
+//! |---|---|---|
+//! | a registry name | [`Classifier::pretrained`] | [`Pretrained::for_finetuning`] |
+//! | a registry entry's file | [`Classifier::from_file`] | [`Pretrained::for_finetuning_from_file`] |
+//! | any PyTorch checkpoint | [`Classifier::new`] on [`EfficientNet::from_pytorch`] | [`EfficientNet::from_pytorch`], then [`EfficientNet::with_new_classifier`] |
+//! | a saved run | [`Classifier::load`] | [`SavedModel::load`] |
 //!
 //! Modules hold the rest: [`model`] the building blocks (`ConvBnAct`,
 //! `SqueezeExcitation`, `MBConv`, `FusedMBConv`...) and the architecture's tables (stage
@@ -128,7 +141,15 @@ pub use weights::LoadOptions;
 pub use weights::layout::KeyLayout;
 pub use weights::source::WeightSource;
 
-// The README's Rust blocks are compiled and run as doc tests.
+// The README's and docs/'s Rust blocks are compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/weights.md")]
+struct WeightsDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../docs/variants.md")]
+struct VariantsDoctests;

@@ -19,7 +19,7 @@ use crate::model::conv_bn_act::ConvBnAct;
 /// chosen by the device, not by a type parameter. It is the plain Burn module, for training
 /// and for any backend, running Burn's ops; for inference,
 /// [`for_inference`](Self::for_inference) turns it into an [`InferenceModel`] (on the CPU
-/// about 4x faster than this module in evaluation mode: README, Performance).
+/// about 4x faster than this module in evaluation mode: docs/performance.md).
 #[derive(Module, Debug)]
 pub struct EfficientNet {
     /// 3x3 stride-2 convolution, norm, activation.

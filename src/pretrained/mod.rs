@@ -300,7 +300,10 @@ mod tests {
             };
             assert_eq!(default.info().variant, variant);
             let best = default.info().top1.unwrap();
-            assert!(published.iter().all(|p| p.info().top1.unwrap() <= best), "{variant:?}");
+            assert!(
+                published.iter().all(|p| p.info().top1.unwrap() <= best),
+                "{variant:?}"
+            );
             assert_eq!(variant.name().parse::<Pretrained>().unwrap(), default);
         }
         // torchvision's V2-S (84.228) against timm's TF port fine-tuned from 21k (84.288).
