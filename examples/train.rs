@@ -89,7 +89,8 @@ struct Args {
     /// Data-loading threads.
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Seed for the split, shuffling and augmentation.
+    /// Seed for the split, initial weights, shuffling, augmentation and dropout: the same
+    /// seed gives the same run on the CPU.
     #[arg(long, default_value_t = 42)]
     seed: u64,
 }
@@ -204,6 +205,9 @@ fn run(args: Args) -> Result<(), Error> {
         train_set.items().len(),
         valid_set.items().len()
     );
+    // Fresh weights (from scratch) come from the device's generator: seeded, so a run
+    // repeats exactly on the CPU.
+    devices[0].seed(args.seed);
     let (model, preprocess) = starting_point(&args, train_set.classes().len(), &devices[0])?;
 
     let options = TrainOptions::new(args.recipe.0, &args.out)

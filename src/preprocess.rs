@@ -276,7 +276,7 @@ impl Preprocess {
     }
 
     /// [`normalize`](Self::normalize)'s values, channel-first.
-    fn normalized(&self, image: &RgbImage) -> Vec<f32> {
+    pub(crate) fn normalized(&self, image: &RgbImage) -> Vec<f32> {
         let (w, h) = (image.width() as usize, image.height() as usize);
         let mut values = vec![0.0f32; 3 * h * w];
         for (x, y, pixel) in image.enumerate_pixels() {

@@ -301,3 +301,106 @@ fn split_is_stratified_and_deterministic() {
         );
     }
 }
+
+/// Every line burn-train logged for `metric` over `epochs`, as text.
+fn metric_log(out: &Path, epochs: usize, metric: &str) -> Vec<String> {
+    (1..=epochs)
+        .flat_map(|epoch| {
+            let path = out.join(format!("train/epoch-{epoch}/{metric}.log"));
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let data = temp_dir("seeded-data");
+    synthetic_dataset(&data.join("train"), 12, 4);
+    synthetic_dataset(&data.join("valid"), 4, 5);
+    let train_set = ImageFolder::open(data.join("train")).unwrap();
+    let valid_set =
+        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    let config = EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_num_classes(3);
+    // Everything random on: shuffling, random-resized crops and flips on two decoding
+    // threads, dropout and stochastic depth.
+    let run = |seed: u64, name: &str| {
+        let device = Device::default();
+        device.seed(11);
+        let model = config.init(&device);
+        let out = temp_dir(name);
+        let options = TrainOptions::new(Recipe::Finetune, &out)
+            .with_epochs(2)
+            .with_batch_size(6)
+            .with_num_workers(2)
+            .with_seed(seed)
+            .with_summary(false)
+            .with_preprocess(Some(Preprocess::imagenet(40, 32, Interpolation::Bilinear)));
+        let result = train(model, train_set.clone(), valid_set.clone(), &options).unwrap();
+        (metric_log(&out, 2, "Loss"), result.valid)
+    };
+    let (losses, valid) = run(7, "seeded-a");
+    let (again, valid_again) = run(7, "seeded-b");
+    // 6 batches and the epoch's final value, per epoch.
+    assert_eq!(losses.len(), 14, "{losses:?}");
+    assert_eq!(losses, again, "the same seed, another run");
+    assert_eq!(valid, valid_again);
+    let (other, _) = run(8, "seeded-c");
+    assert_ne!(
+        losses, other,
+        "another seed should draw other batches and crops"
+    );
+}
+
+/// Fine-tuning real pretrained Lite0 with the defaults (only data, epochs and batch size
+/// given) must learn an easy folder in two epochs, whatever the seed. Needs the weights and
+/// takes ~6 minutes in release on 2 cores:
+///
+/// ```text
+/// scripts/fetch_lite0_weights.sh
+/// cargo test --release --features train --test train -- --ignored --nocapture defaults
+/// ```
+#[test]
+#[ignore = "needs weights/efficientnet-lite0-57934424.pth (scripts/fetch_lite0_weights.sh); ~6 min in release"]
+fn finetuning_pretrained_lite0_with_defaults_learns_an_easy_folder() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let weights =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet-lite0-57934424.pth");
+    let data = temp_dir("lite0-data");
+    synthetic_dataset(&data.join("train"), 40, 21);
+    synthetic_dataset(&data.join("valid"), 10, 22);
+    let train_set = ImageFolder::open(data.join("train")).unwrap();
+    let valid_set =
+        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    let mut accuracies = Vec::new();
+    for seed in [1, 2, 3] {
+        let device = Device::default();
+        let model = efficientnet_burn::EfficientNet::from_pytorch(
+            &weights,
+            EfficientNetConfig::lite0(),
+            efficientnet_burn::WeightSource::EfficientNetPytorch,
+            &device,
+        )
+        .unwrap()
+        .with_new_classifier(3)
+        .unwrap();
+        let preprocess = model.config().default_preprocess();
+        let options = TrainOptions::new(Recipe::Finetune, temp_dir(&format!("lite0-{seed}")))
+            .with_epochs(2)
+            .with_batch_size(8)
+            .with_seed(seed)
+            .with_summary(false)
+            .with_preprocess(Some(preprocess));
+        let run = train(model, train_set.clone(), valid_set.clone(), &options).unwrap();
+        println!("seed {seed}: {:?}", run.valid);
+        accuracies.push(run.valid.accuracy);
+    }
+    assert!(accuracies.iter().all(|&a| a >= 0.9), "{accuracies:?}");
+}

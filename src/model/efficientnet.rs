@@ -63,8 +63,13 @@ impl EfficientNet {
 
     /// The model with a fresh classifier of `num_classes` outputs and everything else kept:
     /// a pretrained backbone ready to fine-tune on other classes (timm's
-    /// `reset_classifier`). The new head is initialised as [`EfficientNetConfig::init`]
-    /// initialises one, on the device the old one was on.
+    /// `reset_classifier`), on the device the old one was on.
+    ///
+    /// The new classifier starts at zero (weights and bias), as BiT (Kolesnikov et al.,
+    /// 2020) fine-tunes: every class starts equally likely, so the first loss is
+    /// `ln(num_classes)`. [`EfficientNetConfig::init`]'s head (torchvision's uniform in
+    /// `+-1/sqrt(classes)`, made for 1000 classes) gives a 3-class head logits of ~10 on
+    /// pretrained features and a first loss several times `ln 3`.
     ///
     /// [`Pretrained::for_finetuning`](crate::Pretrained::for_finetuning) does this for
     /// registry weights; for a checkpoint file:
@@ -88,8 +93,13 @@ impl EfficientNet {
         let config = self.config.clone().with_num_classes(num_classes);
         config.validate()?;
         let device = self.classifier.weight.device();
+        let mut classifier =
+            LinearConfig::new(config.scaled_head_channels(), num_classes).init(&device);
+        classifier.weight =
+            Initializer::Zeros.init([config.scaled_head_channels(), num_classes], &device);
+        classifier.bias = Some(Initializer::Zeros.init([num_classes], &device));
         Ok(Self {
-            classifier: fresh_classifier(&config, &device),
+            classifier,
             config,
             ..self
         })
@@ -460,8 +470,13 @@ mod tests {
             .assert_eq(&model.stem.conv.weight.val().into_data(), true);
         head.into_data()
             .assert_eq(&model.head.conv.weight.val().into_data(), true);
-        let logits = model.forward(burn::tensor::Tensor::<4>::zeros([1, 3, 32, 32], &device));
+        // A zero head: every class equally likely at first.
+        let image = burn::tensor::Tensor::<4>::ones([1, 3, 32, 32], &device);
+        let logits = model.clone().valid().forward(image);
         assert_eq!(logits.dims(), [1, 7]);
+        logits
+            .into_data()
+            .assert_eq(&burn::tensor::TensorData::zeros::<f32, _>([1, 7]), true);
         let err = model.with_new_classifier(0).unwrap_err();
         assert!(
             err.to_string().contains("num_classes must be at least 1"),

@@ -1,8 +1,8 @@
 //! Images from a folder per class, and the batches training and validation read.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::{Dataset, DatasetError};
@@ -176,6 +176,7 @@ pub struct Augment {
 }
 
 impl Default for Augment {
+    /// torchvision's and the paper's ImageNet training: crops of 8% to all of the image.
     fn default() -> Self {
         Self {
             scale: (0.08, 1.0),
@@ -185,11 +186,29 @@ impl Default for Augment {
     }
 }
 
-/// Decodes, transforms and batches [`ImageItem`]s; the data loader runs it on its workers.
+impl Augment {
+    /// For fine-tuning on small datasets ([`Recipe::Finetune`](super::Recipe::Finetune)'s
+    /// default): crops of 35% to all of the image, so the object mostly stays in view. An 8%
+    /// crop of a photo of one object often holds none of it, a wrong label that a short run
+    /// on a few hundred images does not average out.
+    pub fn finetune() -> Self {
+        Self {
+            scale: (0.35, 1.0),
+            ..Self::default()
+        }
+    }
+}
+
+/// Decodes, transforms and batches [`ImageItem`]s; the data loader runs it.
 ///
 /// Training (with [`Augment`]): a random crop of random area and aspect ratio resized to
 /// `preprocess.crop` (the interpolation of `preprocess`), maybe flipped, normalised.
 /// Validation (without): `preprocess` itself, resize and center crop.
+///
+/// Reproducible: the augmentation of an image is drawn from the seed, the image's class
+/// folder and file name, and how many times the image was drawn before (its epoch), so it
+/// does not depend on which thread decodes it, in what order, or where the dataset is. A batch's images are decoded on
+/// [`with_threads`](Self::with_threads) threads.
 ///
 /// A file that passed [`ImageFolder::open`]'s header check but fails to decode (truncated
 /// pixel data, say) is reported on stderr and replaced by a black image with its label, so
@@ -199,7 +218,9 @@ pub struct ImageBatcher {
     preprocess: Preprocess,
     augment: Option<Augment>,
     seed: u64,
-    draws: Arc<AtomicU64>,
+    threads: usize,
+    /// How many times each image has been augmented so far.
+    draws: Arc<Mutex<HashMap<PathBuf, u64>>>,
 }
 
 impl ImageBatcher {
@@ -209,7 +230,8 @@ impl ImageBatcher {
             preprocess,
             augment: Some(augment),
             seed,
-            draws: Arc::new(AtomicU64::new(0)),
+            threads: 1,
+            draws: Arc::default(),
         }
     }
 
@@ -219,16 +241,40 @@ impl ImageBatcher {
             preprocess,
             augment: None,
             seed: 0,
-            draws: Arc::new(AtomicU64::new(0)),
+            threads: 1,
+            draws: Arc::default(),
         }
     }
 
-    fn transform(&self, image: &RgbImage) -> Result<RgbImage, Error> {
+    /// Decodes each batch on `threads` threads (at least 1).
+    pub fn with_threads(mut self, threads: usize) -> Self {
+        self.threads = threads.max(1);
+        self
+    }
+
+    /// The random stream of `path`'s next augmentation.
+    fn stream(&self, path: &Path) -> SplitMix {
+        let mut draws = self.draws.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = draws.entry(path.to_path_buf()).or_insert(0);
+        let draw = *count;
+        *count += 1;
+        // FNV-1a of the class folder and file name (not the whole path, so a dataset draws
+        // the same wherever it is): the same on every run and platform build.
+        let mut hash = 0xCBF2_9CE4_8422_2325u64;
+        for part in path.iter().rev().take(2) {
+            for byte in part.as_encoded_bytes() {
+                hash = (hash ^ *byte as u64).wrapping_mul(0x0100_0000_01B3);
+            }
+        }
+        let mut mix = SplitMix(self.seed ^ hash);
+        SplitMix(mix.next() ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+
+    fn transform(&self, image: &RgbImage, path: &Path) -> Result<RgbImage, Error> {
         let Some(augment) = &self.augment else {
             return self.preprocess.resize_and_crop(image);
         };
-        let draw = self.draws.fetch_add(1, Ordering::Relaxed);
-        let mut rng = SplitMix(self.seed ^ draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = self.stream(path);
         let (x, y, w, h) = random_crop(image.width(), image.height(), augment, &mut rng);
         let crop = image::imageops::crop_imm(image, x, y, w, h).to_image();
         let size = self.preprocess.crop as u32;
@@ -239,24 +285,48 @@ impl ImageBatcher {
         }
         Ok(resized)
     }
+
+    /// One item decoded, transformed and normalised (a black image if it cannot be read).
+    fn values(&self, item: &ImageItem) -> Vec<f32> {
+        let crop = self.preprocess.crop;
+        let image =
+            Preprocess::open(&item.path).and_then(|image| self.transform(&image, &item.path));
+        let image = image.unwrap_or_else(|err| {
+            eprintln!("warning: {err}; using a black image for this sample");
+            RgbImage::new(crop as u32, crop as u32)
+        });
+        self.preprocess.normalized(&image)
+    }
 }
 
 impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
         let crop = self.preprocess.crop;
-        let mut values = Vec::with_capacity(items.len() * 3 * crop * crop);
-        let mut labels = Vec::with_capacity(items.len());
-        for item in &items {
-            let image = Preprocess::open(&item.path).and_then(|image| self.transform(&image));
-            let image = image.unwrap_or_else(|err| {
-                eprintln!("warning: {err}; using a black image for this sample");
-                RgbImage::new(crop as u32, crop as u32)
-            });
-            let data = self.preprocess.normalize(&image);
-            values.extend(data.iter::<f32>());
-            labels.push(item.label as i64);
-        }
-        let images = TensorData::new(values, [items.len(), 3, crop, crop]);
+        let per_thread = items.len().div_ceil(self.threads.min(items.len()).max(1));
+        let parts: Vec<Vec<f32>> = match self.threads {
+            1 => items.iter().map(|item| self.values(item)).collect(),
+            _ => std::thread::scope(|scope| {
+                let workers: Vec<_> = items
+                    .chunks(per_thread.max(1))
+                    .map(|part| {
+                        scope.spawn(move || {
+                            part.iter()
+                                .map(|item| self.values(item))
+                                .collect::<Vec<_>>()
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .flat_map(|worker| match worker.join() {
+                        Ok(part) => part,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    })
+                    .collect()
+            }),
+        };
+        let labels: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
+        let images = TensorData::new(parts.concat(), [items.len(), 3, crop, crop]);
         ImageBatch {
             images: Tensor::from_data(images, device),
             targets: Tensor::from_data(TensorData::new(labels, [items.len()]), device),
