@@ -196,27 +196,28 @@ impl Classifier {
     ) -> Vec<Result<Vec<Prediction>, Error>> {
         let mut results = Vec::with_capacity(paths.len());
         for chunk in paths.chunks(batch_size.max(1)) {
-            let prepared = self.prepare_files(chunk);
-            let (ok, images): (Vec<usize>, Vec<Vec<f32>>) = prepared
-                .iter()
-                .enumerate()
-                .filter_map(|(i, item)| item.as_ref().ok().map(|values| (i, values.clone())))
-                .unzip();
-            let mut ranked = match ok.is_empty() {
-                true => Vec::new(),
-                false => match self.rank(images, k) {
-                    Ok(ranked) => ranked,
-                    // Not expected (every image is `crop` square); each file then gets the
-                    // error of its own pass.
-                    Err(_) => {
-                        results.extend(chunk.iter().map(|path| self.classify_file(path, k)));
-                        continue;
-                    }
-                },
-            }
-            .into_iter();
-            for item in prepared {
-                results.push(item.map(|_| ranked.next().unwrap_or_default()));
+            // The decoded images in one list, and per file whether it has one there.
+            let mut images = Vec::new();
+            let slots: Vec<Result<(), Error>> = self
+                .prepare_files(chunk)
+                .into_iter()
+                .map(|prepared| prepared.map(|values| images.push(values)))
+                .collect();
+            let ranked = match images.is_empty() {
+                true => Ok(Vec::new()),
+                false => self.rank(images, k),
+            };
+            match ranked {
+                Ok(ranked) => {
+                    let mut ranked = ranked.into_iter();
+                    let per_file = slots
+                        .into_iter()
+                        .map(|slot| slot.map(|()| ranked.next().unwrap_or_default()));
+                    results.extend(per_file);
+                }
+                // Not expected (every image is `crop` square): each file then gets the
+                // result or error of its own pass.
+                Err(_) => results.extend(chunk.iter().map(|path| self.classify_file(path, k))),
             }
         }
         results
@@ -224,26 +225,9 @@ impl Classifier {
 
     /// Decodes and transforms `paths` on up to all cores, keeping the order.
     fn prepare_files<P: AsRef<Path> + Sync>(&self, paths: &[P]) -> Vec<Result<Vec<f32>, Error>> {
-        let prepare = |path: &P| self.preprocess.prepare(&Preprocess::open(path)?);
-        let threads = std::thread::available_parallelism()
-            .map_or(1, usize::from)
-            .min(paths.len());
-        if threads <= 1 {
-            return paths.iter().map(prepare).collect();
-        }
-        let per_thread = paths.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> = paths
-                .chunks(per_thread)
-                .map(|part| scope.spawn(move || part.iter().map(prepare).collect::<Vec<_>>()))
-                .collect();
-            workers
-                .into_iter()
-                .flat_map(|worker| match worker.join() {
-                    Ok(part) => part,
-                    Err(panic) => std::panic::resume_unwind(panic),
-                })
-                .collect()
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        crate::threads::map_in_order(paths, cores, |path| {
+            self.preprocess.prepare(&Preprocess::open(path)?)
         })
     }
 

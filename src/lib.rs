@@ -110,6 +110,7 @@ mod preprocess;
 mod pretrained;
 mod saved;
 mod scaling;
+mod threads;
 #[cfg(feature = "train")]
 pub mod train;
 mod variant;

@@ -302,29 +302,7 @@ impl ImageBatcher {
 impl Batcher<ImageItem, ImageBatch> for ImageBatcher {
     fn batch(&self, items: Vec<ImageItem>, device: &Device) -> ImageBatch {
         let crop = self.preprocess.crop;
-        let per_thread = items.len().div_ceil(self.threads.min(items.len()).max(1));
-        let parts: Vec<Vec<f32>> = match self.threads {
-            1 => items.iter().map(|item| self.values(item)).collect(),
-            _ => std::thread::scope(|scope| {
-                let workers: Vec<_> = items
-                    .chunks(per_thread.max(1))
-                    .map(|part| {
-                        scope.spawn(move || {
-                            part.iter()
-                                .map(|item| self.values(item))
-                                .collect::<Vec<_>>()
-                        })
-                    })
-                    .collect();
-                workers
-                    .into_iter()
-                    .flat_map(|worker| match worker.join() {
-                        Ok(part) => part,
-                        Err(panic) => std::panic::resume_unwind(panic),
-                    })
-                    .collect()
-            }),
-        };
+        let parts = crate::threads::map_in_order(&items, self.threads, |item| self.values(item));
         let labels: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
         let images = TensorData::new(parts.concat(), [items.len(), 3, crop, crop]);
         ImageBatch {
