@@ -65,7 +65,8 @@ impl Classifier {
     /// [`EfficientNet::for_inference`]), refuses weights holding NaN or infinity
     /// ([`EfficientNet::check_finite`]) and keeps it with its transform and class names.
     ///
-    /// An error if `classes` is neither empty nor one name per output.
+    /// An error ([`Error::ClassNames`]) if `classes` is neither empty nor one name per
+    /// output.
     pub fn new(
         model: impl Into<InferenceModel>,
         preprocess: Preprocess,
@@ -76,10 +77,10 @@ impl Classifier {
         preprocess.validate()?;
         let outputs = model.config().num_classes;
         if !classes.is_empty() && classes.len() != outputs {
-            return Err(Error::InvalidInput(format!(
-                "{} class names for a model with {outputs} outputs",
-                classes.len()
-            )));
+            return Err(Error::ClassNames {
+                names: classes.len(),
+                outputs,
+            });
         }
         Ok(Self {
             model,

@@ -123,6 +123,15 @@ pub enum Error {
     /// ([`explore`](crate::explore)).
     #[error("invalid input: {0}")]
     InvalidSearch(String),
+    /// Class names that are neither none nor one per model output ([`Classifier::new`](
+    /// crate::Classifier::new)).
+    #[error("invalid input: {names} class names for a model with {outputs} outputs")]
+    ClassNames {
+        /// Names given.
+        names: usize,
+        /// The model's outputs.
+        outputs: usize,
+    },
     /// An input an application refuses (its own checks: the examples' command lines, say).
     /// The crate's own checks use the specific variants above.
     #[error("invalid input: {0}")]
