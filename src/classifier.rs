@@ -97,9 +97,7 @@ impl Classifier {
     /// The entry's eval transform and class names come along.
     #[cfg(feature = "pretrained")]
     pub fn pretrained(weights: Pretrained, device: &Device) -> Result<Self, Error> {
-        let cache = crate::pretrained::download::Cache::from_env()?;
-        let model = weights.load_file_unchecked(weights.fetch(&cache)?, device)?;
-        Self::for_weights(weights, model)
+        Self::from_file(weights, weights.fetch_from_env()?, device)
     }
 
     /// Registry weights from a file already on disk (nothing is downloaded), checked like any
@@ -109,7 +107,7 @@ impl Classifier {
         path: impl AsRef<Path>,
         device: &Device,
     ) -> Result<Self, Error> {
-        Self::for_weights(weights, weights.load_file_unchecked(path, device)?)
+        Self::for_weights(weights, weights.model_from_file(path, device)?)
     }
 
     /// A model saved with [`SavedModel::save`] or [`save`](Self::save) (what `train` writes

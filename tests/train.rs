@@ -83,6 +83,22 @@ fn synthetic_dataset(root: &Path, per_class: usize, seed: u64) {
     }
 }
 
+/// Training and validation folders of synthetic shapes in `temp_dir(name)`, each given as
+/// (images per class, seed); validation with the training classes.
+fn shapes_folders(
+    name: &str,
+    train: (usize, u64),
+    valid: (usize, u64),
+) -> (ImageFolder, ImageFolder) {
+    let data = temp_dir(name);
+    synthetic_dataset(&data.join("train"), train.0, train.1);
+    synthetic_dataset(&data.join("valid"), valid.0, valid.1);
+    let train_set = ImageFolder::open(data.join("train")).unwrap();
+    let valid_set =
+        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    (train_set, valid_set)
+}
+
 fn temp_dir(name: &str) -> PathBuf {
     let dir =
         std::env::temp_dir().join(format!("efficientnet-train-{}-{name}", std::process::id()));
@@ -119,12 +135,7 @@ struct TinyRun {
 /// the synthetic shapes and checks that it learned: training loss falling, accuracy above
 /// chance on the training and the validation images, a checkpoint per epoch.
 fn train_tiny(name: &str, config: EfficientNetConfig) -> TinyRun {
-    let data = temp_dir(&format!("{name}-data"));
-    synthetic_dataset(&data.join("train"), 40, 1);
-    synthetic_dataset(&data.join("valid"), 12, 2);
-    let train_set = ImageFolder::open(data.join("train")).unwrap();
-    let valid_set =
-        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    let (train_set, valid_set) = shapes_folders(&format!("{name}-data"), (40, 1), (12, 2));
     assert_eq!(train_set.classes(), CLASSES);
 
     let device = Device::default();
@@ -319,12 +330,7 @@ fn metric_log(out: &Path, epochs: usize, metric: &str) -> Vec<String> {
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let data = temp_dir("seeded-data");
-    synthetic_dataset(&data.join("train"), 12, 4);
-    synthetic_dataset(&data.join("valid"), 4, 5);
-    let train_set = ImageFolder::open(data.join("train")).unwrap();
-    let valid_set =
-        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    let (train_set, valid_set) = shapes_folders("seeded-data", (12, 4), (4, 5));
     let config = EfficientNetConfig::b0()
         .with_width(0.25)
         .with_depth(0.34)
@@ -373,12 +379,7 @@ fn finetuning_pretrained_lite0_with_defaults_learns_an_easy_folder() {
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let weights =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/efficientnet-lite0-57934424.pth");
-    let data = temp_dir("lite0-data");
-    synthetic_dataset(&data.join("train"), 40, 21);
-    synthetic_dataset(&data.join("valid"), 10, 22);
-    let train_set = ImageFolder::open(data.join("train")).unwrap();
-    let valid_set =
-        ImageFolder::open_with_classes(data.join("valid"), train_set.classes().to_vec()).unwrap();
+    let (train_set, valid_set) = shapes_folders("lite0-data", (40, 21), (10, 22));
     let mut accuracies = Vec::new();
     for seed in [1, 2, 3] {
         let device = Device::default();

@@ -56,7 +56,7 @@ impl EfficientNet {
             stages,
             head: config.head().init(device),
             dropout: DropoutConfig::new(config.dropout).init(),
-            classifier: fresh_classifier(config, device),
+            classifier: classifier_for(config, torchvision_classifier_init(config), device),
             config: config.clone(),
         })
     }
@@ -93,13 +93,8 @@ impl EfficientNet {
         let config = self.config.clone().with_num_classes(num_classes);
         config.validate()?;
         let device = self.classifier.weight.device();
-        let mut classifier =
-            LinearConfig::new(config.scaled_head_channels(), num_classes).init(&device);
-        classifier.weight =
-            Initializer::Zeros.init([config.scaled_head_channels(), num_classes], &device);
-        classifier.bias = Some(Initializer::Zeros.init([num_classes], &device));
         Ok(Self {
-            classifier,
+            classifier: classifier_for(&config, Initializer::Zeros, &device),
             config,
             ..self
         })
@@ -425,15 +420,19 @@ impl ModuleVisitor for NonFiniteFinder {
     }
 }
 
-/// A classifier for `config` as torchvision initialises one: weights uniform in
-/// `+-1/sqrt(classes)`, bias zero.
-fn fresh_classifier(config: &EfficientNetConfig, device: &Device) -> Linear {
+/// torchvision's classifier weights: uniform in `+-1/sqrt(classes)`.
+fn torchvision_classifier_init(config: &EfficientNetConfig) -> Initializer {
     let range = 1.0 / (config.num_classes as f64).sqrt();
+    Initializer::Uniform {
+        min: -range,
+        max: range,
+    }
+}
+
+/// A classifier for `config`: weights drawn by `weights`, bias zero.
+fn classifier_for(config: &EfficientNetConfig, weights: Initializer, device: &Device) -> Linear {
     let mut classifier = LinearConfig::new(config.scaled_head_channels(), config.num_classes)
-        .with_initializer(Initializer::Uniform {
-            min: -range,
-            max: range,
-        })
+        .with_initializer(weights)
         .init(device);
     classifier.bias = Some(Initializer::Zeros.init_with([config.num_classes], None, None, device));
     classifier

@@ -98,11 +98,11 @@ impl Pretrained {
         path: impl AsRef<std::path::Path>,
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
-        self.load_file_unchecked(path, device)
+        self.model_from_file(path, device)
     }
 
     /// The entry's weights from `path` in a fresh trainable model.
-    pub(crate) fn load_file_unchecked(
+    pub(crate) fn model_from_file(
         self,
         path: impl AsRef<std::path::Path>,
         device: &burn::tensor::Device,
@@ -122,7 +122,7 @@ impl Pretrained {
         device: &burn::tensor::Device,
     ) -> Result<(crate::EfficientNet, Preprocess), Error> {
         let model = self
-            .load_file_unchecked(path, device)?
+            .model_from_file(path, device)?
             .with_new_classifier(num_classes)?;
         Ok((model, self.preprocess()))
     }
@@ -170,6 +170,12 @@ impl Pretrained {
         cache.fetch_limited(info.url, info.hash_prefix, info.max_download_bytes())
     }
 
+    /// The weights' file in the cache the environment names (`$EFFICIENTNET_CACHE`,
+    /// `EFFICIENTNET_OFFLINE`), downloaded first if needed.
+    pub(crate) fn fetch_from_env(self) -> Result<std::path::PathBuf, Error> {
+        self.fetch(&download::Cache::from_env()?)
+    }
+
     /// Downloads (or finds in `cache`) the weights and loads them into a fresh model.
     #[deprecated(
         since = "0.1.0",
@@ -180,7 +186,7 @@ impl Pretrained {
         cache: &download::Cache,
         device: &burn::tensor::Device,
     ) -> Result<crate::EfficientNet, Error> {
-        self.load_file_unchecked(self.fetch(cache)?, device)
+        self.model_from_file(self.fetch(cache)?, device)
     }
 
     /// These weights (downloaded once, then from the cache, as
@@ -202,8 +208,7 @@ impl Pretrained {
         num_classes: usize,
         device: &burn::tensor::Device,
     ) -> Result<(crate::EfficientNet, Preprocess), Error> {
-        let cache = download::Cache::from_env()?;
-        self.for_finetuning_from_file(self.fetch(&cache)?, num_classes, device)
+        self.for_finetuning_from_file(self.fetch_from_env()?, num_classes, device)
     }
 }
 
