@@ -106,6 +106,7 @@ pub mod explore;
 pub mod imagenet;
 mod inference;
 pub mod model;
+mod ops;
 mod preprocess;
 mod pretrained;
 mod saved;

@@ -18,9 +18,11 @@
 //! Results equal Burn's ops to float rounding (`exp` is within 2 ulp of the correctly
 //! rounded value; `tests/parity.rs` holds whole models within 1e-5 on logits).
 
+pub(crate) mod batch_norm_nchw;
 #[doc(hidden)]
 pub mod bench;
 pub(crate) mod depthwise;
+pub(crate) mod depthwise_nchw;
 pub(crate) mod isa;
 pub(crate) mod math;
 pub(crate) mod matmul;

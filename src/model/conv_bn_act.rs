@@ -173,14 +173,11 @@ impl ConvBnAct {
     /// - output: `[batch, out_channels, height', width']`, where `height'` and `width'` follow
     ///   from the stride and [`Padding::output_size`]
     pub fn forward(&self, input: Tensor<4>) -> Tensor<4> {
-        let x = self.conv.forward(input);
-        let x = match &self.bn {
-            Some(bn) => bn.forward(x),
-            None => x,
-        };
-        match &self.activation {
-            Some(activation) => activation.forward(x),
-            None => x,
+        let x = crate::ops::conv2d(&self.conv, input);
+        match (&self.bn, &self.activation) {
+            (Some(bn), activation) => crate::ops::batch_norm_act(bn, *activation, x),
+            (None, Some(activation)) => activation.forward(x),
+            (None, None) => x,
         }
     }
 }
