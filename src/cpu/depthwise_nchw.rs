@@ -94,15 +94,30 @@ impl PlaneGeometry {
     }
 }
 
-/// Writes `plane` into `padded` in the phase-split layout, zeros around it.
+/// Writes `plane` into `padded` in the phase-split layout, zeros around it: row by row,
+/// each phase a strided run of the input row.
 fn pad_plane(g: &PlaneGeometry, plane: &[f32], padded: &mut Vec<f32>) {
     padded.clear();
     padded.resize(g.padded_len(), 0.0);
-    let row_len = g.row_len();
-    for y in 0..g.height {
-        for x in 0..g.width {
-            if let Some((row, column)) = g.padded(y, x) {
-                padded[row * row_len + g.slot(column)] = plane[y * g.width + x];
+    let (stride, phase_width, left) = (g.stride, g.phase_width(), g.pads.left);
+    for (row, dst) in padded.chunks_exact_mut(g.row_len()).enumerate() {
+        let Some(y) = row.checked_sub(g.pads.top).filter(|y| *y < g.height) else {
+            continue;
+        };
+        let src = &plane[y * g.width..][..g.width];
+        for (phase, dst) in dst.chunks_exact_mut(phase_width).enumerate() {
+            // Slots q of this phase hold padded column q * stride + phase, input column
+            // q * stride + phase - left, which must lie in 0..width.
+            let first = left.saturating_sub(phase).div_ceil(stride);
+            let Some(x0) = (first * stride + phase).checked_sub(left) else {
+                continue;
+            };
+            if x0 >= g.width {
+                continue;
+            }
+            let values = src[x0..].iter().step_by(stride);
+            for (d, v) in dst[first.min(phase_width)..].iter_mut().zip(values) {
+                *d = *v;
             }
         }
     }
