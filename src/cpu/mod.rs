@@ -1,8 +1,10 @@
 //! The CPU inference engine: what [`InferenceModel`](crate::InferenceModel) runs on Burn's
 //! flex backend in f32. It sits beside the model, not inside it: the model's files know
 //! nothing of it, and it reads a folded model once ([`plan::layers`]) into a [`Plan`] it
-//! owns. Anything else (other backends and float types, autodiff) runs the model on Burn's
-//! ops.
+//! owns. Other backends and float types run the model on Burn's ops, and so does training,
+//! except on flex, where two of this module's kernels (depthwise convolution, batch norm
+//! with its activation) run through Burn backend extensions with their own backward
+//! passes ([`ops`](crate::ops)).
 //!
 //! Laid out by concern, as ONNX Runtime's MLAS is:
 //! - [`isa`]: which vector instructions may run, as tokens only detection can make, and
@@ -13,6 +15,8 @@
 //! - [`matmul`]: the matrix product behind every convolution (packing, micro-kernel,
 //!   parallel drivers);
 //! - [`depthwise`]: depthwise convolution on NHWC maps;
+//! - [`depthwise_nchw`], [`batch_norm_nchw`]: training's depthwise convolution and batch
+//!   norm with its activation on Burn's NCHW tensors, forward and backward;
 //! - [`plan`]: reading the model, running it, and the buffer pool.
 //!
 //! Results equal Burn's ops to float rounding (`exp` is within 2 ulp of the correctly
