@@ -82,8 +82,9 @@ struct Args {
     /// Backend (as compiled in; several devices need cuda or wgpu).
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
-    /// Devices to train on data-parallel (cuda 0..N, or wgpu discrete GPUs 0..N). The way
-    /// to train at ImageNet scale; untested here, where only one CPU device exists.
+    /// Devices to train on data-parallel (cuda 0..N, or wgpu discrete GPUs 0..N); the
+    /// batch size is over all of them. The way to train at ImageNet scale; tested on one
+    /// CPU device named twice, never on several GPUs.
     #[arg(long, default_value_t = 1)]
     devices: usize,
     /// Data-loading threads.

@@ -284,10 +284,32 @@ fn resume_without_a_checkpoint_and_class_mismatches_are_errors() {
     .unwrap_err();
     assert!(err.to_string().contains("nothing to resume"), "{err}");
 
-    let err = train(tiny.init(&device), set.clone(), set, &options).unwrap_err();
+    let err = train(
+        tiny.clone().init(&device),
+        set.clone(),
+        set.clone(),
+        &options,
+    )
+    .unwrap_err();
     assert!(
         err.to_string()
             .contains("the data has 3 classes but the model 1000"),
+        "{err}"
+    );
+
+    let uneven = TrainOptions::new(Recipe::Paper, data.join("uneven"))
+        .with_batch_size(7)
+        .with_devices(vec![device.clone(), device.clone()]);
+    let err = train(
+        tiny.with_num_classes(3).init(&device),
+        set.clone(),
+        set,
+        &uneven,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("a batch of 7 images does not split evenly over 2 devices"),
         "{err}"
     );
 
@@ -404,4 +426,91 @@ fn finetuning_pretrained_lite0_with_defaults_learns_an_easy_folder() {
         accuracies.push(run.valid.accuracy);
     }
     assert!(accuracies.iter().all(|&a| a >= 0.9), "{accuracies:?}");
+}
+
+/// Data-parallel training (`TrainOptions::devices`, burn-train's multi-device strategy) on
+/// two devices at half the batch each follows one device at the whole batch: the same
+/// logged loss at every step and the same validation loss at the end, to 1e-4 relative.
+///
+/// The CPU has one flex device, named twice here: burn-train runs one worker thread per
+/// entry, each with its own copy of the model, and adds up their gradients on the first.
+/// For the two runs to be comparable step by step, each device's half of a step must be
+/// the same mix as the whole: every class folder holds four copies of one image, the batch
+/// is the whole set (12), and augmentation, dropout and stochastic depth are off. Each
+/// half (2 + 2 + 2 images, as `interleaved` deals them) then has the whole batch's
+/// batch-norm statistics and mean loss. Both recipes: RMSProp (the paper's, epsilon outside
+/// the root, weight decay added to the gradient) follows the gradient's scale, so it also
+/// checks that the devices' gradients add up to the mean's, not to twice it.
+#[test]
+fn two_devices_at_half_the_batch_follow_one_device() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let root = temp_dir("parallel-data");
+    let mut rng = Lcg(3);
+    for (class, name) in CLASSES.iter().enumerate() {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let image = draw(class, &mut rng);
+        for i in 0..4 {
+            image.save(dir.join(format!("{i:03}.png"))).unwrap();
+        }
+    }
+    let set = ImageFolder::open(&root).unwrap();
+    let config = EfficientNetConfig::b0()
+        .with_width(0.25)
+        .with_depth(0.34)
+        .with_dropout(0.0)
+        .with_stochastic_depth_prob(0.0)
+        .with_num_classes(3);
+    let run = |recipe: Recipe, devices: usize, name: &str| {
+        let device = Device::default();
+        device.seed(13);
+        let model = config.init(&device);
+        let out = temp_dir(name);
+        let mut options = TrainOptions::new(recipe, &out)
+            .with_epochs(4)
+            .with_batch_size(12)
+            .with_learning_rate(Some(1e-3))
+            .with_num_workers(1)
+            .with_summary(false)
+            .with_devices(vec![device; devices])
+            .with_preprocess(Some(Preprocess::imagenet(64, 64, Interpolation::Bilinear)));
+        options.augment.scale = (1.0, 1.0);
+        options.augment.ratio = (1.0, 1.0);
+        options.augment.flip = false;
+        let result = train(model, set.clone(), set.clone(), &options).unwrap();
+        let losses: Vec<f64> = (1..=4)
+            .flat_map(|epoch| {
+                let path = out.join(format!("train/epoch-{epoch}/Loss.log"));
+                let log = std::fs::read_to_string(path).unwrap();
+                // burn-train logs each device's batch, then the epoch's running value.
+                let values: Vec<f64> = log
+                    .lines()
+                    .filter_map(|line| line.split(',').next()?.parse().ok())
+                    .collect();
+                values[..devices].to_vec()
+            })
+            .collect();
+        (losses, result.valid)
+    };
+    for recipe in [Recipe::Finetune, Recipe::Paper] {
+        let (one, one_valid) = run(recipe, 1, "parallel-one");
+        let (two, two_valid) = run(recipe, 2, "parallel-two");
+        println!("{recipe:?}: one device {one:.5?}\ntwo devices {two:.5?}");
+        assert_eq!(two.len(), 2 * one.len(), "{two:?}");
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-4 * b.abs().max(1.0);
+        for (step, loss) in one.iter().enumerate() {
+            for device_loss in &two[2 * step..2 * step + 2] {
+                assert!(
+                    close(*device_loss, *loss),
+                    "{recipe:?} step {step}: {two:?} vs {one:?}"
+                );
+            }
+        }
+        // The steps moved the model: the curve is not flat.
+        assert!((one[3] - one[0]).abs() > 0.01, "{recipe:?}: {one:?}");
+        assert!(
+            close(two_valid.loss, one_valid.loss),
+            "{recipe:?}: {two_valid:?} vs {one_valid:?}"
+        );
+    }
 }

@@ -133,6 +133,48 @@ impl ImageFolder {
         };
         (part(train), part(valid))
     }
+
+    /// The same images, each class shuffled by `seed`, then dealt out one class after the
+    /// other (a, b, c, a, b, c, ...), so that any contiguous run holds the classes in their
+    /// proportions. burn-train's data-parallel training gives each device a contiguous
+    /// share of the set; listed class by class, one device would see only the first
+    /// classes.
+    pub(crate) fn interleaved(self, seed: u64) -> Self {
+        let mut rng = SplitMix(seed);
+        let mut classes: Vec<std::collections::VecDeque<ImageItem>> = (0..self.classes.len())
+            .map(|label| {
+                let mut class: Vec<ImageItem> = self
+                    .items
+                    .iter()
+                    .filter(|item| item.label == label)
+                    .cloned()
+                    .collect();
+                for i in (1..class.len()).rev() {
+                    class.swap(i, rng.below(i + 1));
+                }
+                class.into()
+            })
+            .collect();
+        // Largest remainder first: the class furthest behind its share goes next.
+        let total = self.items.len();
+        let sizes: Vec<usize> = classes.iter().map(|c| c.len()).collect();
+        let mut items = Vec::with_capacity(total);
+        while items.len() < total {
+            let dealt = items.len() + 1;
+            let next = (0..classes.len())
+                .filter(|&c| !classes[c].is_empty())
+                .max_by(|&a, &b| {
+                    let behind = |c: usize| {
+                        (sizes[c] * dealt) as f64 / total as f64
+                            - (sizes[c] - classes[c].len()) as f64
+                    };
+                    behind(a).total_cmp(&behind(b)).then(b.cmp(&a))
+                })
+                .expect("items remain while fewer than all were dealt");
+            items.extend(classes[next].pop_front());
+        }
+        Self { items, ..self }
+    }
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, Error> {
@@ -377,6 +419,48 @@ impl SplitMix {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interleaving_keeps_every_image_and_each_share_holds_the_classes_in_proportion() {
+        // 6, 3 and 1 images: every contiguous half holds 3, 1-2 and 0-1 of them.
+        let items: Vec<ImageItem> = [(0, 6), (1, 3), (2, 1)]
+            .iter()
+            .flat_map(|&(label, count)| {
+                (0..count).map(move |i| ImageItem {
+                    path: PathBuf::from(format!("{label}/{i}.png")),
+                    label,
+                })
+            })
+            .collect();
+        let folder = ImageFolder {
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            items: items.clone(),
+            skipped: Vec::new(),
+        };
+        let dealt = folder.interleaved(3).items;
+        let mut paths: Vec<_> = dealt.iter().map(|item| item.path.clone()).collect();
+        paths.sort();
+        let mut expected: Vec<_> = items.iter().map(|item| item.path.clone()).collect();
+        expected.sort();
+        assert_eq!(paths, expected);
+        for half in dealt.chunks(5) {
+            let count = |label| half.iter().filter(|item| item.label == label).count();
+            assert_eq!(count(0), 3, "{half:?}");
+            assert!((1..=2).contains(&count(1)), "{half:?}");
+        }
+        // Each class in a seeded order: another seed, another order.
+        let folder = |seed| {
+            ImageFolder {
+                classes: vec!["a".into(), "b".into(), "c".into()],
+                items: items.clone(),
+                skipped: Vec::new(),
+            }
+            .interleaved(seed)
+            .items
+        };
+        assert_eq!(folder(3), dealt);
+        assert_ne!(folder(4), dealt);
+    }
 
     #[test]
     fn random_crops_fit_and_respect_the_ranges() {

@@ -187,7 +187,8 @@ pub struct TrainOptions {
     pub out_dir: PathBuf,
     /// Epochs. Default 10.
     pub epochs: usize,
-    /// Images per optimiser step (over all devices). Default 32.
+    /// Images per optimiser step, over all devices (each of N devices takes a share of
+    /// `batch_size / N`; it must divide). Default 32.
     pub batch_size: usize,
     /// Peak learning rate; `None` for the recipe's at this batch size.
     pub learning_rate: Option<f64>,
@@ -214,7 +215,10 @@ pub struct TrainOptions {
     /// true.
     pub summary: bool,
     /// Training devices (autodiff is enabled on them here). One device trains there; more
-    /// train data-parallel (burn-train's multi-device strategy). Default: the default device.
+    /// train data-parallel (burn-train's multi-device strategy): each device takes its
+    /// share of every batch and a class-balanced share of the set, and the devices'
+    /// gradients add up to the whole batch's mean (docs/training.md). Default: the default
+    /// device.
     pub devices: Vec<Device>,
 }
 
@@ -415,6 +419,20 @@ pub fn train(
             "epochs, batch size and the device list must not be zero or empty".to_string(),
         ));
     }
+    let device_count = options.devices.len();
+    if !options.batch_size.is_multiple_of(device_count) {
+        return Err(Error::Training(format!(
+            "a batch of {} images does not split evenly over {device_count} devices",
+            options.batch_size
+        )));
+    }
+    // burn-train gives each device a contiguous share of the set: deal the classes out
+    // evenly so that each share holds all of them.
+    let train_set = if device_count > 1 {
+        train_set.interleaved(options.seed)
+    } else {
+        train_set
+    };
     let first_epoch = if options.resume {
         let last = last_checkpoint(&options.out_dir).ok_or_else(|| {
             Error::Training(format!(
@@ -447,7 +465,7 @@ pub fn train(
         model.stages = model.stages.freeze();
         model.head = model.head.freeze();
     }
-    let classifier = TrainingModel::new(model, options.label_smoothing);
+    let classifier = TrainingModel::new(model, options.label_smoothing).with_devices(device_count);
     // burn-train panics on a checkpoint that does not fit: say what differs instead.
     if options.resume {
         let path = options
@@ -471,7 +489,8 @@ pub fn train(
         ImageBatcher::train(preprocess.clone(), options.augment.clone(), options.seed)
             .with_threads(threads),
     )
-    .batch_size(options.batch_size)
+    // Each device draws this many from its share per step.
+    .batch_size(options.batch_size / device_count)
     .shuffle(options.seed)
     .num_workers(1)
     .build(train_set);

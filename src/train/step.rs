@@ -20,6 +20,11 @@ pub struct TrainingModel {
     /// Label smoothing (0.1 in the paper), or `None`.
     #[module(skip)]
     pub label_smoothing: Option<f32>,
+    /// Devices a step's batch is split over. burn-train adds up the devices' gradients;
+    /// each device's loss is divided by this before its backward pass, so that the sum is
+    /// the gradient of the mean loss over the whole step's batch, as on one device.
+    #[module(skip)]
+    pub devices: usize,
     /// The network prepared for inference, made at the first validation step of this copy.
     #[module(skip)]
     inference: ValidationModel,
@@ -46,7 +51,17 @@ impl TrainingModel {
         Self {
             model,
             label_smoothing,
+            devices: 1,
             inference: ValidationModel::default(),
+        }
+    }
+
+    /// The same, with each step's batch split over `devices` (see
+    /// [`devices`](Self::devices)).
+    pub fn with_devices(self, devices: usize) -> Self {
+        Self {
+            devices: devices.max(1),
+            ..self
         }
     }
 
@@ -91,7 +106,11 @@ impl TrainStep for TrainingModel {
 
     fn step(&self, batch: ImageBatch) -> TrainOutput<ClassificationOutput> {
         let item = self.forward_classification(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
+        let grads = match self.devices {
+            1 => item.loss.backward(),
+            n => item.loss.clone().div_scalar(n as f64).backward(),
+        };
+        TrainOutput::new(self, grads, item)
     }
 }
 
