@@ -1,14 +1,19 @@
-//! The convolution the model's blocks call, and where a backend gets a faster form of it
-//! than Burn's generic one. Only training on flex (an autodiff flex device, f32) takes
-//! another route; everything else, inference included, runs `Conv2d::forward` as before
-//! (the inference engine, [`cpu`](crate::cpu), has its own kernels):
+//! The convolution and the batch norm the model's blocks call, and where a backend gets a
+//! faster form of them than Burn's generic one. Only training on flex (an autodiff flex
+//! device, f32) takes another route; everything else, inference included, runs
+//! `Conv2d::forward` and `BatchNorm::forward` as before (the inference engine,
+//! [`cpu`](crate::cpu), has its own kernels):
 //! - a depthwise convolution runs [`depthwise`]'s op, whose backward pass is one sweep per
 //!   gradient instead of Burn's one convolution per channel for the weight's;
 //! - a 1x1 convolution at stride 1 runs as a batched matrix product, whose backward
 //!   passes are matrix products too (Burn's weight gradient runs it as a convolution with
-//!   a kernel the size of the image).
+//!   a kernel the size of the image);
+//! - batch norm with batch statistics and the activation after it run as one op
+//!   ([`batch_norm`]) with two sweeps forward and two backward, where Burn's composed
+//!   batch norm transposes and walks the tensor some fifteen times.
 //!
-//! The blocks stay backend-free: they call [`conv2d`] with their `Conv2d` module.
+//! The blocks stay backend-free: they call [`conv2d`] and [`batch_norm_act`] with their
+//! modules.
 
 #[cfg(feature = "flex")]
 mod batch_norm;
@@ -125,6 +130,10 @@ mod flex {
             }
             let (kernel, stride) = (kh, conv.stride[0]);
             let pads = Pads::resolve(&conv.padding, height, width, kernel, stride);
+            // An input smaller than the kernel even padded: Burn's to refuse.
+            if height + pads.top + pads.bottom < kernel || width + pads.left + pads.right < kernel {
+                return None;
+            }
             if conv.groups == channels && out_channels == channels && per_group == 1 {
                 Some(Route::Depthwise(PlaneGeometry::new(
                     (height, width),
