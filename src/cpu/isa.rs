@@ -343,6 +343,23 @@ mod x86 {
             // Compiled with FMA (the kernel runs under `with_avx2_fma`): one instruction.
             a.mul_add(b, c)
         }
+
+        /// SiLU 8 lanes at a time in AVX2 registers, dividing by a reciprocal estimate and
+        /// one Newton step, as [`Avx512`]'s: value by value, LLVM keeps the tile's values on
+        /// the stack and divides with `vdivps`.
+        #[inline(always)]
+        fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
+            if activation != Some(Activation::SiLU) || !L.is_multiple_of(8) {
+                return math::activate(values, activation);
+            }
+            for chunk in values.chunks_exact_mut(8) {
+                // SAFETY: `self` proves AVX2; `chunk` holds 8 values.
+                unsafe {
+                    let x = Ymm(self, _mm256_loadu_ps(chunk.as_ptr()));
+                    _mm256_storeu_ps(chunk.as_mut_ptr(), math::silu(x).1);
+                }
+            }
+        }
     }
 
     /// 16 lanes of AVX-512 as [`math::Lanes`], so that SiLU's `exp` is the one polynomial.
@@ -415,6 +432,84 @@ mod x86 {
                     _mm512_fnmadd_ps(divisor.1, estimate, _mm512_set1_ps(2.0)),
                 );
                 _mm512_mul_ps(self.1, reciprocal)
+            })
+        }
+    }
+
+    /// 8 lanes of AVX2 as [`math::Lanes`], like [`Zmm`]. Every value proves the CPU has
+    /// AVX2 and FMA.
+    #[derive(Clone, Copy)]
+    struct Ymm(Avx2Fma, __m256);
+
+    // SAFETY (every `unsafe` block below): `self.0` proves the CPU has AVX2 and FMA.
+    impl math::Lanes for Ymm {
+        #[inline(always)]
+        fn splat(self, value: f32) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe { _mm256_set1_ps(value) })
+        }
+        #[inline(always)]
+        fn add(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe { _mm256_add_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn sub(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe { _mm256_sub_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn mul(self, other: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe { _mm256_mul_ps(self.1, other.1) })
+        }
+        #[inline(always)]
+        fn mul_add(self, factor: Self, addend: Self) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe {
+                _mm256_fmadd_ps(self.1, factor.1, addend.1)
+            })
+        }
+        #[inline(always)]
+        fn clamp(self, low: f32, high: f32) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe {
+                _mm256_min_ps(
+                    _mm256_max_ps(self.1, _mm256_set1_ps(low)),
+                    _mm256_set1_ps(high),
+                )
+            })
+        }
+        #[inline(always)]
+        fn exponent_bits_add(self, minus: f32, plus: i32) -> Self {
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe {
+                let bits = _mm256_sub_epi32(
+                    _mm256_castps_si256(self.1),
+                    _mm256_set1_epi32(minus.to_bits() as i32),
+                );
+                _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                    bits,
+                    _mm256_set1_epi32(plus),
+                )))
+            })
+        }
+        #[inline(always)]
+        fn div(self, divisor: Self) -> Self {
+            // A 12-bit reciprocal estimate refined by one Newton step, the quotient
+            // `self * reciprocal`, then one correction of the quotient by its residual
+            // (`q + (self - q * divisor) * reciprocal`): within 2 ulp of the division, and
+            // exact where the divisor is 1.
+            // SAFETY: see the impl's comment.
+            Ymm(self.0, unsafe {
+                let estimate = _mm256_rcp_ps(divisor.1);
+                let reciprocal = _mm256_mul_ps(
+                    estimate,
+                    _mm256_fnmadd_ps(divisor.1, estimate, _mm256_set1_ps(2.0)),
+                );
+                let quotient = _mm256_mul_ps(self.1, reciprocal);
+                let residual = _mm256_fnmadd_ps(quotient, divisor.1, self.1);
+                _mm256_fmadd_ps(residual, reciprocal, quotient)
             })
         }
     }
