@@ -19,6 +19,23 @@ use crate::model::activation::Activation;
 /// Lanes of the per-plane partial sums (two AVX-512 registers, four AVX2 ones).
 const LANES: usize = 32;
 
+/// Two registers' worth of lane sums, each added up in f64.
+#[inline(always)]
+fn lane_totals(a: &[f32; LANES], b: &[f32; LANES]) -> (f64, f64) {
+    a.iter().zip(b).fold((0.0, 0.0), |(ta, tb), (a, b)| {
+        (ta + f64::from(*a), tb + f64::from(*b))
+    })
+}
+
+/// Channel `c`'s two sums over the batch, from per-plane sums (`[batch][channels]`), image
+/// by image.
+fn channel_totals(sums: &[(f64, f64)], channels: usize, c: usize) -> (f64, f64) {
+    sums.iter()
+        .skip(c)
+        .step_by(channels)
+        .fold((0.0, 0.0), |(ta, tb), (a, b)| (ta + a, tb + b))
+}
+
 /// Per-channel statistics of a batch: the mean and the biased variance.
 #[derive(Clone, Debug)]
 pub(crate) struct Statistics {
@@ -47,11 +64,7 @@ impl Kernel for PlaneSums<'_> {
                 *q = isa.mul_add(d, d, *q);
             }
         }
-        let mut total = (0.0f64, 0.0f64);
-        for (s, q) in sum.iter().zip(&squares) {
-            total.0 += f64::from(*s);
-            total.1 += f64::from(*q);
-        }
+        let mut total = lane_totals(&sum, &squares);
         for v in tail {
             let d = f64::from(v - self.shift);
             total.0 += d;
@@ -80,10 +93,7 @@ pub(crate) fn statistics(isa: Detected, x: &[f32], channels: usize, plane: usize
     let count = (batch * plane) as f64;
     let (mut mean, mut variance) = (vec![0.0; channels], vec![0.0; channels]);
     for c in 0..channels {
-        let (sum, squares) = (0..batch).fold((0.0, 0.0), |(s, q), n| {
-            let (ps, pq) = sums[n * channels + c];
-            (s + ps, q + pq)
-        });
+        let (sum, squares) = channel_totals(&sums, channels, c);
         let shifted_mean = sum / count;
         mean[c] = (f64::from(shifts[c]) + shifted_mean) as f32;
         variance[c] = (squares / count - shifted_mean * shifted_mean).max(0.0) as f32;
@@ -205,11 +215,7 @@ impl Kernel for ActivationGradPlane<'_> {
                 *d = isa.mul_add(*g, *x, *d);
             }
         }
-        let mut total = (0.0f64, 0.0f64);
-        for (s, d) in sum.iter().zip(&dot) {
-            total.0 += f64::from(*s);
-            total.1 += f64::from(*d);
-        }
+        let mut total = lane_totals(&sum, &dot);
         let done = self.grad.len() / LANES * LANES;
         for (g, x) in self.grad[done..].iter().zip(&self.x[done..]) {
             total.0 += f64::from(*g);
@@ -276,10 +282,7 @@ pub(crate) fn backward(
     let (mut gamma_grad, mut beta_grad) = (vec![0.0; channels], vec![0.0; channels]);
     let mut coefficients = vec![(0.0f32, 0.0f32); channels];
     for c in 0..channels {
-        let (sum_dz, sum_dz_x) = (0..batch).fold((0.0, 0.0), |(s, d), n| {
-            let (ps, pd) = sums[n * channels + c];
-            (s + ps, d + pd)
-        });
+        let (sum_dz, sum_dz_x) = channel_totals(&sums, channels, c);
         let mean = f64::from(stats.mean[c]);
         let inv_std = 1.0 / (f64::from(stats.variance[c]) + epsilon).sqrt();
         // sum(dz * x_hat) = inv_std * (sum(dz * x) - mean * sum(dz)).

@@ -103,22 +103,31 @@ impl ImageFolder {
         &self.skipped
     }
 
+    /// Each class's images (in label order), shuffled by `seed` (Fisher-Yates, one
+    /// generator across the classes).
+    fn shuffled_classes(&self, seed: u64) -> Vec<Vec<ImageItem>> {
+        let mut rng = SplitMix(seed);
+        (0..self.classes.len())
+            .map(|label| {
+                let mut class: Vec<ImageItem> = self
+                    .items
+                    .iter()
+                    .filter(|item| item.label == label)
+                    .cloned()
+                    .collect();
+                for i in (1..class.len()).rev() {
+                    class.swap(i, rng.below(i + 1));
+                }
+                class
+            })
+            .collect()
+    }
+
     /// Splits off a validation set: `fraction` of each class (at least one image of any
     /// class with two or more), chosen by `seed`.
     pub fn split(self, fraction: f64, seed: u64) -> (Self, Self) {
-        let mut rng = SplitMix(seed);
         let (mut train, mut valid) = (Vec::new(), Vec::new());
-        for label in 0..self.classes.len() {
-            let mut class: Vec<ImageItem> = self
-                .items
-                .iter()
-                .filter(|item| item.label == label)
-                .cloned()
-                .collect();
-            // Fisher-Yates.
-            for i in (1..class.len()).rev() {
-                class.swap(i, rng.below(i + 1));
-            }
+        for mut class in self.shuffled_classes(seed) {
             let mut take = (class.len() as f64 * fraction).round() as usize;
             if class.len() >= 2 {
                 take = take.clamp(1, class.len() - 1);
@@ -140,20 +149,10 @@ impl ImageFolder {
     /// share of the set; listed class by class, one device would see only the first
     /// classes.
     pub(crate) fn interleaved(self, seed: u64) -> Self {
-        let mut rng = SplitMix(seed);
-        let mut classes: Vec<std::collections::VecDeque<ImageItem>> = (0..self.classes.len())
-            .map(|label| {
-                let mut class: Vec<ImageItem> = self
-                    .items
-                    .iter()
-                    .filter(|item| item.label == label)
-                    .cloned()
-                    .collect();
-                for i in (1..class.len()).rev() {
-                    class.swap(i, rng.below(i + 1));
-                }
-                class.into()
-            })
+        let mut classes: Vec<std::collections::VecDeque<ImageItem>> = self
+            .shuffled_classes(seed)
+            .into_iter()
+            .map(Into::into)
             .collect();
         // Largest remainder first: the class furthest behind its share goes next.
         let total = self.items.len();
