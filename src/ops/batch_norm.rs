@@ -13,7 +13,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Tensor, TensorData};
 
-use super::flex_isa;
+use super::{f32_values, flex_isa};
 use crate::cpu::batch_norm_nchw::{self, Statistics};
 use crate::model::activation::Activation;
 
@@ -32,11 +32,7 @@ pub(crate) trait BatchNormActBackend: Backend {
 }
 
 fn values(tensor: &FlexTensor) -> Vec<f32> {
-    tensor
-        .to_contiguous()
-        .as_slice::<f32>()
-        .expect("batch norm parameters are f32 like the input")
-        .to_vec()
+    f32_values(&tensor.to_contiguous()).to_vec()
 }
 
 fn vector(values: Vec<f32>) -> FlexTensor {
@@ -62,9 +58,7 @@ fn forward(
     activation: Option<Activation>,
 ) -> (FlexTensor, Statistics) {
     let x = x.to_contiguous();
-    let input = x
-        .as_slice::<f32>()
-        .expect("batch_norm_act_train runs on f32 tensors (checked by `flex_training`)");
+    let input = f32_values(&x);
     let (channels, plane) = layout(&x);
     let stats = batch_norm_nchw::statistics(flex_isa(), input, channels, plane);
     let (scale, shift) = batch_norm_nchw::affine(&stats, &values(gamma), &values(beta), epsilon);
@@ -119,9 +113,7 @@ impl Backward<Flex, 3> for BatchNormActBackward {
             .retrieve_node_output::<FlexTensor>(x_state)
             .to_contiguous();
         let (_, plane) = layout(&x);
-        let input = x
-            .as_slice::<f32>()
-            .expect("the saved input is the forward's f32 tensor");
+        let input = f32_values(&x);
         let (gamma_grad, beta_grad) = batch_norm_nchw::backward(
             flex_isa(),
             input,

@@ -11,7 +11,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::flex_isa as isa;
+use super::{f32_values, flex_isa as isa};
 use crate::cpu::depthwise_nchw::{self, PlaneGeometry};
 
 /// A depthwise convolution over `[batch, channels, height, width]` tensors.
@@ -25,24 +25,9 @@ pub(crate) trait DepthwiseBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-/// `[batch, channels]` of a 4-D shape.
-fn batch_channels(shape: &Shape) -> (usize, usize) {
-    (shape[0], shape[1])
-}
-
-fn contiguous(tensor: &FlexTensor) -> FlexTensor {
-    tensor.to_contiguous()
-}
-
-fn slice(tensor: &FlexTensor) -> &[f32] {
-    tensor
-        .as_slice::<f32>()
-        .expect("depthwise_conv2d runs on contiguous f32 tensors (checked by `applies`)")
-}
-
 fn flex_forward(x: &FlexTensor, weight: &FlexTensor, g: &PlaneGeometry) -> FlexTensor {
-    let (x, weight) = (contiguous(x), contiguous(weight));
-    let (batch, channels) = batch_channels(&x.shape());
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (batch, channels) = (x.shape()[0], x.shape()[1]);
     let mut out = FlexTensor::empty(
         Shape::new([batch, channels, g.out_height, g.out_width]),
         DType::F32,
@@ -51,8 +36,8 @@ fn flex_forward(x: &FlexTensor, weight: &FlexTensor, g: &PlaneGeometry) -> FlexT
         isa(),
         g,
         channels,
-        slice(&x),
-        slice(&weight),
+        f32_values(&x),
+        f32_values(&weight),
         out.storage_mut(),
     );
     out
@@ -81,19 +66,23 @@ impl Backward<Flex, 2> for DepthwiseBackward {
         checkpointer: &mut Checkpointer,
     ) {
         let [node_x, node_weight] = ops.parents;
-        let grad = contiguous(&grads.consume::<Flex>(&ops.node));
+        let grad = grads.consume::<Flex>(&ops.node).to_contiguous();
         let (x_state, weight_state, g) = ops.state;
-        let x = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(x_state));
-        let weight = contiguous(&checkpointer.retrieve_node_output::<FlexTensor>(weight_state));
-        let (_, channels) = batch_channels(&x.shape());
+        let x = checkpointer
+            .retrieve_node_output::<FlexTensor>(x_state)
+            .to_contiguous();
+        let weight = checkpointer
+            .retrieve_node_output::<FlexTensor>(weight_state)
+            .to_contiguous();
+        let channels = x.shape()[1];
         if let Some(node) = node_x {
             let mut x_grad = FlexTensor::empty(x.shape(), DType::F32);
             depthwise_nchw::input_grad(
                 isa(),
                 &g,
                 channels,
-                slice(&grad),
-                slice(&weight),
+                f32_values(&grad),
+                f32_values(&weight),
                 x_grad.storage_mut(),
             );
             grads.register::<Flex>(node.id, x_grad);
@@ -104,8 +93,8 @@ impl Backward<Flex, 2> for DepthwiseBackward {
                 isa(),
                 &g,
                 channels,
-                slice(&x),
-                slice(&grad),
+                f32_values(&x),
+                f32_values(&grad),
                 weight_grad.storage_mut(),
             );
             grads.register::<Flex>(node.id, weight_grad);

@@ -92,6 +92,15 @@ fn flex_isa() -> crate::cpu::isa::Detected {
     *ISA.get_or_init(crate::cpu::isa::Detected::new)
 }
 
+/// The values of a contiguous tensor of the ops here: f32, as [`flex_training`] checks of
+/// the input (the layer's parameters and gradients share its float type).
+#[cfg(feature = "flex")]
+fn f32_values(tensor: &burn::backend::flex::FlexTensor) -> &[f32] {
+    tensor
+        .as_slice::<f32>()
+        .expect("training's flex ops run on contiguous f32 tensors (`flex_training`)")
+}
+
 /// Whether `x` is an f32 tensor on an autodiff flex device.
 #[cfg(feature = "flex")]
 fn flex_training(x: &Tensor<4>) -> bool {
