@@ -5,10 +5,14 @@
 //!
 //! | map | layer | rows (pixels) x k -> n |
 //! |---|---|---|
+//! | 112x112 | stage 1 projection | 12544 x 32 -> 16 |
+//! | 112x112 | stage 2 expansion | 12544 x 16 -> 96 |
 //! | 56x56 | stage 3 expansion | 3136 x 24 -> 144 |
 //! | 56x56 | stage 3 projection (+ residual) | 3136 x 144 -> 24 |
+//! | 28x28 | stage 3 projection (+ residual) | 784 x 240 -> 40 |
 //! | 14x14 | stage 5 expansion | 196 x 80 -> 480 |
 //! | 14x14 | stage 5 projection (+ residual) | 196 x 480 -> 80 |
+//! | 14x14 | stage 5 projection to 112 (+ residual) | 196 x 672 -> 112 |
 //! | 7x7 | stage 7 expansion | 49 x 192 -> 1152 |
 //! | 7x7 | head | 49 x 320 -> 1280 |
 //!
@@ -53,10 +57,14 @@ fn pointwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("pointwise");
     // (name, rows, k, n, SiLU, residual)
     let shapes = [
+        ("112x112 project", 12544, 32, 16, false, false),
+        ("112x112 expand", 12544, 16, 96, true, false),
         ("56x56 expand", 3136, 24, 144, true, false),
         ("56x56 project", 3136, 144, 24, false, true),
+        ("28x28 project", 784, 240, 40, false, true),
         ("14x14 expand", 196, 80, 480, true, false),
         ("14x14 project", 196, 480, 80, false, true),
+        ("14x14 project 112", 196, 672, 112, false, true),
         ("7x7 expand", 49, 192, 1152, true, false),
         ("7x7 head", 49, 320, 1280, true, false),
     ];

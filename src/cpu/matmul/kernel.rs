@@ -147,17 +147,21 @@ unsafe fn run_tile<const M: usize, I: Isa>(
     } = at;
     let tile_rows = M.min(region.rows - first_row);
     let width = columns.len();
-    let mut acc = [[0.0f32; NR]; M];
-    if !slice.first {
-        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
-            let start = (first_row + r) * n + columns.start;
-            // SAFETY: inside the region (see below); the previous slice stored these
-            // partial sums.
-            let sums = unsafe { std::slice::from_raw_parts(region.ptr.add(start), width) };
-            acc[..width].copy_from_slice(sums);
+    let prior = (!slice.first).then(|| {
+        // SAFETY: the tile's first row and column, inside the region (see below).
+        unsafe { region.ptr.add(first_row * n + columns.start).cast_const() }
+    });
+    // A whole panel with a constant width: every column of the sums is then written by the
+    // kernel, and the compiler drops their zeroing.
+    // SAFETY: the previous slice stored the tile's partial sums at `prior`; its `tile_rows`
+    // rows of `width` columns are inside the region, which is ours alone.
+    let acc = unsafe {
+        if width == NR {
+            sums::<M, I>(isa, packed, b, prior, n, tile_rows, NR)
+        } else {
+            sums::<M, I>(isa, packed, b, prior, n, tile_rows, width)
         }
-    }
-    tile::<M, I>(isa, packed, b, &mut acc, !slice.first);
+    };
     for (r, acc) in acc.iter().enumerate().take(tile_rows) {
         let start = (first_row + r) * n + columns.start;
         // SAFETY: row `first_row + r < rows`, the panel's columns: inside the region,
@@ -175,11 +179,43 @@ unsafe fn run_tile<const M: usize, I: Isa>(
     }
 }
 
+/// A tile's sums over `width` columns: the partial sums at `prior` (`tile_rows` rows of
+/// stride `n`), if any, plus the tile's product.
+///
+/// # Safety
+///
+/// `prior`, if given, must be valid for reads of `width` values at each of its
+/// `tile_rows` rows, which no one writes meanwhile.
+#[inline(always)]
+unsafe fn sums<const M: usize, I: Isa>(
+    isa: I,
+    packed: &[f32],
+    b: &[f32],
+    prior: Option<*const f32>,
+    n: usize,
+    tile_rows: usize,
+    width: usize,
+) -> [[f32; NR]; M] {
+    let mut acc = [[0.0f32; NR]; M];
+    if let Some(prior) = prior {
+        for (r, acc) in acc.iter_mut().enumerate().take(tile_rows) {
+            // SAFETY: the caller vouches for row `r`'s `width` values. One row at a time:
+            // the columns between rows may be another task's.
+            let row = unsafe { std::slice::from_raw_parts(prior.add(r * n), width) };
+            acc[..width].copy_from_slice(row);
+        }
+    }
+    tile::<M, I>(isa, packed, b, &mut acc, prior.is_some(), width);
+    acc
+}
+
 /// One `MR x NR` tile of the product, into `acc` (added to it if `add`): `packed` holds
-/// `depth` steps of `MR` row values, `b` `depth` rows of `NR` values. The panel goes in
-/// groups of two registers (one group for AVX-512's 16 lanes, two for 8 lanes), so a
-/// group's `2 x MR` sums stay in registers and each row value is broadcast once for two
-/// multiply-adds.
+/// `depth` steps of `MR` row values, `b` `depth` rows of `NR` values, of which the first
+/// `width` columns are live (the rest of a layer's last panel is zero padding). The live
+/// columns go in groups of two registers (one group for AVX-512's 16 lanes, two for 8
+/// lanes), so a group's `2 x MR` sums stay in registers and each row value is broadcast once
+/// for two multiply-adds; a last group of one register's columns or fewer takes one
+/// register. Columns past the live groups are left as they are in `acc`.
 #[inline(always)]
 pub(crate) fn tile<const MR: usize, I: Isa>(
     isa: I,
@@ -187,44 +223,106 @@ pub(crate) fn tile<const MR: usize, I: Isa>(
     b: &[f32],
     acc: &mut [[f32; NR]; MR],
     add: bool,
+    width: usize,
 ) {
     let lanes = I::LANES;
     let steps = (packed.len() / MR).min(b.len() / NR);
     let (a, b) = (packed.as_ptr(), b.as_ptr());
-    for group in (0..NR).step_by(2 * lanes) {
-        // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
-        // target features.
-        let mut sums = [[isa.zero(); 2]; MR];
-        if add {
-            for (sums, row) in sums.iter_mut().zip(acc.iter()) {
-                // SAFETY: a row of `acc` holds NR values; `group + 2 * lanes <= NR`.
-                unsafe {
-                    let row = row.as_ptr().add(group);
-                    *sums = [isa.load(row), isa.load(row.add(lanes))];
-                }
-            }
+    if width >= NR {
+        // A whole panel: a loop of constant trip count, unrolled.
+        for group in (0..NR).step_by(2 * lanes) {
+            register_pair::<MR, I>(isa, a, b, steps, group, acc, add);
         }
-        for step in 0..steps {
-            // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
-            // values at `step * MR`; `group + 2 * lanes <= NR`.
+        return;
+    }
+    for group in (0..width).step_by(2 * lanes) {
+        if group + lanes >= width {
+            single_register::<MR, I>(isa, a, b, steps, group, acc, add);
+        } else {
+            register_pair::<MR, I>(isa, a, b, steps, group, acc, add);
+        }
+    }
+}
+
+/// [`tile`]'s group of two registers: columns `group..group + 2 * lanes`.
+#[inline(always)]
+fn register_pair<const MR: usize, I: Isa>(
+    isa: I,
+    a: *const f32,
+    b: *const f32,
+    steps: usize,
+    group: usize,
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let lanes = I::LANES;
+    // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
+    // target features.
+    let mut sums = [[isa.zero(); 2]; MR];
+    if add {
+        for (sums, row) in sums.iter_mut().zip(acc.iter()) {
+            // SAFETY: a row of `acc` holds NR values; `group + 2 * lanes <= NR`.
             unsafe {
-                let low = isa.load(b.add(step * NR + group));
-                let high = isa.load(b.add(step * NR + group + lanes));
-                for (r, sums) in sums.iter_mut().enumerate() {
-                    let value = isa.splat(*a.add(step * MR + r));
-                    sums[0] = isa.fmadd(value, low, sums[0]);
-                    sums[1] = isa.fmadd(value, high, sums[1]);
-                }
+                let row = row.as_ptr().add(group);
+                *sums = [isa.load(row), isa.load(row.add(lanes))];
             }
         }
-        for (row, sums) in acc.iter_mut().zip(sums) {
-            // SAFETY: as for the loads.
-            unsafe {
-                let row = row.as_mut_ptr().add(group);
-                isa.store(row, sums[0]);
-                isa.store(row.add(lanes), sums[1]);
+    }
+    for step in 0..steps {
+        // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
+        // values at `step * MR`; `group + 2 * lanes <= NR`.
+        unsafe {
+            let low = isa.load(b.add(step * NR + group));
+            let high = isa.load(b.add(step * NR + group + lanes));
+            for (r, sums) in sums.iter_mut().enumerate() {
+                let value = isa.splat(*a.add(step * MR + r));
+                sums[0] = isa.fmadd(value, low, sums[0]);
+                sums[1] = isa.fmadd(value, high, sums[1]);
             }
         }
+    }
+    for (row, sums) in acc.iter_mut().zip(sums) {
+        // SAFETY: as for the loads.
+        unsafe {
+            let row = row.as_mut_ptr().add(group);
+            isa.store(row, sums[0]);
+            isa.store(row.add(lanes), sums[1]);
+        }
+    }
+}
+
+/// [`tile`]'s last group when it is one register wide: columns `group..group + lanes`.
+#[inline(always)]
+fn single_register<const MR: usize, I: Isa>(
+    isa: I,
+    a: *const f32,
+    b: *const f32,
+    steps: usize,
+    group: usize,
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let mut sums = [isa.zero(); MR];
+    if add {
+        for (sum, row) in sums.iter_mut().zip(acc.iter()) {
+            // SAFETY: a row of `acc` holds NR values; `group + lanes <= NR` (groups start
+            // on multiples of `2 * lanes`, which divides NR).
+            *sum = unsafe { isa.load(row.as_ptr().add(group)) };
+        }
+    }
+    for step in 0..steps {
+        // SAFETY: as in `tile`: `b` has NR values at `step * NR`, `packed` MR at
+        // `step * MR`.
+        unsafe {
+            let column = isa.load(b.add(step * NR + group));
+            for (r, sum) in sums.iter_mut().enumerate() {
+                *sum = isa.fmadd(isa.splat(*a.add(step * MR + r)), column, *sum);
+            }
+        }
+    }
+    for (row, sum) in acc.iter_mut().zip(sums) {
+        // SAFETY: as for the loads.
+        unsafe { isa.store(row.as_mut_ptr().add(group), sum) };
     }
 }
 
@@ -243,7 +341,16 @@ fn finish<I: Isa>(
     for (value, &bias) in values.iter_mut().zip(bias) {
         *value += bias;
     }
-    isa.activate(&mut values, activation);
+    if out.len() == NR {
+        isa.activate(&mut values, activation);
+    } else {
+        // A layer's last panel, maybe half padding: the live chunks of 16 (one AVX-512
+        // register, two AVX2 ones) only.
+        let (chunks, _) = values.as_chunks_mut::<16>();
+        for chunk in chunks.iter_mut().take(out.len().div_ceil(16)) {
+            isa.activate(chunk, activation);
+        }
+    }
     // A whole panel as fixed-size arrays (vector registers, no library copy); the last,
     // partial panel of a layer through slices.
     if let Ok(out) = <&mut [f32; NR]>::try_from(&mut *out) {

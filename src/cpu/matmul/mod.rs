@@ -320,6 +320,10 @@ mod tests {
                 (7, 5, 17),
                 (25, 64, 16),
                 (30, 300, 33),
+                (19, 32, 16),
+                (14, 40, 40),
+                (9, 24, 8),
+                (8, 270, 112),
             ] {
                 let a = matrix(m, k, 1);
                 let weights = matrix(k, n, 2);
@@ -371,23 +375,24 @@ mod tests {
         }
     }
 
-    /// One 12-row tile with `isa`, adding to `acc`.
+    /// One 12-row tile with `isa`, adding to `acc`, `width` columns live.
     struct Tile<'a> {
         packed: &'a [f32],
         panel: &'a [f32],
         acc: &'a mut [[f32; NR]; 12],
+        width: usize,
     }
 
     impl Kernel for Tile<'_> {
         type Output = ();
         #[inline(always)]
         fn run<I: Isa>(self, isa: I) {
-            tile::<12, I>(isa, self.packed, self.panel, self.acc, true);
+            tile::<12, I>(isa, self.packed, self.panel, self.acc, true, self.width);
         }
     }
 
     #[test]
-    fn every_instruction_sets_tile_matches_the_portable_one() {
+    fn every_instruction_sets_tile_matches_the_portable_one_on_the_live_columns() {
         let (k, n) = (37, 2 * NR);
         let a = matrix(12, k, 7);
         let weights = matrix(k, n, 8);
@@ -400,16 +405,26 @@ mod tests {
         }
         let panel = &packed.data()[k * NR..2 * k * NR];
         let mut expected = [[0.5f32; NR]; 12];
-        tile::<12, Portable>(Portable, &tile_a, panel, &mut expected, true);
-        for isa in Detected::all() {
-            let mut got = [[0.5f32; NR]; 12];
-            isa.run(Tile {
-                packed: &tile_a,
-                panel,
-                acc: &mut got,
-            });
-            for (got, want) in got.iter().flatten().zip(expected.iter().flatten()) {
-                assert!((got - want).abs() < 1e-5, "{isa:?}: {got} vs {want}");
+        tile::<12, Portable>(Portable, &tile_a, panel, &mut expected, true, NR);
+        // Whole panels, and the live widths of a last panel: over, at and under one and two
+        // registers of every instruction set.
+        for width in [NR, 24, 20, 17, 16, 9, 8, 5, 1] {
+            for isa in Detected::all() {
+                let mut got = [[0.5f32; NR]; 12];
+                isa.run(Tile {
+                    packed: &tile_a,
+                    panel,
+                    acc: &mut got,
+                    width,
+                });
+                for (got, want) in got.iter().zip(&expected) {
+                    for (column, (got, want)) in got.iter().zip(want).enumerate().take(width) {
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{isa:?} width {width} column {column}: {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }
