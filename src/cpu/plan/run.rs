@@ -17,6 +17,10 @@ use crate::cpu::padding::Pads;
 /// otherwise be written out and read back from memory.
 const EXPAND_DEPTHWISE_MIN_BYTES: usize = 1 << 20;
 
+/// Bytes of expanded rows a task of [`Plan::expand_depthwise`] holds at a time: half of a
+/// core's L2 (512 KiB on the CPUs we measure), the rest for the weights and the output.
+const EXPANDED_BYTES: usize = 256 * 1024;
+
 /// Runs `work` on a thread of rayon's pool. Called from outside the pool, every parallel
 /// loop would hand its tasks over and put the caller to sleep until they end: a wake-up on
 /// each side of each of a network's ~80 layers. From inside, the loops start at once.
@@ -270,8 +274,10 @@ impl Plan {
     /// The expansion and the depthwise convolution after it, together: each task computes
     /// the expanded rows its band of depthwise output rows reads (its own rows plus the
     /// kernel's overlap) into a scratch that stays in cache, then convolves them, so the
-    /// expanded map, the largest tensor of the block, never goes through memory. Taken for
-    /// maps over [`EXPAND_DEPTHWISE_MIN_BYTES`] where the overlap recomputes at most a
+    /// expanded map, the largest tensor of the block, never goes through memory. A band
+    /// goes in sub-bands of at most [`EXPANDED_BYTES`] of expanded rows; the rows two
+    /// sub-bands share are moved, not recomputed. Taken for maps over
+    /// [`EXPAND_DEPTHWISE_MIN_BYTES`] where the overlap between bands recomputes at most a
     /// quarter more rows; `None` otherwise (the two then run one after the other).
     pub(super) fn expand_depthwise(
         &self,
@@ -303,6 +309,12 @@ impl Plan {
         let mut partial = self.pool.lend(x.batch * out_height * channels);
         let in_channels = x.channels;
         let sample_len = x.sample_len();
+        // Each band runs in sub-bands whose expanded rows fit EXPANDED_BYTES, keeping the
+        // rows the next sub-band reads again.
+        let row_len = x.width * channels;
+        let fitting_rows = EXPANDED_BYTES / (row_len * 4);
+        let sub_band = (fitting_rows.saturating_sub(k) / stride + 1).min(band);
+        let held_rows = (sub_band - 1) * stride + k;
         let epilogue = Epilogue {
             bias: &expand.bias,
             activation: expand.activation,
@@ -321,35 +333,53 @@ impl Plan {
             .for_each_init(
                 || (Vec::new(), Vec::new()),
                 |(expanded, packed): &mut (Vec<f32>, Vec<f32>), (sample, first, out, sums)| {
-                    let last = first + sums.len() / channels - 1;
-                    // Input rows the band reads: padded rows first * stride..last * stride + k.
-                    let top = (first * stride).saturating_sub(pads.top);
-                    let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
-                    let pixels = (end - top) * x.width;
-                    let expanded = aligned(expanded, pixels * channels);
-                    let a = &x.data[sample * sample_len + top * x.width * in_channels..];
-                    let (a, b) = (&a[..pixels * in_channels], expand.weights.data());
-                    let c = &mut *expanded;
-                    matmul::serial(
-                        self.isa,
-                        a,
-                        in_channels,
-                        b,
-                        in_channels,
-                        channels,
-                        epilogue,
-                        c,
-                        packed,
-                    );
-                    let geometry = Geometry::new(dw, (x.height, x.width), &pads, out_width, top);
-                    self.isa.run(depthwise::Rows {
-                        input: expanded,
-                        geometry: &geometry,
-                        dw,
-                        first_oy: first,
-                        out,
-                        sums,
-                    });
+                    let expanded = aligned(expanded, held_rows * row_len);
+                    // Input rows held in `expanded`, from its start.
+                    let mut held = 0..0;
+                    let chunks = out
+                        .chunks_mut(sub_band * out_width * channels)
+                        .zip(sums.chunks_mut(sub_band * channels));
+                    for (index, (out, sums)) in chunks.enumerate() {
+                        let first = first + index * sub_band;
+                        let last = first + sums.len() / channels - 1;
+                        // Input rows these output rows read: padded rows
+                        // first * stride..last * stride + k.
+                        let top = (first * stride).saturating_sub(pads.top);
+                        let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
+                        // The rows the previous sub-band expanded and this one reads again
+                        // move to the front; only the rest is expanded.
+                        let kept = top.max(held.start)..held.end.max(top);
+                        if !kept.is_empty() {
+                            let from = kept.start - held.start..kept.end - held.start;
+                            expanded.copy_within(from.start * row_len..from.end * row_len, 0);
+                        }
+                        let new = kept.end..end;
+                        let a = &x.data[sample * sample_len + new.start * x.width * in_channels..];
+                        let a = &a[..new.len() * x.width * in_channels];
+                        let c = &mut expanded[kept.len() * row_len..(end - top) * row_len];
+                        matmul::serial(
+                            self.isa,
+                            a,
+                            in_channels,
+                            expand.weights.data(),
+                            in_channels,
+                            channels,
+                            epilogue,
+                            c,
+                            packed,
+                        );
+                        held = top..end;
+                        let geometry =
+                            Geometry::new(dw, (x.height, x.width), &pads, out_width, top);
+                        self.isa.run(depthwise::Rows {
+                            input: &expanded[..(end - top) * row_len],
+                            geometry: &geometry,
+                            dw,
+                            first_oy: first,
+                            out,
+                            sums,
+                        });
+                    }
                 },
             );
         let sums = self.sample_sums(&partial, x.batch, out_height, channels);
@@ -479,7 +509,9 @@ mod tests {
     fn expansion_with_depthwise_matches_the_two_layers() {
         // Any plan lends its buffer pool; the layers are made here. 96 expanded channels at
         // 64x64 and more are over EXPAND_DEPTHWISE_MIN_BYTES; bands of a batch of one overlap
-        // by the kernel's extent, larger batches run a whole map per task.
+        // by the kernel's extent, larger batches run a whole map per task. Every band runs
+        // in several sub-bands of EXPANDED_BYTES (3 to 8 output rows here) that share rows,
+        // a partial one last; at width 700 a sub-band is one output row.
         let model = crate::EfficientNetConfig::b0()
             .with_width(0.1)
             .with_depth(0.1)
@@ -490,6 +522,7 @@ mod tests {
         let cases = [
             // (kernel, stride, padding, height, width, batch)
             (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 64, 1),
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 17, 700, 1),
             (5, 1, PaddingConfig2d::Same, 80, 52, 1),
             (3, 1, PaddingConfig2d::Explicit(1, 1, 1, 1), 64, 66, 3),
             (5, 2, PaddingConfig2d::Same, 61, 67, 2),
