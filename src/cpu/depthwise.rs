@@ -260,7 +260,6 @@ fn interior<const L: usize, const PX: usize, I: Isa>(
     } = window;
     let (c, k, s, lanes) = (g.channels, g.kernel, g.stride, I::LANES);
     let registers = L / lanes;
-    let mut out = [[0.0f32; L]; PX];
     if ky_range.is_empty() {
         return [*bias; PX];
     }
@@ -303,6 +302,7 @@ fn interior<const L: usize, const PX: usize, I: Isa>(
             }
         }
     }
+    let mut out = [[0.0f32; L]; PX];
     for (out, acc) in out.iter_mut().zip(acc) {
         for (r, acc) in acc.into_iter().enumerate().take(registers) {
             // SAFETY: `out` holds L = registers * lanes values.

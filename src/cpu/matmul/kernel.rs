@@ -231,22 +231,24 @@ pub(crate) fn tile<const MR: usize, I: Isa>(
     if width >= NR {
         // A whole panel: a loop of constant trip count, unrolled.
         for group in (0..NR).step_by(2 * lanes) {
-            register_pair::<MR, I>(isa, a, b, steps, group, acc, add);
+            register_group::<MR, 2, I>(isa, a, b, steps, group, acc, add);
         }
         return;
     }
     for group in (0..width).step_by(2 * lanes) {
         if group + lanes >= width {
-            single_register::<MR, I>(isa, a, b, steps, group, acc, add);
+            register_group::<MR, 1, I>(isa, a, b, steps, group, acc, add);
         } else {
-            register_pair::<MR, I>(isa, a, b, steps, group, acc, add);
+            register_group::<MR, 2, I>(isa, a, b, steps, group, acc, add);
         }
     }
 }
 
-/// [`tile`]'s group of two registers: columns `group..group + 2 * lanes`.
+/// [`tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes` of the
+/// panel, their `R x MR` sums in registers, each row value broadcast once for `R`
+/// multiply-adds.
 #[inline(always)]
-fn register_pair<const MR: usize, I: Isa>(
+fn register_group<const MR: usize, const R: usize, I: Isa>(
     isa: I,
     a: *const f32,
     b: *const f32,
@@ -258,71 +260,37 @@ fn register_pair<const MR: usize, I: Isa>(
     let lanes = I::LANES;
     // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
     // target features.
-    let mut sums = [[isa.zero(); 2]; MR];
+    let mut sums = [[isa.zero(); R]; MR];
     if add {
         for (sums, row) in sums.iter_mut().zip(acc.iter()) {
-            // SAFETY: a row of `acc` holds NR values; `group + 2 * lanes <= NR`.
-            unsafe {
-                let row = row.as_ptr().add(group);
-                *sums = [isa.load(row), isa.load(row.add(lanes))];
+            for (j, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: a row of `acc` holds NR values; `group + R * lanes <= NR` (groups
+                // start on multiples of `2 * lanes`, which divides NR).
+                *sum = unsafe { isa.load(row.as_ptr().add(group + j * lanes)) };
             }
         }
     }
     for step in 0..steps {
         // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
-        // values at `step * MR`; `group + 2 * lanes <= NR`.
+        // values at `step * MR`; `group + R * lanes <= NR`.
         unsafe {
-            let low = isa.load(b.add(step * NR + group));
-            let high = isa.load(b.add(step * NR + group + lanes));
+            let mut columns = [isa.zero(); R];
+            for (j, column) in columns.iter_mut().enumerate() {
+                *column = isa.load(b.add(step * NR + group + j * lanes));
+            }
             for (r, sums) in sums.iter_mut().enumerate() {
                 let value = isa.splat(*a.add(step * MR + r));
-                sums[0] = isa.fmadd(value, low, sums[0]);
-                sums[1] = isa.fmadd(value, high, sums[1]);
+                for (sum, column) in sums.iter_mut().zip(columns) {
+                    *sum = isa.fmadd(value, column, *sum);
+                }
             }
         }
     }
     for (row, sums) in acc.iter_mut().zip(sums) {
-        // SAFETY: as for the loads.
-        unsafe {
-            let row = row.as_mut_ptr().add(group);
-            isa.store(row, sums[0]);
-            isa.store(row.add(lanes), sums[1]);
+        for (j, sum) in sums.into_iter().enumerate() {
+            // SAFETY: as for the loads.
+            unsafe { isa.store(row.as_mut_ptr().add(group + j * lanes), sum) };
         }
-    }
-}
-
-/// [`tile`]'s last group when it is one register wide: columns `group..group + lanes`.
-#[inline(always)]
-fn single_register<const MR: usize, I: Isa>(
-    isa: I,
-    a: *const f32,
-    b: *const f32,
-    steps: usize,
-    group: usize,
-    acc: &mut [[f32; NR]; MR],
-    add: bool,
-) {
-    let mut sums = [isa.zero(); MR];
-    if add {
-        for (sum, row) in sums.iter_mut().zip(acc.iter()) {
-            // SAFETY: a row of `acc` holds NR values; `group + lanes <= NR` (groups start
-            // on multiples of `2 * lanes`, which divides NR).
-            *sum = unsafe { isa.load(row.as_ptr().add(group)) };
-        }
-    }
-    for step in 0..steps {
-        // SAFETY: as in `tile`: `b` has NR values at `step * NR`, `packed` MR at
-        // `step * MR`.
-        unsafe {
-            let column = isa.load(b.add(step * NR + group));
-            for (r, sum) in sums.iter_mut().enumerate() {
-                *sum = isa.fmadd(isa.splat(*a.add(step * MR + r)), column, *sum);
-            }
-        }
-    }
-    for (row, sum) in acc.iter_mut().zip(sums) {
-        // SAFETY: as for the loads.
-        unsafe { isa.store(row.as_mut_ptr().add(group), sum) };
     }
 }
 
