@@ -15,6 +15,7 @@
 //! | 14x14 | stage 5 projection to 112 (+ residual) | 196 x 672 -> 112 |
 //! | 7x7 | stage 7 expansion | 49 x 192 -> 1152 |
 //! | 7x7 | head | 49 x 320 -> 1280 |
+//! | 1x1 | classifier (no activation) | 1 x 1280 -> 1000 |
 //!
 //! ```text
 //! cargo bench --bench matmul
@@ -67,6 +68,7 @@ fn pointwise(c: &mut Criterion) {
         ("14x14 project 112", 196, 672, 112, false, true),
         ("7x7 expand", 49, 192, 1152, true, false),
         ("7x7 head", 49, 320, 1280, true, false),
+        ("classifier", 1, 1280, 1000, false, false),
     ];
     for (name, m, k, n, silu, has_residual) in shapes {
         let a = values(m * k, 1);

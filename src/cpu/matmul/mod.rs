@@ -299,7 +299,7 @@ pub(crate) fn parallel(
 
 #[cfg(test)]
 mod tests {
-    use super::kernel::tile;
+    use super::kernel::{InPlaceRows, PackedRows, tile};
     use super::*;
     use crate::cpu::isa::Portable;
 
@@ -324,6 +324,8 @@ mod tests {
                 (14, 40, 40),
                 (9, 24, 8),
                 (8, 270, 112),
+                (10, 33, 24),
+                (11, 300, 40),
             ] {
                 let a = matrix(m, k, 1);
                 let weights = matrix(k, n, 2);
@@ -375,9 +377,12 @@ mod tests {
         }
     }
 
-    /// One 12-row tile with `isa`, adding to `acc`, `width` columns live.
+    /// One 12-row tile with `isa`, adding to `acc`, `width` columns live: the rows from
+    /// `rows` (row-major, `steps` values a row) read in place, or packed from `packed`.
     struct Tile<'a> {
+        rows: &'a [f32],
         packed: &'a [f32],
+        in_place: bool,
         panel: &'a [f32],
         acc: &'a mut [[f32; NR]; 12],
         width: usize,
@@ -387,7 +392,22 @@ mod tests {
         type Output = ();
         #[inline(always)]
         fn run<I: Isa>(self, isa: I) {
-            tile::<12, I>(isa, self.packed, self.panel, self.acc, true, self.width);
+            let steps = self.rows.len() / 12;
+            assert!(self.packed.len() == 12 * steps && self.panel.len() >= steps * NR);
+            let (acc, width) = (self.acc, self.width);
+            // SAFETY: both sources hold 12 rows of `steps` values (asserted).
+            unsafe {
+                if self.in_place {
+                    let rows = InPlaceRows {
+                        base: self.rows.as_ptr(),
+                        stride: steps,
+                    };
+                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                } else {
+                    let rows = PackedRows(self.packed.as_ptr());
+                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                }
+            }
         }
     }
 
@@ -405,14 +425,27 @@ mod tests {
         }
         let panel = &packed.data()[k * NR..2 * k * NR];
         let mut expected = [[0.5f32; NR]; 12];
-        tile::<12, Portable>(Portable, &tile_a, panel, &mut expected, true, NR);
+        Tile {
+            rows: &a,
+            packed: &tile_a,
+            in_place: false,
+            panel,
+            acc: &mut expected,
+            width: NR,
+        }
+        .run(Portable);
         // Whole panels, and the live widths of a last panel: over, at and under one and two
-        // registers of every instruction set.
+        // registers of every instruction set; the rows packed and in place.
         for width in [NR, 24, 20, 17, 16, 9, 8, 5, 1] {
-            for isa in Detected::all() {
+            for (isa, in_place) in Detected::all()
+                .into_iter()
+                .flat_map(|isa| [(isa, false), (isa, true)])
+            {
                 let mut got = [[0.5f32; NR]; 12];
                 isa.run(Tile {
+                    rows: &a,
                     packed: &tile_a,
+                    in_place,
                     panel,
                     acc: &mut got,
                     width,
@@ -421,7 +454,8 @@ mod tests {
                     for (column, (got, want)) in got.iter().zip(want).enumerate().take(width) {
                         assert!(
                             (got - want).abs() < 1e-5,
-                            "{isa:?} width {width} column {column}: {got} vs {want}"
+                            "{isa:?} in place {in_place} width {width} column {column}: \
+                             {got} vs {want}"
                         );
                     }
                 }
@@ -431,39 +465,52 @@ mod tests {
 
     #[test]
     fn input_scaling_gates_each_samples_channels() {
-        // Two samples of 5 rows, k = 3: sample 1's channels scaled by (1, 2, 0.5), sample 0's
-        // by 0 except channel 0.
-        let (k, n, rows) = (3, 20, 5);
-        let weights = matrix(k, n, 5);
-        let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
-        let a = matrix(2 * rows, k, 6);
-        let scale = [1.0, 0.0, 0.0, 1.0, 2.0, 0.5];
-        let bias = [0.0; 20];
-        let epilogue = Epilogue {
-            bias: &bias,
-            activation: None,
-            residual: None,
-        };
-        for isa in Detected::all() {
-            let mut c = vec![0.0; 2 * rows * n];
-            parallel(
-                isa,
-                &a,
-                2,
-                Some(&scale),
-                packed.data(),
-                k,
-                n,
-                epilogue,
-                &mut c,
-            );
-            for i in 0..2 * rows {
-                let factors = &scale[(i / rows) * k..(i / rows + 1) * k];
-                for j in 0..n {
-                    let expected: f32 = (0..k)
-                        .map(|t| a[i * k + t] * factors[t] * weights[t * n + j])
-                        .sum();
-                    assert!((c[i * n + j] - expected).abs() < 1e-6, "{isa:?} [{i}, {j}]");
+        // Two samples; sample 0's channels gated to 0 but for the first three, sample 1's
+        // by factors around 1. The shapes take every way of applying a gate: packed rows (few
+        // rows, or many panels), rows in place with gated panels of `b` (many rows over one
+        // or two panels, in one slice of KC or two), and each with partial tiles.
+        for (rows, k, n) in [(5, 3, 20), (200, 37, 20), (301, 300, 40), (13, 19, 100)] {
+            let weights = matrix(k, n, 5);
+            let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
+            let a = matrix(2 * rows, k, 6);
+            let scale: Vec<f32> = (0..2 * k)
+                .map(|i| match i {
+                    0..3 => 1.0,
+                    i if i < k => 0.0,
+                    i => 0.5 + (i % 7) as f32 * 0.25,
+                })
+                .collect();
+            let bias = vec![0.0; n];
+            let epilogue = Epilogue {
+                bias: &bias,
+                activation: None,
+                residual: None,
+            };
+            for isa in Detected::all() {
+                let mut c = vec![0.0; 2 * rows * n];
+                parallel(
+                    isa,
+                    &a,
+                    2,
+                    Some(&scale),
+                    packed.data(),
+                    k,
+                    n,
+                    epilogue,
+                    &mut c,
+                );
+                for i in 0..2 * rows {
+                    let factors = &scale[(i / rows) * k..(i / rows + 1) * k];
+                    for j in 0..n {
+                        let expected: f32 = (0..k)
+                            .map(|t| a[i * k + t] * factors[t] * weights[t * n + j])
+                            .sum();
+                        assert!(
+                            (c[i * n + j] - expected).abs() < 1e-4,
+                            "{isa:?} {rows}x{k}x{n} [{i}, {j}]: {} vs {expected}",
+                            c[i * n + j]
+                        );
+                    }
                 }
             }
         }
