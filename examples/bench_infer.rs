@@ -6,6 +6,10 @@
 //! ```text
 //! cargo run --release --example bench_infer -- --variant b0 --batch 1 --resolution 224
 //! ```
+//!
+//! `--steps` prints instead the 10th percentile of each step's time over the runs (the stem,
+//! every block, the head, the classifier), named and laid out as
+//! `scripts/profile_ort_layers.py` prints ONNX Runtime's, so the two compare line by line.
 
 use std::time::Instant;
 
@@ -47,6 +51,10 @@ struct Args {
     /// Backend (as compiled in).
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
+    /// Print each step's time (10th percentile over the runs) instead: the planned CPU
+    /// engine only (flex, f32).
+    #[arg(long, conflicts_with_all = ["unfused", "unplanned"])]
+    steps: bool,
 }
 
 /// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
@@ -61,6 +69,18 @@ fn main() -> Result<(), efficientnet_burn::Error> {
     let device = args.device.0.device()?;
     let variant = args.variant.0;
     let model = variant.config().init(&device).valid();
+    let input = Tensor::<4>::random(
+        [args.batch, 3, args.resolution, args.resolution],
+        Distribution::Default,
+        &device,
+    );
+    if args.steps {
+        #[cfg(feature = "flex")]
+        print_step_times(&model.for_inference(), input, &args);
+        #[cfg(not(feature = "flex"))]
+        eprintln!("--steps times the planned CPU engine: build with the `flex` feature");
+        return Ok(());
+    }
     // The three forms, each as a forward function.
     let forward: Box<dyn Fn(Tensor<4>) -> Tensor<2>> = if args.unfused {
         Box::new(move |x| model.forward(x))
@@ -71,11 +91,6 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         let model = model.for_inference();
         Box::new(move |x| model.forward(x))
     };
-    let input = Tensor::<4>::random(
-        [args.batch, 3, args.resolution, args.resolution],
-        Distribution::Default,
-        &device,
-    );
     for _ in 0..args.warmup {
         let _ = forward(input.clone()).into_data();
     }
@@ -111,4 +126,41 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         })
     );
     Ok(())
+}
+
+/// `--steps`: the 10th percentile of each step's time over `args.runs` forwards (after
+/// `args.warmup`), in microseconds, one line a step.
+#[cfg(feature = "flex")]
+fn print_step_times(model: &efficientnet_burn::InferenceModel, input: Tensor<4>, args: &Args) {
+    use efficientnet_burn::__bench::step_times;
+
+    let mut steps: Vec<(String, Vec<u128>)> = Vec::new();
+    for run in 0..args.warmup + args.runs {
+        let Some(times) = step_times(model, input.clone()) else {
+            eprintln!("--steps times the planned CPU engine: run it on flex in f32");
+            std::process::exit(2);
+        };
+        if run < args.warmup {
+            continue;
+        }
+        for (index, (name, time)) in times.into_iter().enumerate() {
+            if steps.len() <= index {
+                steps.push((name, Vec::new()));
+            }
+            steps[index].1.push(time.as_micros());
+        }
+    }
+    println!(
+        "efficientnet-burn, {} thread(s), 10th percentile of {} runs, us",
+        rayon::current_num_threads(),
+        args.runs
+    );
+    let mut total = 0;
+    for (name, mut times) in steps {
+        times.sort_unstable();
+        let p10 = times[times.len() / 10];
+        total += p10;
+        println!("{name:24} {p10:7}");
+    }
+    println!("{:24} {total:7}", "total");
 }

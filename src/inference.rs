@@ -60,7 +60,7 @@ impl InferenceModel {
 
     /// The plan, if it runs `input`.
     #[cfg(feature = "flex")]
-    fn plan_for(&self, input: &Tensor<4>) -> Option<&crate::cpu::Plan> {
+    pub(crate) fn plan_for(&self, input: &Tensor<4>) -> Option<&crate::cpu::Plan> {
         self.plan.as_deref().filter(|plan| plan.applies(input))
     }
 

@@ -1,9 +1,23 @@
-//! The CPU engine's 1x1 product, reachable from `benches/matmul.rs` (not API: hidden from the
-//! docs, free to change).
+//! The CPU engine's 1x1 product, reachable from `benches/matmul.rs`, and the time of each
+//! step of a planned forward, for `examples/bench_infer.rs --steps` (not API: hidden from
+//! the docs, free to change).
+
+use std::time::Duration;
+
+use burn::tensor::Tensor;
 
 use super::isa::{Detected, Isa, Kernel};
 use super::matmul::{self, Epilogue, Packed};
+use crate::InferenceModel;
 use crate::model::activation::Activation;
+
+/// Each step's wall time in one planned forward of `model` on `input`, named as
+/// torchvision names its modules (`features.0` the stem, `features.1.0` the first block, ...,
+/// then `pooling + classifier`): the names `scripts/profile_ort_layers.py` gives ONNX
+/// Runtime's. `None` if the engine does not run `input`.
+pub fn step_times(model: &InferenceModel, input: Tensor<4>) -> Option<Vec<(String, Duration)>> {
+    Some(model.plan_for(&input)?.step_times(input))
+}
 
 /// A deterministic pseudo-random vector in [-0.5, 0.5): test and benchmark data.
 pub fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {

@@ -1,6 +1,8 @@
 //! Running a [`Plan`]: the network layer by layer on NHWC maps, every parallel loop inside
 //! one entry into rayon's pool.
 
+use std::time::{Duration, Instant};
+
 use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
@@ -30,14 +32,69 @@ fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     result.expect("the scope ran its body")
 }
 
+/// A step of a forward: what [`Plan::step_times`] times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// The stem convolution (with the input's move to NHWC).
+    Stem,
+    /// Block `index` of stage `stage`, `last` if it ends the stage.
+    Block {
+        stage: usize,
+        index: usize,
+        last: bool,
+    },
+    /// The head convolution.
+    Head,
+    /// The global pooling and the classifier.
+    Classifier,
+}
+
+impl Step {
+    /// The step's name in torchvision's EfficientNet (`features.0` the stem, `features.1.0`
+    /// stage 0's first block), the names `scripts/profile_ort_layers.py` prints, for a
+    /// network of `stages` stages.
+    fn torchvision_name(self, stages: usize) -> String {
+        match self {
+            Step::Stem => "features.0".into(),
+            Step::Block { stage, index, .. } => format!("features.{}.{index}", stage + 1),
+            Step::Head => format!("features.{}", stages + 1),
+            Step::Classifier => "pooling + classifier".into(),
+        }
+    }
+}
+
 impl Plan {
     /// Class logits of an input the plan [`applies`](Plan::applies) to.
     pub(crate) fn logits(&self, input: Tensor<4>) -> Tensor<2> {
+        self.observed_logits(input, &mut |_| {})
+    }
+
+    /// Each step's wall time in one forward to the logits of an input the plan applies
+    /// to, in order (the stem, every block, the head, then the pooling with the
+    /// classifier), each step named as torchvision names it ([`Step::torchvision_name`]).
+    pub(crate) fn step_times(&self, input: Tensor<4>) -> Vec<(String, Duration)> {
+        let stages = self.stage_ends.len();
+        let mut times = Vec::new();
+        let mut last = Instant::now();
+        self.observed_logits(input, &mut |step| {
+            let now = Instant::now();
+            times.push((step.torchvision_name(stages), now - last));
+            last = now;
+        });
+        times
+    }
+
+    /// [`logits`](Self::logits), calling `observe` after each [`Step`].
+    fn observed_logits(
+        &self,
+        input: Tensor<4>,
+        observe: &mut (dyn FnMut(Step) + Send),
+    ) -> Tensor<2> {
         let device = input.device();
         let (batch, classes) = (input.dims()[0], self.classifier.n());
         let mut logits = vec![0.0; batch * classes];
         in_pool(|| {
-            let features = self.run(input, None, &mut |_, _| {});
+            let features = self.run(input, None, &mut |step, _| observe(step));
             let channels = features.channels;
             let pixels = features.height * features.width;
             // Global average pooling: the per-sample sums of the pixel rows, divided.
@@ -62,6 +119,7 @@ impl Plan {
                 &mut logits,
             );
             self.pool.recycle(pooled);
+            observe(Step::Classifier);
         });
         Tensor::from_data(TensorData::new(logits, [batch, classes]), &device)
     }
@@ -87,7 +145,13 @@ impl Plan {
         let device = input.device();
         let mut maps = vec![None; stages.len()];
         let x = in_pool(|| {
-            self.run(input, Some(last), &mut |stage, map| {
+            self.run(input, Some(last), &mut |step, map| {
+                let Step::Block {
+                    stage, last: true, ..
+                } = step
+                else {
+                    return;
+                };
                 for (slot, _) in maps.iter_mut().zip(stages).filter(|(_, s)| **s == stage) {
                     *slot = Some(to_nchw(map, &device));
                 }
@@ -97,31 +161,34 @@ impl Plan {
         maps.into_iter().flatten().collect()
     }
 
-    /// Stem and blocks through stage `last`, calling `observe(stage, output)` after each
-    /// stage; then, if `last` is `None`, the head. Returns the last map.
+    /// Stem and blocks through stage `last`, calling `observe(step, output)` after each
+    /// [`Step`]; then, if `last` is `None`, the head. Returns the last map.
     fn run(
         &self,
         input: Tensor<4>,
         last: Option<usize>,
-        observe: &mut dyn FnMut(usize, &Nhwc),
+        observe: &mut dyn FnMut(Step, &Nhwc),
     ) -> Nhwc {
         let input = self.to_nhwc(input);
         let mut x = self.conv(&self.stem, &input, None, None);
         self.pool.recycle(input.data);
+        observe(Step::Stem, &x);
         let mut start = 0;
         for (stage, &end) in self.stage_ends.iter().enumerate() {
-            for block in &self.blocks[start..end] {
+            for (index, block) in self.blocks[start..end].iter().enumerate() {
                 let y = self.block(block, &x);
                 self.pool.recycle(std::mem::replace(&mut x, y).data);
+                let last = start + index + 1 == end;
+                observe(Step::Block { stage, index, last }, &x);
             }
             start = end;
-            observe(stage, &x);
             if last == Some(stage) {
                 return x;
             }
         }
         let y = self.conv(&self.head, &x, None, None);
         self.pool.recycle(x.data);
+        observe(Step::Head, &y);
         y
     }
 
