@@ -629,4 +629,29 @@ mod tests {
             assert!(diff < 1e-3, "{case}: channel sums differ by {diff}");
         }
     }
+
+    #[test]
+    fn step_times_name_every_step_of_the_forward_as_torchvision_does() {
+        // B0's layout at a tenth of its depth: one block a stage (torchvision's
+        // `features.1.0` .. `features.7.0`), between the stem `features.0` and the head
+        // `features.8`.
+        let model = crate::EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_depth(0.1)
+            .init(&Device::flex())
+            .fold_batch_norms();
+        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let blocks: Vec<usize> = model.stages.iter().map(Vec::len).collect();
+        let input = Tensor::<4>::ones([2, 3, 32, 32], &Device::flex());
+        let times = plan.step_times(input);
+        let mut expected = vec!["features.0".to_string()];
+        for (stage, &count) in blocks.iter().enumerate() {
+            expected.extend((0..count).map(|index| format!("features.{}.{index}", stage + 1)));
+        }
+        expected.push(format!("features.{}", blocks.len() + 1));
+        expected.push("pooling + classifier".into());
+        let names: Vec<&str> = times.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, expected);
+        assert_eq!(blocks.len(), 7, "B0 has 7 stages");
+    }
 }
