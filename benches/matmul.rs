@@ -5,6 +5,7 @@
 //!
 //! | map | layer | rows (pixels) x k -> n |
 //! |---|---|---|
+//! | 112x112 | stem (its 3x3x3 windows unfolded) | 12544 x 27 -> 32 |
 //! | 112x112 | stage 1 projection | 12544 x 32 -> 16 |
 //! | 112x112 | stage 2 expansion | 12544 x 16 -> 96 |
 //! | 56x56 | stage 3 expansion | 3136 x 24 -> 144 |
@@ -58,6 +59,7 @@ fn pointwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("pointwise");
     // (name, rows, k, n, SiLU, residual)
     let shapes = [
+        ("112x112 stem", 12544, 27, 32, true, false),
         ("112x112 project", 12544, 32, 16, false, false),
         ("112x112 expand", 12544, 16, 96, true, false),
         ("56x56 expand", 3136, 24, 144, true, false),

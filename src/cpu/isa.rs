@@ -54,6 +54,16 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// `a * b + c` on one value: fused where the instruction set has FMA.
     fn mul_add(self, a: f32, b: f32, c: f32) -> f32;
 
+    /// `a + b`, lane by lane (a multiply-add by one: exact, one instruction).
+    #[inline(always)]
+    fn add(self, a: Self::V, b: Self::V) -> Self::V {
+        self.fmadd(self.splat(1.0), a, b)
+    }
+
+    /// `activation` on a register's lanes, as [`math::activate`](super::math::activate)
+    /// computes it value by value.
+    fn activate_register(self, value: Self::V, activation: Option<Activation>) -> Self::V;
+
     /// `activation` over `L` values. The default is the scalar definition
     /// ([`math`](super::math)), which LLVM vectorises with the features the kernel is
     /// compiled for.
@@ -199,6 +209,13 @@ impl Isa for Portable {
         // Not `f32::mul_add`: without FMA instructions that is a slow library call.
         a * b + c
     }
+
+    #[inline(always)]
+    fn activate_register(self, value: Self::V, activation: Option<Activation>) -> Self::V {
+        let mut value = value;
+        super::math::activate(&mut value, activation);
+        value
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -286,6 +303,15 @@ mod x86 {
             a.mul_add(b, c)
         }
 
+        #[inline(always)]
+        fn activate_register(self, value: __m512, activation: Option<Activation>) -> __m512 {
+            match activation {
+                Some(Activation::SiLU) => math::silu(Zmm(self, value)).1,
+                Some(Activation::ReLU6) => math::Lanes::clamp(Zmm(self, value), 0.0, 6.0).1,
+                None => value,
+            }
+        }
+
         /// SiLU 16 lanes at a time in AVX-512, dividing by a reciprocal estimate and one
         /// Newton step (the division is most of its cost otherwise).
         #[inline(always)]
@@ -344,6 +370,15 @@ mod x86 {
             a.mul_add(b, c)
         }
 
+        #[inline(always)]
+        fn activate_register(self, value: __m256, activation: Option<Activation>) -> __m256 {
+            match activation {
+                Some(Activation::SiLU) => math::silu(Ymm(self, value)).1,
+                Some(Activation::ReLU6) => math::Lanes::clamp(Ymm(self, value), 0.0, 6.0).1,
+                None => value,
+            }
+        }
+
         /// SiLU 8 lanes at a time in AVX2 registers, dividing by a reciprocal estimate and
         /// one Newton step, as [`Avx512`]'s: value by value, LLVM keeps the tile's values on
         /// the stack and divides with `vdivps`.
@@ -400,9 +435,11 @@ mod x86 {
         fn clamp(self, low: f32, high: f32) -> Self {
             // SAFETY: see the impl's comment.
             Zmm(self.0, unsafe {
+                // The value second: `max` and `min` return their second operand when
+                // either is NaN, so NaN stays NaN.
                 _mm512_min_ps(
-                    _mm512_max_ps(self.1, _mm512_set1_ps(low)),
                     _mm512_set1_ps(high),
+                    _mm512_max_ps(_mm512_set1_ps(low), self.1),
                 )
             })
         }
@@ -474,9 +511,11 @@ mod x86 {
         fn clamp(self, low: f32, high: f32) -> Self {
             // SAFETY: see the impl's comment.
             Ymm(self.0, unsafe {
+                // The value second: `max` and `min` return their second operand when
+                // either is NaN, so NaN stays NaN.
                 _mm256_min_ps(
-                    _mm256_max_ps(self.1, _mm256_set1_ps(low)),
                     _mm256_set1_ps(high),
+                    _mm256_max_ps(_mm256_set1_ps(low), self.1),
                 )
             })
         }

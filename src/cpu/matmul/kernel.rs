@@ -293,15 +293,39 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
         // SAFETY: the tile's first row and column, inside the region (see below).
         unsafe { region.ptr.add(first_row * n + columns.start).cast_const() }
     });
+    if slice.last && width == NR && M > 1 {
+        // A whole panel's last slice: the epilogue in registers, each group's rows stored
+        // to the output as they are finished.
+        let start = first_row * n + columns.start;
+        let last = start + (tile_rows - 1) * n + NR;
+        let residual = epilogue.residual.map(|residual| {
+            assert!(residual.len() >= last, "residual is too short");
+            residual[start..].as_ptr()
+        });
+        let finish = Finish {
+            // SAFETY: the tile's first row and column, inside the region.
+            out: unsafe { region.ptr.add(start) },
+            n,
+            rows: tile_rows,
+            bias: epilogue.bias[columns].try_into().expect("a whole panel"),
+            activation: epilogue.activation,
+            residual,
+        };
+        // SAFETY: `prior` as below; `finish.out` and `finish.residual` hold the tile's
+        // `tile_rows` rows of NR values at stride `n` (inside the region, which is ours
+        // alone; and checked above).
+        unsafe { sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR, Some(finish)) };
+        return;
+    }
     // A whole panel with a constant width: every column of the sums is then written by the
     // kernel, and the compiler drops their zeroing.
     // SAFETY: the previous slice stored the tile's partial sums at `prior`; its `tile_rows`
     // rows of `width` columns are inside the region, which is ours alone.
     let acc = unsafe {
         if width == NR {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR)
+            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR, None)
         } else {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, width)
+            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, width, None)
         }
     };
     for (r, acc) in acc.iter().enumerate().take(tile_rows) {
@@ -317,17 +341,18 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
         let residual = epilogue
             .residual
             .map(|residual| &residual[start..start + width]);
-        finish(isa, acc, bias, epilogue.activation, residual, out);
+        finish_row(isa, acc, bias, epilogue.activation, residual, out);
     }
 }
 
 /// A tile's sums over `width` columns: the partial sums at `prior` (`tile_rows` rows of
-/// stride `n`), if any, plus the tile's product.
+/// stride `n`), if any, plus the tile's product; finished into `finish`'s rows instead, if
+/// given (a whole panel only).
 ///
 /// # Safety
 ///
 /// `prior`, if given, must be valid for reads of `width` values at each of its
-/// `tile_rows` rows, which no one writes meanwhile; `a` as [`tile`] says.
+/// `tile_rows` rows, which no one writes meanwhile; `a` and `finish` as [`tile`] says.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn sums<const M: usize, I: Isa, A: Rows>(
@@ -339,6 +364,7 @@ unsafe fn sums<const M: usize, I: Isa, A: Rows>(
     n: usize,
     tile_rows: usize,
     width: usize,
+    finish: Option<Finish>,
 ) -> [[f32; NR]; M] {
     let mut acc = [[0.0f32; NR]; M];
     if let Some(prior) = prior {
@@ -350,7 +376,7 @@ unsafe fn sums<const M: usize, I: Isa, A: Rows>(
         }
     }
     // SAFETY: passed on from the caller.
-    unsafe { tile::<M, I, A>(isa, a, steps, b, &mut acc, prior.is_some(), width) };
+    unsafe { tile::<M, I, A>(isa, a, steps, b, &mut acc, prior.is_some(), width, finish) };
     acc
 }
 
@@ -398,12 +424,16 @@ impl Rows for InPlaceRows {
 /// columns go in groups of two registers (one group for AVX-512's 16 lanes, two for 8
 /// lanes), so a group's `2 x MR` sums stay in registers and each row value is broadcast once
 /// for two multiply-adds; a last group of one register's columns or fewer takes one
-/// register. Columns past the live groups are left as they are in `acc`.
+/// register. Columns past the live groups are left as they are in `acc`. With `finish` (a
+/// whole panel of a tile of several rows), the sums are finished and stored to its rows,
+/// not to `acc`.
 ///
 /// # Safety
 ///
-/// `a` must be valid for `MR` rows of `steps` values, which no one writes meanwhile.
+/// `a` must be valid for `MR` rows of `steps` values, which no one writes meanwhile; as
+/// [`Finish`] says for `finish`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
@@ -412,7 +442,12 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     acc: &mut [[f32; NR]; MR],
     add: bool,
     width: usize,
+    finish: Option<Finish>,
 ) {
+    assert!(
+        finish.is_none() || (width >= NR && MR > 1),
+        "finished in registers: whole panels of tiles of several rows"
+    );
     assert!(b.len() >= steps * NR, "b is too short");
     let lanes = I::LANES;
     let b = b.as_ptr();
@@ -429,24 +464,32 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     if width >= NR {
         // A whole panel: a loop of constant trip count, unrolled.
         for group in (0..NR).step_by(2 * lanes) {
-            register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add);
+            // SAFETY: passed on from the caller.
+            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add, finish) };
         }
         return;
     }
     for group in (0..width).step_by(2 * lanes) {
         if group + lanes >= width {
-            register_group::<MR, 1, I, A>(isa, a, b, steps, group, acc, add);
+            // SAFETY: no `finish` here (asserted).
+            unsafe { register_group::<MR, 1, I, A>(isa, a, b, steps, group, acc, add, None) };
         } else {
-            register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add);
+            // SAFETY: as above.
+            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add, None) };
         }
     }
 }
 
 /// [`tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes` of the
 /// panel, their `R x MR` sums in registers, each row value broadcast once for `R`
-/// multiply-adds.
+/// multiply-adds; stored to `acc`, or finished into `finish`'s rows.
+///
+/// # Safety
+///
+/// As [`tile`].
 #[inline(always)]
-fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -454,6 +497,7 @@ fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
     group: usize,
     acc: &mut [[f32; NR]; MR],
     add: bool,
+    finish: Option<Finish>,
 ) {
     let lanes = I::LANES;
     // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
@@ -484,12 +528,47 @@ fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
             }
         }
     }
+    if let Some(finish) = finish {
+        for (r, sums) in sums.into_iter().enumerate().take(finish.rows) {
+            for (j, sum) in sums.into_iter().enumerate() {
+                let column = group + j * lanes;
+                let at = r * finish.n + column;
+                // SAFETY: `column + lanes <= NR` (as for the loads), a row `r < rows` of the
+                // output and residual, which `Finish`'s maker vouches for.
+                unsafe {
+                    let value = isa.add(sum, isa.load(finish.bias.as_ptr().add(column)));
+                    let mut value = isa.activate_register(value, finish.activation);
+                    if let Some(residual) = finish.residual {
+                        value = isa.add(value, isa.load(residual.add(at)));
+                    }
+                    isa.store(finish.out.add(at), value);
+                }
+            }
+        }
+        return;
+    }
     for (row, sums) in acc.iter_mut().zip(sums) {
         for (j, sum) in sums.into_iter().enumerate() {
             // SAFETY: as for the loads.
             unsafe { isa.store(row.as_mut_ptr().add(group + j * lanes), sum) };
         }
     }
+}
+
+/// Where a whole panel of a tile goes when [`register_group`] finishes it: `rows` rows of
+/// [`NR`] values from `out` (row stride `n`), each `activation(sum + bias)`, plus the
+/// residual's value at the same offset from `residual`, if given.
+///
+/// Its maker vouches that `out` is valid for writes, and `residual` for reads, of those
+/// rows, which no one else accesses meanwhile.
+#[derive(Clone, Copy)]
+pub(crate) struct Finish<'a> {
+    out: *mut f32,
+    n: usize,
+    rows: usize,
+    bias: &'a [f32; NR],
+    activation: Option<crate::model::activation::Activation>,
+    residual: Option<*const f32>,
 }
 
 /// Steps a one-row tile's group of registers takes at once, each into sums of its own: a
@@ -558,7 +637,7 @@ fn split_row_group<const R: usize, I: Isa, A: Rows>(
 /// One tile row's epilogue: bias, activation, residual, store (the first `out.len()`
 /// columns of the panel).
 #[inline(always)]
-fn finish<I: Isa>(
+fn finish_row<I: Isa>(
     isa: I,
     acc: &[f32; NR],
     bias: &[f32],

@@ -402,10 +402,10 @@ mod tests {
                         base: self.rows.as_ptr(),
                         stride: steps,
                     };
-                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width, None);
                 } else {
                     let rows = PackedRows(self.packed.as_ptr());
-                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width, None);
                 }
             }
         }
