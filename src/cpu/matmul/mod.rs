@@ -210,6 +210,65 @@ pub(crate) fn for_row_blocks<S>(
         });
 }
 
+/// Bytes of weights that row blocks may each read again: a quarter of a core's L2 on the
+/// CPUs we measure, where the reads after the first hit.
+const SHARED_WEIGHTS_BYTES: usize = 256 * 1024;
+
+/// How [`parallel`] splits one sample's product into tasks: `row_blocks` blocks of rows
+/// ([`rows_of`](Self::rows_of)) times `panel_groups` groups of `group` panels (the last may
+/// have fewer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Partition {
+    rows: usize,
+    row_blocks: usize,
+    panel_groups: usize,
+    group: usize,
+}
+
+impl Partition {
+    /// About `tasks` tasks over `rows` rows and `panels` panels of `k` rows. Every row
+    /// block reads all the weights of its panels and every panel group all the rows: a
+    /// product whose weights are the wider operand (more columns than rows) and too large
+    /// to be read again from L2 ([`SHARED_WEIGHTS_BYTES`]: the 7x7 layers, the head, the
+    /// classifier) splits its panels first, so that each task reads only its share of them;
+    /// the others split rows first.
+    fn new(tasks: usize, rows: usize, panels: usize, k: usize) -> Self {
+        let tasks = tasks.max(1);
+        let row_tiles = (rows / ROW_QUANTUM).max(1);
+        let weights_bytes = panels * NR * k * 4;
+        let (row_blocks, panel_groups) =
+            if panels * NR > rows && weights_bytes > SHARED_WEIGHTS_BYTES {
+                let panel_groups = tasks.min(panels);
+                ((tasks / panel_groups).clamp(1, row_tiles), panel_groups)
+            } else {
+                let row_blocks = tasks.min(row_tiles);
+                (row_blocks, tasks.div_ceil(row_blocks).clamp(1, panels))
+            };
+        let group = panels.div_ceil(panel_groups);
+        Self {
+            rows,
+            row_blocks,
+            panel_groups: panels.div_ceil(group),
+            group,
+        }
+    }
+
+    /// The rows of block `index`: the whole multiples of [`ROW_QUANTUM`] dealt out evenly,
+    /// the last block taking the rest. 49 rows in four blocks are 12, 12, 12 and 13 rows,
+    /// not 24, 24 and a block of one.
+    fn rows_of(self, index: usize) -> std::ops::Range<usize> {
+        let tiles = self.rows / ROW_QUANTUM;
+        let start = |index: usize| {
+            if index >= self.row_blocks {
+                self.rows
+            } else {
+                index * tiles / self.row_blocks * ROW_QUANTUM
+            }
+        };
+        start(index)..start(index + 1)
+    }
+}
+
 /// A pointer that tasks writing disjoint parts of one buffer share.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
@@ -253,17 +312,12 @@ pub(crate) fn parallel(
     assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
     assert!(a_scale.is_none_or(|s| s.len() >= samples * k));
     let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
-    let row_blocks = wanted
-        .div_ceil(samples)
-        .clamp(1, rows.div_ceil(ROW_QUANTUM));
-    let block = rows
-        .div_ceil(row_blocks)
-        .next_multiple_of(ROW_QUANTUM)
-        .min(rows);
-    let row_blocks = rows.div_ceil(block);
-    let panel_groups = wanted.div_ceil(samples * row_blocks).clamp(1, panels);
-    let group = panels.div_ceil(panel_groups);
-    let panel_groups = panels.div_ceil(group);
+    let partition = Partition::new(wanted.div_ceil(samples), rows, panels, k);
+    let (row_blocks, panel_groups, group) = (
+        partition.row_blocks,
+        partition.panel_groups,
+        partition.group,
+    );
     let output = SharedOutput(c.as_mut_ptr());
     (0..samples * row_blocks * panel_groups)
         .into_par_iter()
@@ -273,11 +327,12 @@ pub(crate) fn parallel(
                 task % (row_blocks * panel_groups),
             );
             let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
-            let first_row = sample * rows + row_block * block;
+            let block = partition.rows_of(row_block);
+            let first_row = sample * rows + block.start;
             let region = Region {
                 // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
                 ptr: unsafe { output.get().add(first_row * n) },
-                rows: block.min(rows - row_block * block),
+                rows: block.len(),
                 first_panel: panel_group * group,
                 end_panel: ((panel_group + 1) * group).min(panels),
             };
@@ -514,5 +569,47 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn partitions_cover_rows_and_panels_and_split_the_wider_operand() {
+        for tasks in [1, 2, 4, 8, 32] {
+            for rows in [1, 5, 12, 13, 49, 95, 196, 785, 12544] {
+                for panels in [1, 2, 6, 40] {
+                    let p = Partition::new(tasks, rows, panels, 300);
+                    let case = format!("{tasks} tasks, {rows} rows, {panels} panels: {p:?}");
+                    assert!(p.row_blocks * p.panel_groups < 2 * tasks, "{case}");
+                    // Blocks in order, none empty, covering the rows; all but the last whole
+                    // multiples of the quantum, within one quantum of each other.
+                    let blocks: Vec<_> = (0..p.row_blocks).map(|i| p.rows_of(i)).collect();
+                    assert_eq!(blocks[0].start, 0, "{case}");
+                    assert_eq!(blocks[p.row_blocks - 1].end, rows, "{case}");
+                    for pair in blocks.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start, "{case}");
+                        assert_eq!(pair[0].len() % ROW_QUANTUM, 0, "{case}");
+                    }
+                    let shortest = blocks.iter().map(|b| b.len()).min().unwrap();
+                    let longest = blocks[..p.row_blocks - 1].iter().map(|b| b.len()).max();
+                    assert!(shortest > 0, "{case}");
+                    assert!(
+                        longest.is_none_or(|l| l <= shortest + ROW_QUANTUM),
+                        "{case}"
+                    );
+                    // Groups covering the panels, none empty.
+                    assert!((p.panel_groups - 1) * p.group < panels, "{case}");
+                    assert!(p.panel_groups * p.group >= panels, "{case}");
+                }
+            }
+        }
+        // A 7x7 map against a wide layer (1.6 MB, the head): every task has all 49 rows and
+        // its own panels. A 14x14 expansion's weights (150 KiB) stay shared.
+        let shared = Partition::new(4, 196, 15, 80);
+        assert_eq!((shared.row_blocks, shared.panel_groups), (4, 1));
+        let wide = Partition::new(4, 49, 40, 320);
+        assert_eq!((wide.row_blocks, wide.panel_groups, wide.group), (1, 4, 10));
+        // A 7x7 map against a narrow layer: rows only, the last block taking the rest.
+        let narrow = Partition::new(4, 49, 1, 320);
+        let blocks: Vec<_> = (0..4).map(|i| narrow.rows_of(i).len()).collect();
+        assert_eq!((blocks, narrow.panel_groups), (vec![12, 12, 12, 13], 1));
     }
 }
