@@ -10,6 +10,10 @@ reorders in and out of it carry no block name and are printed as one line.
     .venv/bin/python scripts/profile_ort_layers.py /tmp/b0.onnx --threads 1
 
 `--nodes` prints every node instead (operator, output shape, time).
+
+Our side, in the same names and layout (the 10th percentile of each step's wall time):
+
+    RAYON_NUM_THREADS=1 cargo run --release --example bench_infer -- --steps --runs 200
 """
 
 import argparse
