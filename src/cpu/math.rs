@@ -232,4 +232,44 @@ mod tests {
             assert_eq!(special[3], 0.0, "{isa:?}");
         }
     }
+
+    /// `activation` on each instruction set's registers ([`Isa::activate_register`]) over
+    /// `values` (a multiple of 16 long).
+    struct RegisterActivation<'a>(&'a mut [f32], Option<Activation>);
+
+    impl Kernel for RegisterActivation<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn run<I: Isa>(self, isa: I) {
+            for chunk in self.0.chunks_exact_mut(I::LANES) {
+                // SAFETY: `chunk` holds LANES values.
+                unsafe {
+                    let value = isa.activate_register(isa.load(chunk.as_ptr()), self.1);
+                    isa.store(chunk.as_mut_ptr(), value);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn register_activations_match_the_scalar_ones_and_keep_nan() {
+        let mut xs: Vec<f32> = (0..64).map(|i| (i as f32 - 32.0) / 4.0).collect();
+        xs[5] = f32::NAN;
+        xs[40] = f32::NAN;
+        for activation in [None, Some(Activation::ReLU6), Some(Activation::SiLU)] {
+            let mut expected = xs.clone();
+            activate_slice(&mut expected, activation);
+            for isa in Detected::all() {
+                let mut got = xs.clone();
+                isa.run(RegisterActivation(&mut got, activation));
+                for ((&x, &got), &want) in xs.iter().zip(&got).zip(&expected) {
+                    let close = (got - want).abs() <= 2.0 * f32::EPSILON * want.abs();
+                    assert!(
+                        close || (got.is_nan() && want.is_nan()),
+                        "{isa:?} {activation:?}({x}) = {got}, not {want}"
+                    );
+                }
+            }
+        }
+    }
 }
