@@ -64,12 +64,26 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// computes it value by value.
     fn activate_register(self, value: Self::V, activation: Option<Activation>) -> Self::V;
 
-    /// `activation` over `L` values. The default is the scalar definition
-    /// ([`math`](super::math)), which LLVM vectorises with the features the kernel is
-    /// compiled for.
+    /// `activation` over `L` values: a register at a time
+    /// ([`activate_register`](Self::activate_register)) where `L` is a whole number of
+    /// registers, else value by value ([`math::activate`](super::math::activate), which
+    /// LLVM vectorises with the features the kernel is compiled for). Value by value, LLVM
+    /// keeps a tile's values on the stack and divides with a slow division.
     #[inline(always)]
     fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
-        super::math::activate(values, activation);
+        if activation.is_none() {
+            return;
+        }
+        if !L.is_multiple_of(Self::LANES) {
+            return super::math::activate(values, activation);
+        }
+        for chunk in values.chunks_exact_mut(Self::LANES) {
+            // SAFETY: `chunk` holds LANES values.
+            unsafe {
+                let value = self.activate_register(self.load(chunk.as_ptr()), activation);
+                self.store(chunk.as_mut_ptr(), value);
+            }
+        }
     }
 }
 
@@ -305,27 +319,7 @@ mod x86 {
 
         #[inline(always)]
         fn activate_register(self, value: __m512, activation: Option<Activation>) -> __m512 {
-            match activation {
-                Some(Activation::SiLU) => math::silu(Zmm(self, value)).1,
-                Some(Activation::ReLU6) => math::Lanes::clamp(Zmm(self, value), 0.0, 6.0).1,
-                None => value,
-            }
-        }
-
-        /// SiLU 16 lanes at a time in AVX-512, dividing by a reciprocal estimate and one
-        /// Newton step (the division is most of its cost otherwise).
-        #[inline(always)]
-        fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
-            if activation != Some(Activation::SiLU) || !L.is_multiple_of(16) {
-                return math::activate(values, activation);
-            }
-            for chunk in values.chunks_exact_mut(16) {
-                // SAFETY: `self` proves AVX-512F; `chunk` holds 16 values.
-                unsafe {
-                    let x = Zmm(self, _mm512_loadu_ps(chunk.as_ptr()));
-                    _mm512_storeu_ps(chunk.as_mut_ptr(), math::silu(x).1);
-                }
-            }
+            math::activate_lanes(Zmm(self, value), activation).1
         }
     }
 
@@ -372,28 +366,7 @@ mod x86 {
 
         #[inline(always)]
         fn activate_register(self, value: __m256, activation: Option<Activation>) -> __m256 {
-            match activation {
-                Some(Activation::SiLU) => math::silu(Ymm(self, value)).1,
-                Some(Activation::ReLU6) => math::Lanes::clamp(Ymm(self, value), 0.0, 6.0).1,
-                None => value,
-            }
-        }
-
-        /// SiLU 8 lanes at a time in AVX2 registers, dividing by a reciprocal estimate and
-        /// one Newton step, as [`Avx512`]'s: value by value, LLVM keeps the tile's values on
-        /// the stack and divides with `vdivps`.
-        #[inline(always)]
-        fn activate<const L: usize>(self, values: &mut [f32; L], activation: Option<Activation>) {
-            if activation != Some(Activation::SiLU) || !L.is_multiple_of(8) {
-                return math::activate(values, activation);
-            }
-            for chunk in values.chunks_exact_mut(8) {
-                // SAFETY: `self` proves AVX2; `chunk` holds 8 values.
-                unsafe {
-                    let x = Ymm(self, _mm256_loadu_ps(chunk.as_ptr()));
-                    _mm256_storeu_ps(chunk.as_mut_ptr(), math::silu(x).1);
-                }
-            }
+            math::activate_lanes(Ymm(self, value), activation).1
         }
     }
 

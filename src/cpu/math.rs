@@ -112,6 +112,16 @@ pub(crate) fn sigmoid<V: Lanes>(x: V) -> V {
     x.splat(1.0).div(x.splat(1.0).add(exp(x.splat(0.0).sub(x))))
 }
 
+/// `activation` on one value or one register of values ([`Lanes`]).
+#[inline(always)]
+pub(crate) fn activate_lanes<V: Lanes>(x: V, activation: Option<Activation>) -> V {
+    match activation {
+        Some(Activation::SiLU) => silu(x),
+        Some(Activation::ReLU6) => x.clamp(0.0, 6.0),
+        None => x,
+    }
+}
+
 /// `activation` over `L` values, value by value.
 #[inline(always)]
 pub(crate) fn activate<const L: usize>(values: &mut [f32; L], activation: Option<Activation>) {

@@ -513,8 +513,8 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
         }
     }
     for step in 0..steps {
-        // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `packed` MR
-        // values at `step * MR`; `group + R * lanes <= NR`.
+        // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `a` a value for
+        // each of its MR rows at `step`; `group + R * lanes <= NR`.
         unsafe {
             let mut columns = [isa.zero(); R];
             for (j, column) in columns.iter_mut().enumerate() {
@@ -622,12 +622,10 @@ fn split_row_group<const R: usize, I: Isa, A: Rows>(
             }
         }
     }
-    // Adding as a multiply-add by one: exact, and one method fewer for every instruction set.
-    let one = isa.splat(1.0);
     for (j, total) in sums[0].into_iter().enumerate() {
         let mut total = total;
         for set in &sums[1..] {
-            total = isa.fmadd(one, set[j], total);
+            total = isa.add(set[j], total);
         }
         // SAFETY: as for the loads.
         unsafe { isa.store(acc.as_mut_ptr().add(group + j * lanes), total) };

@@ -572,6 +572,17 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
+    /// B0 at a tenth of its width and depth, folded, and its plan.
+    fn tiny_b0() -> (crate::EfficientNet, Plan) {
+        let model = crate::EfficientNetConfig::b0()
+            .with_width(0.1)
+            .with_depth(0.1)
+            .init(&Device::flex())
+            .fold_batch_norms();
+        let plan = Plan::new(&model).expect("a folded flex model plans");
+        (model, plan)
+    }
+
     #[test]
     fn expansion_with_depthwise_matches_the_two_layers() {
         // Any plan lends its buffer pool; the layers are made here. 96 expanded channels at
@@ -579,12 +590,7 @@ mod tests {
         // by the kernel's extent, larger batches run a whole map per task. Every band runs
         // in several sub-bands of EXPANDED_BYTES (3 to 8 output rows here) that share rows,
         // a partial one last; at width 700 a sub-band is one output row.
-        let model = crate::EfficientNetConfig::b0()
-            .with_width(0.1)
-            .with_depth(0.1)
-            .init(&Device::flex())
-            .fold_batch_norms();
-        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let (_, plan) = tiny_b0();
         let (inputs, channels) = (16, 96);
         let cases = [
             // (kernel, stride, padding, height, width, batch)
@@ -635,12 +641,7 @@ mod tests {
         // B0's layout at a tenth of its depth: one block a stage (torchvision's
         // `features.1.0` .. `features.7.0`), between the stem `features.0` and the head
         // `features.8`.
-        let model = crate::EfficientNetConfig::b0()
-            .with_width(0.1)
-            .with_depth(0.1)
-            .init(&Device::flex())
-            .fold_batch_norms();
-        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let (model, plan) = tiny_b0();
         let blocks: Vec<usize> = model.stages.iter().map(Vec::len).collect();
         let input = Tensor::<4>::ones([2, 3, 32, 32], &Device::flex());
         let times = plan.step_times(input);
