@@ -18,11 +18,15 @@
 //! | 7x7 | head | 49 x 320 -> 1280 |
 //! | 1x1 | classifier (no activation) | 1 x 1280 -> 1000 |
 //!
+//! The `activation` group times the epilogue pass alone over B0's largest SiLU map
+//! (56x56x144, stage 3's expansion), with and without SiLU: the difference is SiLU's cost
+//! per value, which criterion prints as throughput.
+//!
 //! ```text
 //! cargo bench --bench matmul
 //! ```
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use efficientnet_burn::__bench::{PackedWeights, epilogue_pass, pseudo_random as values};
 
 /// `c = a * b` with the `gemm` crate over rayon's pool (all row-major).
@@ -106,5 +110,24 @@ fn pointwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pointwise);
+fn activation(c: &mut Criterion) {
+    let mut group = c.benchmark_group("activation");
+    let (pixels, channels) = (56 * 56, 144);
+    group.throughput(Throughput::Elements((pixels * channels) as u64));
+    let bias = values(channels, 3);
+    let input = values(pixels * channels, 5);
+    let mut map = input.clone();
+    for (name, silu) in [("bias", false), ("bias+silu", true)] {
+        group.bench_function(BenchmarkId::new(name, "56x56x144"), |b| {
+            b.iter(|| {
+                // From the same values each time: repeated bias adds would drift.
+                map.copy_from_slice(&input);
+                epilogue_pass(&mut map, &bias, silu, None);
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, pointwise, activation);
 criterion_main!(benches);

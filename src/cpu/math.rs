@@ -1,17 +1,15 @@
-//! The maths every kernel shares: one `exp`, and SiLU, sigmoid and ReLU6 on top of it.
+//! The maths every kernel shares: one `1 + e^-x`, and SiLU, sigmoid and ReLU6 on top of it.
 //!
-//! `exp` is written once, over [`Lanes`]: one f32 (which LLVM vectorises in loops, for
-//! whatever features the kernel is compiled with) or a whole AVX-512 register
-//! (`isa::Avx512`'s SiLU, whose division by a reciprocal estimate LLVM would not find).
+//! It is written once, over [`Lanes`]: one f32 (which LLVM vectorises in loops, for
+//! whatever features the kernel is compiled with) or a whole AVX2 or AVX-512 register
+//! (`isa`'s `activate_register`, which the kernels apply to values still in registers).
 
 use crate::model::activation::Activation;
 
-/// What [`exp`] and [`silu`] need of a value or a register of values.
+/// What [`one_plus_exp_minus`] and [`silu`] need of a value or a register of values.
 pub(crate) trait Lanes: Copy {
     /// `value` in every lane (of a register like `self`).
     fn splat(self, value: f32) -> Self;
-    /// `self + other`.
-    fn add(self, other: Self) -> Self;
     /// `self - other`.
     fn sub(self, other: Self) -> Self;
     /// `self * other`.
@@ -22,19 +20,16 @@ pub(crate) trait Lanes: Copy {
     fn div(self, divisor: Self) -> Self;
     /// `self` clamped to `low..=high` (NaN stays NaN).
     fn clamp(self, low: f32, high: f32) -> Self;
-    /// The float whose exponent field is `bits(self) - bits(minus) + plus` (the rest zero):
-    /// `2^n` when `self` is `n + minus` with `minus` the rounding constant.
-    fn exponent_bits_add(self, minus: f32, plus: i32) -> Self;
+    /// `2^n`, where `self` is `n + 1.5 * 2^23` (`n` in -126..=127), which holds `n` in its
+    /// low mantissa bits: those bits shifted into the exponent field (everything above
+    /// them falls off the top), plus the exponent bias.
+    fn exponent_of_rounded(self) -> Self;
 }
 
 impl Lanes for f32 {
     #[inline(always)]
     fn splat(self, value: f32) -> Self {
         value
-    }
-    #[inline(always)]
-    fn add(self, other: Self) -> Self {
-        self + other
     }
     #[inline(always)]
     fn sub(self, other: Self) -> Self {
@@ -58,26 +53,30 @@ impl Lanes for f32 {
         f32::clamp(self, low, high)
     }
     #[inline(always)]
-    fn exponent_bits_add(self, minus: f32, plus: i32) -> Self {
-        let n = self.to_bits().wrapping_sub(minus.to_bits());
-        f32::from_bits(n.wrapping_add(plus as u32) << 23)
+    fn exponent_of_rounded(self) -> Self {
+        f32::from_bits((self.to_bits() << 23).wrapping_add(127 << 23))
     }
 }
 
-/// `e^x` without branches, so loops over it vectorise (Cody-Waite reduction and a degree-6
-/// polynomial, the coefficients of Cephes' `expf`). Inputs are clamped to the range where
-/// `2^n` is a normal float: below -87.33 the result is ~1.2e-38 instead of a subnormal or 0,
-/// above 88.37 it is ~2.4e38 instead of infinity; NaN stays NaN. SiLU and sigmoid only use
-/// it as `1 + e^-x`, where both clamps are exact to f32.
+/// `1 + e^-x` without branches, so loops over it vectorise: Cody-Waite reduction and a
+/// degree-7 polynomial (the coefficients of Cephes' `expf`), evaluated in Estrin's order
+/// rather than Horner's, so that its multiply-adds do not each wait on the one before.
+/// `x` is clamped to the range where `2^n` is a normal float: above 87.33, `e^-x` is
+/// ~1.2e-38 instead of a subnormal or 0, and below -88.37 it is ~2.4e38 instead of
+/// infinity (both exact to f32 for SiLU and sigmoid); NaN stays NaN.
+///
+/// The reduction works on `x` itself, `x = -(n ln 2) + r'` with `e^-x = 2^n e^-r'`, so that
+/// no negation comes first: the polynomial's odd coefficients carry the sign instead.
 #[inline(always)]
-pub(crate) fn exp<V: Lanes>(x: V) -> V {
+pub(crate) fn one_plus_exp_minus<V: Lanes>(x: V) -> V {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that `n * LN2_HI` is exact for |n| < 2^9.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5 * 2^23: adding it rounds to an integer, which lands in the low mantissa bits.
     const ROUND: f32 = 12_582_912.0;
-    const POLYNOMIAL: [f32; 6] = [
+    // `e^r = 1 + r + r^2 (P[5] + P[4] r + ... + P[0] r^5)`.
+    const P: [f32; 6] = [
         1.987_569_1e-4,
         1.398_199_9e-3,
         8.333_452e-3,
@@ -86,30 +85,34 @@ pub(crate) fn exp<V: Lanes>(x: V) -> V {
         0.5,
     ];
 
-    let x = x.clamp(-87.33, 88.37);
-    let shifted = x.mul_add(x.splat(LOG2_E), x.splat(ROUND));
+    let one = x.splat(1.0);
+    let x = x.clamp(-88.37, 87.33);
+    // `n + ROUND`, `n` the integer nearest `-x log2 e`.
+    let shifted = x.mul_add(x.splat(-LOG2_E), x.splat(ROUND));
     let n = shifted.sub(x.splat(ROUND));
-    let r = n.mul_add(x.splat(-LN2_HI), x).sub(n.mul(x.splat(LN2_LO)));
-    let mut p = x.splat(POLYNOMIAL[0]);
-    for c in &POLYNOMIAL[1..] {
-        p = p.mul_add(r, x.splat(*c));
-    }
-    let e_r = p.mul(r).mul_add(r, r).add(x.splat(1.0));
-    // 2^n: n + 127 in the exponent field. `shifted`'s bits are ROUND's plus n.
-    e_r.mul(shifted.exponent_bits_add(ROUND, 127))
+    // `r = x + n ln 2`, so that `e^-x = 2^n e^-r`.
+    let r = n.mul_add(x.splat(LN2_LO), n.mul_add(x.splat(LN2_HI), x));
+    let r2 = r.mul(r);
+    // The polynomial in `-r`, two coefficients at a time.
+    let high = r.mul_add(x.splat(-P[0]), x.splat(P[1]));
+    let middle = r.mul_add(x.splat(-P[2]), x.splat(P[3]));
+    let low = r.mul_add(x.splat(-P[4]), x.splat(P[5]));
+    let q = high.mul_add(r2, middle).mul_add(r2, low);
+    let e_minus_r = q.mul_add(r2, one.sub(r));
+    e_minus_r.mul_add(shifted.exponent_of_rounded(), one)
 }
 
 /// SiLU, `x * sigmoid(x)`, as `x / (1 + e^-x)`: one pass less, and for x -> -inf the
 /// quotient goes to -0, the right limit.
 #[inline(always)]
 pub(crate) fn silu<V: Lanes>(x: V) -> V {
-    x.div(x.splat(1.0).add(exp(x.splat(0.0).sub(x))))
+    x.div(one_plus_exp_minus(x))
 }
 
 /// The logistic sigmoid, `1 / (1 + e^-x)`.
 #[inline(always)]
 pub(crate) fn sigmoid<V: Lanes>(x: V) -> V {
-    x.splat(1.0).div(x.splat(1.0).add(exp(x.splat(0.0).sub(x))))
+    x.splat(1.0).div(one_plus_exp_minus(x))
 }
 
 /// `activation` on one value or one register of values ([`Lanes`]).
@@ -157,23 +160,39 @@ mod tests {
     }
 
     #[test]
-    fn exp_is_within_two_ulp_over_the_normal_range() {
-        // 200k points over [-87, 88], against f64's exp rounded to f32.
+    fn one_plus_exp_minus_is_within_two_ulp_over_the_normal_range() {
+        // 200k points over [-87, 87], against f64's 1 + e^-x rounded to f32, in the scalar
+        // form (two roundings per multiply-add; the registers' fused form is checked
+        // through SiLU below).
+        let xs: Vec<f32> = (0..200_000)
+            .map(|i| -87.0 + 174.0 * i as f32 / 200_000.0)
+            .collect();
         let mut worst = 0;
-        for i in 0..200_000 {
-            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
-            let expected = (x as f64).exp() as f32;
-            worst = worst.max(ulp_distance(exp(x), expected));
+        for &x in &xs {
+            let expected = (1.0 + (-(x as f64)).exp()) as f32;
+            worst = worst.max(ulp_distance(one_plus_exp_minus(x), expected));
         }
-        assert!(worst <= 2, "worst error {worst} ulp");
+        assert!(worst <= 2, "scalar: worst error {worst} ulp");
     }
 
     #[test]
-    fn exp_clamps_and_keeps_nan() {
-        assert!(exp(-1000.0f32) > 0.0 && exp(-1000.0f32) < 1.2e-38);
-        assert!(exp(1000.0f32).is_finite() && exp(1000.0f32) > 2.0e38);
-        assert!(exp(f32::NAN).is_nan());
-        assert_eq!(exp(0.0f32), 1.0);
+    fn one_plus_exp_minus_clamps_and_keeps_nan() {
+        // e^-x clamped to ~1.2e-38 above 87.33, and to ~2.4e38 below -88.37.
+        assert_eq!(one_plus_exp_minus(1000.0f32), 1.0);
+        let huge = one_plus_exp_minus(-1000.0f32);
+        assert!(huge.is_finite() && huge > 2.0e38, "{huge}");
+        assert!(one_plus_exp_minus(f32::NAN).is_nan());
+        assert_eq!(one_plus_exp_minus(0.0f32), 2.0);
+        // Every n the clamped range reaches builds its 2^n in range (no wrap to 0 or inf).
+        for i in -88..=88 {
+            let x = i as f32;
+            let expected = (1.0 + (-(x as f64)).exp()) as f32;
+            assert!(
+                ulp_distance(one_plus_exp_minus(x), expected) <= 2,
+                "1 + e^-({x}) = {}",
+                one_plus_exp_minus(x)
+            );
+        }
     }
 
     #[test]
@@ -217,7 +236,7 @@ mod tests {
             isa.run(SiluLanes(&mut values));
             for (&x, &got) in xs.iter().zip(values.iter().flatten()) {
                 if x < -87.0 {
-                    // Clamped like `exp`: tiny and not positive instead of subnormal.
+                    // e^-x clamped: tiny and not positive instead of subnormal.
                     assert!(got <= 0.0 && got > -1e-30, "{isa:?}: silu({x}) = {got}");
                     continue;
                 }

@@ -19,7 +19,7 @@
 //!   norm with its activation on Burn's NCHW tensors, forward and backward;
 //! - [`plan`]: reading the model, running it, and the buffer pool.
 //!
-//! Results equal Burn's ops to float rounding (`exp` is within 2 ulp of the correctly
+//! Results equal Burn's ops to float rounding (`1 + e^-x` is within 2 ulp of the correctly
 //! rounded value; `tests/parity.rs` holds whole models within 1e-5 on logits).
 
 pub(crate) mod batch_norm_nchw;
