@@ -24,7 +24,7 @@ use crate::model::activation::Activation;
 
 /// A row block is a multiple of this many rows, so that every instruction set's tile
 /// height divides it.
-const ROW_QUANTUM: usize = 12;
+pub(crate) const ROW_QUANTUM: usize = 12;
 
 /// Row blocks per thread the parallel drivers aim for: enough to balance the cores on a
 /// machine that other work also uses.

@@ -20,10 +20,22 @@ use crate::model::conv_bn_act::ConvBnAct;
 use crate::model::efficientnet::EfficientNet;
 use crate::model::squeeze_excitation::SqueezeExcitation;
 
-/// A convolution with its folded bias and activation; `weights` is `k * k * in` rows (tap
-/// major, then input channel) by `out` columns.
+/// How a map's values are laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Layout {
+    /// `[sample][row][column][channel]`: every map the plan makes.
+    Nhwc,
+    /// `[sample][channel][row][column]`: the model's input, which the stem reads in place.
+    Nchw,
+}
+
+/// A convolution with its folded bias and activation; `weights` is `k * k * in` rows by
+/// `out` columns, the rows in the order in which a window of the `input` layout is
+/// contiguous: for NHWC tap major (`[ky][kx][channel]`), for NCHW channel major
+/// (`[channel][ky][kx]`, PyTorch's own order).
 #[derive(Debug)]
 pub(crate) struct Conv {
+    pub(crate) input: Layout,
     pub(crate) kernel: usize,
     pub(crate) stride: usize,
     pub(crate) padding: PaddingConfig2d,
@@ -77,8 +89,9 @@ fn bias_of(conv: &Conv2d, channels: usize) -> Option<Vec<f32>> {
 }
 
 impl Conv {
-    /// A folded, ungrouped layer with a square kernel and stride, on the flex device in f32.
-    pub(crate) fn read(layer: &ConvBnAct) -> Option<Self> {
+    /// A folded, ungrouped layer with a square kernel and stride, on the flex device in f32,
+    /// for maps laid out as `input`.
+    pub(crate) fn read(layer: &ConvBnAct, input: Layout) -> Option<Self> {
         let conv = &layer.conv;
         let weight = conv.weight.val();
         let [out, inputs, kh, kw] = weight.dims();
@@ -92,11 +105,15 @@ impl Conv {
         }
         let w = values(weight)?;
         let k = kh;
-        let weights = Packed::new(k * k * inputs, out, |row, column| {
-            let (tap, channel) = (row / inputs, row % inputs);
-            w[(column * inputs + channel) * k * k + tap]
+        let weights = Packed::new(k * k * inputs, out, |row, column| match input {
+            Layout::Nhwc => {
+                let (tap, channel) = (row / inputs, row % inputs);
+                w[(column * inputs + channel) * k * k + tap]
+            }
+            Layout::Nchw => w[column * inputs * k * k + row],
         });
         Some(Self {
+            input,
             kernel: k,
             stride: conv.stride[0],
             padding: conv.padding.clone(),
@@ -230,7 +247,7 @@ impl Block {
         Some(match block {
             ModelBlock::MBConv(block) => Block::MBConv {
                 expand: match &block.expand {
-                    Some(expand) => Some(Conv::read(expand)?),
+                    Some(expand) => Some(Conv::read(expand, Layout::Nhwc)?),
                     None => None,
                 },
                 depthwise: read_depthwise(&block.depthwise)?,
@@ -238,13 +255,13 @@ impl Block {
                     Some(se) => Some(Se::read(se)?),
                     None => None,
                 },
-                project: Conv::read(&block.project)?,
+                project: Conv::read(&block.project, Layout::Nhwc)?,
                 residual: block.residual,
             },
             ModelBlock::FusedMBConv(block) => Block::FusedMBConv {
-                conv: Conv::read(&block.conv)?,
+                conv: Conv::read(&block.conv, Layout::Nhwc)?,
                 project: match &block.project {
-                    Some(project) => Some(Conv::read(project)?),
+                    Some(project) => Some(Conv::read(project, Layout::Nhwc)?),
                     None => None,
                 },
                 residual: block.residual,

@@ -37,7 +37,7 @@ use super::applies;
 use super::isa::Detected;
 use super::matmul::Packed;
 use crate::model::efficientnet::EfficientNet;
-use layers::{Block, Conv, read_classifier};
+use layers::{Block, Conv, Layout, read_classifier};
 use pool::BufferPool;
 
 /// A folded model's weights, packed for the CPU kernels, and the buffers its forwards reuse.
@@ -66,7 +66,7 @@ impl Plan {
     /// Reads a folded model on the flex device in f32; `None` for anything else (the model
     /// then runs on Burn's ops).
     pub(crate) fn new(model: &EfficientNet) -> Option<Self> {
-        let stem = Conv::read(&model.stem)?;
+        let stem = Conv::read(&model.stem, Layout::Nchw)?;
         let stage_ends: Vec<usize> = model
             .stages
             .iter()
@@ -87,7 +87,7 @@ impl Plan {
             stem,
             blocks,
             stage_ends,
-            head: Conv::read(&model.head)?,
+            head: Conv::read(&model.head, Layout::Nhwc)?,
             classifier,
             classifier_bias,
             pool: BufferPool::default(),

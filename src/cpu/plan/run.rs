@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::Plan;
-use super::layers::{Block, Conv, Gate};
+use super::layers::{Block, Conv, Gate, Layout};
 use super::pool::Nhwc;
 use crate::cpu::depthwise::{self, Depthwise, Geometry};
 use crate::cpu::matmul::{self, Epilogue};
@@ -169,9 +169,7 @@ impl Plan {
         last: Option<usize>,
         observe: &mut dyn FnMut(Step, &Nhwc),
     ) -> Nhwc {
-        let input = self.to_nhwc(input);
-        let mut x = self.conv(&self.stem, &input, None, None);
-        self.pool.recycle(input.data);
+        let mut x = self.stem(input);
         observe(Step::Stem, &x);
         let mut start = 0;
         for (stage, &end) in self.stage_ends.iter().enumerate() {
@@ -192,34 +190,22 @@ impl Plan {
         y
     }
 
-    /// An NCHW f32 tensor as an NHWC map.
-    fn to_nhwc(&self, input: Tensor<4>) -> Nhwc {
+    /// The stem convolution, reading its windows from the NCHW input in place: no pass
+    /// that moves the input to NHWC first (on B0 at 224x224, one thread, that copy took a
+    /// quarter of the stem's time).
+    fn stem(&self, input: Tensor<4>) -> Nhwc {
         let [batch, channels, height, width] = input.dims();
-        let pixels = height * width;
-        let mut map = self.pool.map(batch, height, width, channels);
         let nchw = input.into_data();
         let nchw = nchw
             .as_slice::<f32>()
             .expect("the plan applies to f32 tensors only");
-        // Blocks of pixels, so that a batch of one splits over the threads too.
-        let block = pixels.div_ceil(4 * rayon::current_num_threads()).max(64);
-        map.data
-            .par_chunks_mut(pixels * channels)
-            .zip(nchw.par_chunks(pixels * channels))
-            .flat_map(|(out, planes)| {
-                out.par_chunks_mut(block * channels)
-                    .enumerate()
-                    .map(move |(index, out)| (planes, index * block, out))
-            })
-            .for_each(|(planes, first, out)| {
-                for (channel, plane) in planes.chunks_exact(pixels).enumerate() {
-                    let plane = &plane[first..];
-                    for (pixel, out) in out.chunks_exact_mut(channels).enumerate() {
-                        out[channel] = plane[pixel];
-                    }
-                }
-            });
-        map
+        let shape = Shape {
+            batch,
+            height,
+            width,
+            channels,
+        };
+        self.windowed(&self.stem, nchw, shape, None)
     }
 
     fn block(&self, block: &Block, x: &Nhwc) -> Nhwc {
@@ -294,17 +280,16 @@ impl Plan {
     fn conv(&self, conv: &Conv, x: &Nhwc, residual: Option<&[f32]>, gates: Option<&[f32]>) -> Nhwc {
         let (k, stride) = (conv.kernel, conv.stride);
         let pads = Pads::resolve(&conv.padding, x.height, x.width, k, stride);
-        let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
-        let n = conv.weights.n();
-        let mut out = self.pool.map(x.batch, out_height, out_width, n);
-        let epilogue = Epilogue {
-            bias: &conv.bias,
-            activation: conv.activation,
-            residual,
-        };
-        let weights = conv.weights.data();
         if k == 1 && stride == 1 && pads == Pads::default() {
+            let n = conv.weights.n();
+            let mut out = self.pool.map(x.batch, x.height, x.width, n);
+            let epilogue = Epilogue {
+                bias: &conv.bias,
+                activation: conv.activation,
+                residual,
+            };
             let (a, c) = (&x.data, &mut out.data);
+            let weights = conv.weights.data();
             matmul::parallel(
                 self.isa, a, x.batch, gates, weights, x.channels, n, epilogue, c,
             );
@@ -312,27 +297,65 @@ impl Plan {
         }
         // Gates come with MBConv projections, which are 1x1.
         debug_assert!(gates.is_none(), "channel gates on a {k}x{k} convolution");
+        self.windowed(conv, &x.data, x.shape(), residual)
+    }
+
+    /// A kxk convolution over `input` (`shape`, laid out as the convolution's input): each
+    /// task unfolds its output pixels' windows into rows of `k * k * channels` values, then
+    /// multiplies them by the weights.
+    fn windowed(&self, conv: &Conv, input: &[f32], shape: Shape, residual: Option<&[f32]>) -> Nhwc {
+        let (k, stride) = (conv.kernel, conv.stride);
+        let pads = Pads::resolve(&conv.padding, shape.height, shape.width, k, stride);
+        let (out_height, out_width) = pads.output_size(shape.height, shape.width, k, stride);
+        let n = conv.weights.n();
+        let mut out = self.pool.map(shape.batch, out_height, out_width, n);
+        let epilogue = Epilogue {
+            bias: &conv.bias,
+            activation: conv.activation,
+            residual,
+        };
+        let weights = conv.weights.data();
         let depth = conv.weights.k();
-        let sample_len = x.sample_len();
+        let sample_len = shape.height * shape.width * shape.channels;
         let pixels = out_height * out_width;
         matmul::for_row_blocks(
             &mut out.data,
-            x.batch,
+            shape.batch,
             n,
             || (Vec::new(), Vec::new()),
             |(unfolded, packed): &mut (Vec<f32>, Vec<f32>), sample, first_row, c| {
-                let rows = c.len() / n;
-                let unfolded = aligned(unfolded, rows * depth);
-                let sample_input = &x.data[sample * sample_len..(sample + 1) * sample_len];
-                for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
-                    let pixel = first_row + row;
-                    let (oy, ox) = (pixel / out_width, pixel % out_width);
-                    unfold(sample_input, x, &pads, k, stride, (oy, ox), window);
+                let sample_input = &input[sample * sample_len..(sample + 1) * sample_len];
+                // A few hundred rows at a time, so that the product reads the windows from
+                // L1 rather than after they have gone out to L2 or L3.
+                let chunk_rows = (UNFOLDED_BYTES / (depth * size_of::<f32>()))
+                    .next_multiple_of(matmul::ROW_QUANTUM);
+                for (index, c) in c.chunks_mut(chunk_rows * n).enumerate() {
+                    let first_row = first_row + index * chunk_rows;
+                    let unfolded = aligned(unfolded, c.len() / n * depth);
+                    match conv.input {
+                        Layout::Nhwc => {
+                            for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
+                                let pixel = first_row + row;
+                                let at = (pixel / out_width * stride, pixel % out_width * stride);
+                                unfold(sample_input, shape, &pads, k, at, window);
+                            }
+                        }
+                        Layout::Nchw => unfold_nchw(
+                            sample_input,
+                            shape,
+                            &pads,
+                            k,
+                            stride,
+                            out_width,
+                            first_row,
+                            unfolded,
+                        ),
+                    }
+                    let epilogue = epilogue.starting_at_row(sample * pixels + first_row, n);
+                    matmul::serial(
+                        self.isa, unfolded, depth, weights, depth, n, epilogue, c, packed,
+                    );
                 }
-                let epilogue = epilogue.starting_at_row(sample * pixels + first_row, n);
-                matmul::serial(
-                    self.isa, unfolded, depth, weights, depth, n, epilogue, c, packed,
-                );
             },
         );
         out
@@ -520,30 +543,58 @@ fn to_nchw(map: &Nhwc, device: &Device) -> Tensor<4> {
     Tensor::from_data(data, device)
 }
 
-/// Output pixel `(oy, ox)`'s kxk window of `input` (one sample of `x`, NHWC) into `window`
-/// (`[tap][channel]`), zeros where the window lies in the padding.
+/// Bytes of unfolded windows a task makes before multiplying them ([`Plan::windowed`]).
+const UNFOLDED_BYTES: usize = 32 * 1024;
+
+/// A map's dimensions, whatever its [`Layout`].
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    pub(super) batch: usize,
+    pub(super) height: usize,
+    pub(super) width: usize,
+    pub(super) channels: usize,
+}
+
+impl Nhwc {
+    fn shape(&self) -> Shape {
+        Shape {
+            batch: self.batch,
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+        }
+    }
+}
+
+/// The input columns a kxk window starting at input column `x0` (padding included) covers
+/// inside the input: as the window's taps `kx`, the first at input column
+/// `x0 + kx - pads.left`.
+fn taps_inside(pads: &Pads, k: usize, width: usize, x0: usize) -> std::ops::Range<usize> {
+    pads.left.saturating_sub(x0)..k.min((width + pads.left).saturating_sub(x0))
+}
+
+/// The kxk window whose top left corner is `(y0, x0)` (in padded coordinates) of `input`,
+/// one NHWC sample of `shape`, into `window` (`[ky][kx][channel]`), zeros where it lies in
+/// the padding.
 fn unfold(
     input: &[f32],
-    x: &Nhwc,
+    shape: Shape,
     pads: &Pads,
     k: usize,
-    stride: usize,
-    (oy, ox): (usize, usize),
+    (y0, x0): (usize, usize),
     window: &mut [f32],
 ) {
     // One kernel row at a time: its taps inside the input are one contiguous run of NHWC.
-    let channels = x.channels;
-    let base_x = ox * stride;
-    let kx_range =
-        pads.left.saturating_sub(base_x)..k.min((x.width + pads.left).saturating_sub(base_x));
+    let channels = shape.channels;
+    let kx_range = taps_inside(pads, k, shape.width, x0);
     for (ky, out) in window.chunks_exact_mut(k * channels).enumerate() {
-        let iy = (oy * stride + ky)
+        let iy = (y0 + ky)
             .checked_sub(pads.top)
-            .filter(|&y| y < x.height);
+            .filter(|&y| y < shape.height);
         match iy {
             Some(iy) if !kx_range.is_empty() => {
-                let ix = base_x + kx_range.start - pads.left;
-                let start = (iy * x.width + ix) * channels;
+                let ix = x0 + kx_range.start - pads.left;
+                let start = (iy * shape.width + ix) * channels;
                 let (before, rest) = out.split_at_mut(kx_range.start * channels);
                 let (inside, after) = rest.split_at_mut(kx_range.len() * channels);
                 before.fill(0.0);
@@ -552,6 +603,101 @@ fn unfold(
             }
             _ => out.fill(0.0),
         }
+    }
+}
+
+/// The windows of output pixels `first..` (as many as `unfolded` holds, `k * k * channels`
+/// values each) of a kxk convolution at `stride` over one NCHW sample of `shape`, in
+/// channel-major order (`[channel][ky][kx]`), zeros where they lie in the padding. In that
+/// order a window's row of taps is a contiguous run of the input row, copied at once.
+#[allow(clippy::too_many_arguments)]
+fn unfold_nchw(
+    input: &[f32],
+    shape: Shape,
+    pads: &Pads,
+    k: usize,
+    stride: usize,
+    out_width: usize,
+    first: usize,
+    unfolded: &mut [f32],
+) {
+    match k {
+        // EfficientNet's stems: the runs as fixed-size copies rather than calls to `memcpy`.
+        3 => unfold_nchw_runs::<3>(input, shape, pads, stride, out_width, first, unfolded),
+        _ => {
+            let depth = k * k * shape.channels;
+            for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
+                let pixel = first + row;
+                let (oy, ox) = (pixel / out_width, pixel % out_width);
+                unfold_nchw_window(input, shape, pads, k, (oy * stride, ox * stride), window);
+            }
+        }
+    }
+}
+
+/// [`unfold_nchw`] for a `K`-wide kernel: the windows inside the input rows as `K`-value
+/// copies, the ones at the left and right edges through [`unfold_nchw_window`].
+fn unfold_nchw_runs<const K: usize>(
+    input: &[f32],
+    shape: Shape,
+    pads: &Pads,
+    stride: usize,
+    out_width: usize,
+    first: usize,
+    unfolded: &mut [f32],
+) {
+    let (channels, width) = (shape.channels, shape.width);
+    let depth = K * K * channels;
+    let plane = shape.height * width;
+    // The output columns whose window lies inside the row: from the first with
+    // `ox * stride >= left`, to before the first with `ox * stride + K > width + left`.
+    let inside =
+        pads.left.div_ceil(stride)..(width + pads.left + 1).saturating_sub(K).div_ceil(stride);
+    for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
+        let pixel = first + row;
+        let (oy, ox) = (pixel / out_width, pixel % out_width);
+        let y0 = oy * stride;
+        let rows_inside = y0 >= pads.top && y0 + K <= shape.height + pads.top;
+        if !(inside.contains(&ox) && rows_inside) {
+            unfold_nchw_window(input, shape, pads, K, (y0, ox * stride), window);
+            continue;
+        }
+        let x = ox * stride - pads.left;
+        let (taps, _) = window.as_chunks_mut::<K>();
+        for (run, tap_row) in taps.iter_mut().enumerate() {
+            let (channel, ky) = (run / K, run % K);
+            let start = channel * plane + (y0 + ky - pads.top) * width + x;
+            *tap_row = input[start..start + K].try_into().expect("K values");
+        }
+    }
+}
+
+/// One window of [`unfold_nchw`], its top left corner at `(y0, x0)` in padded
+/// coordinates, checking every row and column against the padding.
+fn unfold_nchw_window(
+    input: &[f32],
+    shape: Shape,
+    pads: &Pads,
+    k: usize,
+    (y0, x0): (usize, usize),
+    window: &mut [f32],
+) {
+    let plane = shape.height * shape.width;
+    let kx_range = taps_inside(pads, k, shape.width, x0);
+    window.fill(0.0);
+    for (run, taps) in window.chunks_exact_mut(k).enumerate() {
+        let (channel, ky) = (run / k, run % k);
+        let Some(iy) = (y0 + ky)
+            .checked_sub(pads.top)
+            .filter(|&y| y < shape.height)
+        else {
+            continue;
+        };
+        if kx_range.is_empty() {
+            continue;
+        }
+        let start = channel * plane + iy * shape.width + x0 + kx_range.start - pads.left;
+        taps[kx_range.clone()].copy_from_slice(&input[start..start + kx_range.len()]);
     }
 }
 
@@ -603,6 +749,7 @@ mod tests {
         for (k, stride, padding, height, width, batch) in cases {
             let weights = values(inputs * channels, 1);
             let expand = Conv {
+                input: Layout::Nhwc,
                 kernel: 1,
                 stride: 1,
                 padding: PaddingConfig2d::Explicit(0, 0, 0, 0),
@@ -633,6 +780,119 @@ mod tests {
             assert!(diff < 1e-5, "{case}: outputs differ by {diff}");
             let diff = worst(&both_sums, &apart_sums);
             assert!(diff < 1e-3, "{case}: channel sums differ by {diff}");
+        }
+    }
+
+    /// A kxk convolution with SiLU by its definition: `weights` `[out][channel][ky][kx]`,
+    /// `input` NCHW, the output NHWC.
+    #[allow(clippy::too_many_arguments)]
+    fn direct_conv(
+        input: &[f32],
+        shape: Shape,
+        weights: &[f32],
+        bias: &[f32],
+        k: usize,
+        stride: usize,
+        pads: &Pads,
+        (out_height, out_width): (usize, usize),
+    ) -> Vec<f32> {
+        let (channels, n) = (shape.channels, bias.len());
+        let mut out = Vec::new();
+        for sample in 0..shape.batch {
+            for oy in 0..out_height {
+                for ox in 0..out_width {
+                    for o in 0..n {
+                        let mut sum = bias[o] as f64;
+                        for c in 0..channels {
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * stride + ky) as isize - pads.top as isize;
+                                    let ix = (ox * stride + kx) as isize - pads.left as isize;
+                                    if iy < 0 || ix < 0 {
+                                        continue;
+                                    }
+                                    let (iy, ix) = (iy as usize, ix as usize);
+                                    if iy >= shape.height || ix >= shape.width {
+                                        continue;
+                                    }
+                                    let at = ((sample * channels + c) * shape.height + iy)
+                                        * shape.width
+                                        + ix;
+                                    let w = weights[((o * channels + c) * k + ky) * k + kx];
+                                    sum += input[at] as f64 * w as f64;
+                                }
+                            }
+                        }
+                        out.push((sum / (1.0 + (-sum).exp())) as f32);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn convolutions_read_nchw_and_nhwc_inputs_as_the_definition() {
+        // The stem reads the NCHW input in place, 3x3 windows inside the input as runs of 3
+        // and the rest checked tap by tap; other kernels go tap by tap throughout. Each case
+        // also runs on the same input moved to NHWC, as Fused-MBConv's convolutions do.
+        let (_, plan) = tiny_b0();
+        let cases = [
+            // (kernel, stride, padding, height, width, channels, batch)
+            (3, 2, PaddingConfig2d::Same, 224, 224, 3, 1),
+            (3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), 33, 20, 3, 2),
+            (3, 1, PaddingConfig2d::Same, 9, 14, 1, 1),
+            (3, 2, PaddingConfig2d::Valid, 12, 7, 4, 1),
+            (3, 3, PaddingConfig2d::Explicit(0, 2, 1, 0), 10, 11, 3, 1),
+            (5, 2, PaddingConfig2d::Same, 19, 23, 3, 2),
+            (1, 2, PaddingConfig2d::Valid, 8, 9, 3, 1),
+            (3, 2, PaddingConfig2d::Same, 2, 3, 3, 1),
+        ];
+        for (k, stride, padding, height, width, channels, batch) in cases {
+            let n = 24;
+            let shape = Shape {
+                batch,
+                height,
+                width,
+                channels,
+            };
+            let weights = values(n * channels * k * k, 1);
+            let bias = values(n, 2);
+            let input = values(batch * channels * height * width, 3);
+            let pads = Pads::resolve(&padding, height, width, k, stride);
+            let out_size = pads.output_size(height, width, k, stride);
+            let expected = direct_conv(&input, shape, &weights, &bias, k, stride, &pads, out_size);
+            let conv = |layout| Conv {
+                input: layout,
+                kernel: k,
+                stride,
+                padding: padding.clone(),
+                weights: Packed::new(k * k * channels, n, |row, column| {
+                    let (channel, tap) = match layout {
+                        Layout::Nchw => (row / (k * k), row % (k * k)),
+                        Layout::Nhwc => (row % channels, row / channels),
+                    };
+                    weights[(column * channels + channel) * k * k + tap]
+                }),
+                bias: bias.clone(),
+                activation: Some(Activation::SiLU),
+            };
+            let mut nhwc = vec![0.0; input.len()];
+            for (at, &value) in input.iter().enumerate() {
+                let (x, rest) = (at % width, at / width);
+                let (y, rest) = (rest % height, rest / height);
+                let (c, sample) = (rest % channels, rest / channels);
+                nhwc[((sample * height + y) * width + x) * channels + c] = value;
+            }
+            let case =
+                format!("k{k} s{stride} {padding:?} {height}x{width}x{channels} batch {batch}");
+            for (layout, input) in [(Layout::Nchw, &input), (Layout::Nhwc, &nhwc)] {
+                let out = plan.windowed(&conv(layout), input, shape, None);
+                assert_eq!((out.height, out.width), out_size, "{case}");
+                assert_eq!(out.data.len(), expected.len(), "{case}");
+                let diff = worst(&out.data, &expected);
+                assert!(diff < 1e-5, "{case}, {layout:?}: differs by {diff}");
+            }
         }
     }
 
