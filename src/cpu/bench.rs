@@ -8,7 +8,6 @@ use burn::tensor::Tensor;
 
 use super::isa::{Detected, Isa, Kernel};
 use super::matmul::{self, Epilogue, Packed};
-use super::team::with_team;
 use crate::InferenceModel;
 use crate::model::activation::Activation;
 
@@ -49,8 +48,7 @@ impl PackedWeights {
 
     /// `c = silu(a * w + bias) + residual`, as the plan runs an expansion (without
     /// `residual`) or a projection (with it, and no activation when `silu` is false), over
-    /// a team of rayon's threads (as one layer of a forward, with the team's start and end
-    /// around it): `a` is `[rows][k]`, `c` and `residual` `[rows][n]`.
+    /// rayon's pool: `a` is `[rows][k]`, `c` and `residual` `[rows][n]`.
     pub fn product(
         &self,
         a: &[f32],
@@ -65,10 +63,7 @@ impl PackedWeights {
             residual,
         };
         let (k, n) = (self.packed.k(), self.packed.n());
-        let weights = self.packed.data();
-        with_team(|team| {
-            matmul::parallel(team, self.isa, a, 1, None, weights, k, n, epilogue, c);
-        });
+        matmul::parallel(self.isa, a, 1, None, self.packed.data(), k, n, epilogue, c);
     }
 }
 

@@ -9,7 +9,7 @@
 //! Laid out by concern, as ONNX Runtime's MLAS is:
 //! - [`isa`]: which vector instructions may run, as tokens only detection can make, and
 //!   the dispatch that compiles each kernel for them;
-//! - [`math`]: the one `1 + e^-x`, and SiLU, sigmoid and ReLU6;
+//! - [`math`]: the one `exp`, and SiLU, sigmoid and ReLU6;
 //! - [`memory`]: cache-line-aligned buffers;
 //! - [`padding`]: padding resolved to pixels;
 //! - [`matmul`]: the matrix product behind every convolution (packing, micro-kernel,
@@ -17,8 +17,7 @@
 //! - [`depthwise`]: depthwise convolution on NHWC maps;
 //! - [`depthwise_nchw`], [`batch_norm_nchw`]: training's depthwise convolution and batch
 //!   norm with its activation on Burn's NCHW tensors, forward and backward;
-//! - [`plan`]: reading the model, running it, and the buffer pool;
-//! - [`team`]: the threads of one forward, awake from its first layer to its last.
+//! - [`plan`]: reading the model, running it, and the buffer pool.
 //!
 //! Results equal Burn's ops to float rounding (`1 + e^-x` is within 2 ulp of the correctly
 //! rounded value; `tests/parity.rs` holds whole models within 1e-5 on logits).
@@ -34,7 +33,6 @@ pub(crate) mod matmul;
 pub(crate) mod memory;
 pub(crate) mod padding;
 pub(crate) mod plan;
-pub(crate) mod team;
 
 use burn::tensor::{DType, Device, Tensor};
 

@@ -7,7 +7,7 @@
 //! - [`kernel`]: the micro-kernel, one function generic over the instruction set, and its
 //!   cache blocking.
 //! - this file: the drivers, [`serial`] (inside a task of the caller's) and [`parallel`]
-//!   (splitting rows, and panels where rows are few, over a forward's [`Team`]).
+//!   (splitting rows, and panels where rows are few, over rayon's pool).
 //!
 //! `benches/matmul.rs` holds the kernel against the `gemm` crate plus a separate epilogue
 //! pass on B0's 1x1 shapes: the number that justifies writing it.
@@ -15,10 +15,11 @@
 pub(crate) mod kernel;
 pub(crate) mod pack;
 
+use rayon::prelude::*;
+
 pub(crate) use pack::{NR, Packed};
 
 use crate::cpu::isa::{Detected, Isa, Kernel};
-use crate::cpu::team::{self, Scratch, Team};
 use crate::model::activation::Activation;
 
 /// A row block is a multiple of this many rows, so that every instruction set's tile
@@ -27,7 +28,7 @@ pub(crate) const ROW_QUANTUM: usize = 12;
 
 /// Row blocks per thread the parallel drivers aim for: enough to balance the cores on a
 /// machine that other work also uses.
-pub(crate) const TASKS_PER_THREAD: usize = 4;
+const TASKS_PER_THREAD: usize = 4;
 
 /// What happens to each output value after the product: `+ bias[column]`, the activation,
 /// then `+ residual[row][column]` (the block's input, in the output's layout).
@@ -178,37 +179,35 @@ pub(crate) fn serial(
 }
 
 /// Splits `c` (`samples` samples of equal row counts, `n` columns a row) into row blocks
-/// that do not cross samples, and calls `task(scratch, sample, first_row_in_sample, block)`
-/// on each over `team`, with the running member's scratch.
-pub(crate) fn for_row_blocks(
-    team: &Team,
+/// that do not cross samples, and calls `task(sample, first_row_in_sample, block)` on each,
+/// over rayon's pool, `init` giving each worker its scratch state.
+pub(crate) fn for_row_blocks<S>(
     c: &mut [f32],
     samples: usize,
     n: usize,
-    task: impl Fn(&mut Scratch, usize, usize, &mut [f32]) + Sync,
+    init: impl Fn() -> S + Sync + Send,
+    task: impl Fn(&mut S, usize, usize, &mut [f32]) + Sync + Send,
 ) {
     let rows = c.len() / n.max(1) / samples.max(1);
     if rows == 0 {
         return;
     }
-    let wanted = TASKS_PER_THREAD * team.threads();
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
     let blocks = wanted.div_ceil(samples).clamp(1, rows);
     let block = rows
         .div_ceil(blocks)
         .next_multiple_of(ROW_QUANTUM)
         .min(rows);
-    let per_sample = rows.div_ceil(block);
-    let ranges: Vec<_> = (0..samples * per_sample)
-        .map(|index| {
-            let (sample, first) = (index / per_sample, index % per_sample * block);
-            let start = sample * rows + first;
-            start * n..(start + block.min(rows - first)) * n
+    c.par_chunks_mut(rows * n)
+        .enumerate()
+        .flat_map(|(sample, c)| {
+            c.par_chunks_mut(block * n)
+                .enumerate()
+                .map(move |(index, c)| (sample, index * block, c))
         })
-        .collect();
-    team::for_each_part(team, c, &ranges, |member, index, c| {
-        let (sample, first_row) = (index / per_sample, index % per_sample * block);
-        task(&mut team.scratch(member), sample, first_row, c);
-    });
+        .for_each_init(init, |state, (sample, first_row, c)| {
+            task(state, sample, first_row, c)
+        });
 }
 
 /// Bytes of weights that row blocks may each read again: a quarter of a core's L2 on the
@@ -286,7 +285,7 @@ impl SharedOutput {
     }
 }
 
-/// `c = epilogue(a * b)` over `team`; `a` has `k` columns (row stride `k`) and as many
+/// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
 /// rows as `c`. With `a_scale` (`[samples][k]`), column `j` of a sample's rows is first
 /// multiplied by its `a_scale[sample][j]`: a squeeze-excitation gate on the input channels,
 /// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the
@@ -294,7 +293,6 @@ impl SharedOutput {
 /// task reads only its share of the weights.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn parallel(
-    team: &Team,
     isa: Detected,
     a: &[f32],
     samples: usize,
@@ -313,7 +311,7 @@ pub(crate) fn parallel(
     }
     assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
     assert!(a_scale.is_none_or(|s| s.len() >= samples * k));
-    let wanted = TASKS_PER_THREAD * team.threads();
+    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
     let partition = Partition::new(wanted.div_ceil(samples), rows, panels, k);
     let (row_blocks, panel_groups, group) = (
         partition.row_blocks,
@@ -321,36 +319,37 @@ pub(crate) fn parallel(
         partition.group,
     );
     let output = SharedOutput(c.as_mut_ptr());
-    team.run(samples * row_blocks * panel_groups, &|member, task| {
-        let (sample, rest) = (
-            task / (row_blocks * panel_groups),
-            task % (row_blocks * panel_groups),
-        );
-        let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
-        let block = partition.rows_of(row_block);
-        let first_row = sample * rows + block.start;
-        let region = Region {
-            // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
-            ptr: unsafe { output.get().add(first_row * n) },
-            rows: block.len(),
-            first_panel: panel_group * group,
-            end_panel: ((panel_group + 1) * group).min(panels),
-        };
-        let operands = Operands {
-            a: &a[first_row * k..],
-            lda: k,
-            a_scale: a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
-            b,
-            k,
-            n,
-        };
-        let epilogue = epilogue.starting_at_row(first_row, n);
-        let scratch = &mut team.scratch(member)[0];
-        // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
-        // this function borrows mutably until they all end.
-        let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
-        isa.run(product);
-    });
+    (0..samples * row_blocks * panel_groups)
+        .into_par_iter()
+        .for_each_init(Vec::new, |scratch, task| {
+            let (sample, rest) = (
+                task / (row_blocks * panel_groups),
+                task % (row_blocks * panel_groups),
+            );
+            let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
+            let block = partition.rows_of(row_block);
+            let first_row = sample * rows + block.start;
+            let region = Region {
+                // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
+                ptr: unsafe { output.get().add(first_row * n) },
+                rows: block.len(),
+                first_panel: panel_group * group,
+                end_panel: ((panel_group + 1) * group).min(panels),
+            };
+            let operands = Operands {
+                a: &a[first_row * k..],
+                lda: k,
+                a_scale: a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
+                b,
+                k,
+                n,
+            };
+            let epilogue = epilogue.starting_at_row(first_row, n);
+            // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
+            // this function borrows mutably until they all end.
+            let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
+            isa.run(product);
+        });
 }
 
 #[cfg(test)]
@@ -358,7 +357,6 @@ mod tests {
     use super::kernel::{InPlaceRows, PackedRows, tile};
     use super::*;
     use crate::cpu::isa::Portable;
-    use crate::cpu::team::with_team;
 
     /// A deterministic pseudo-random `rows x columns` matrix.
     fn matrix(rows: usize, columns: usize, seed: u32) -> Vec<f32> {
@@ -396,20 +394,7 @@ mod tests {
                         residual: Some(&residual),
                     };
                     let mut c = vec![f32::NAN; m * n];
-                    with_team(|team| {
-                        parallel(
-                            team,
-                            isa,
-                            &a,
-                            1,
-                            None,
-                            packed.data(),
-                            k,
-                            n,
-                            epilogue,
-                            &mut c,
-                        )
-                    });
+                    parallel(isa, &a, 1, None, packed.data(), k, n, epilogue, &mut c);
                     let mut serial_c = vec![f32::NAN; m * n];
                     let mut scratch = Vec::new();
                     serial(
@@ -558,20 +543,17 @@ mod tests {
             };
             for isa in Detected::all() {
                 let mut c = vec![0.0; 2 * rows * n];
-                with_team(|team| {
-                    parallel(
-                        team,
-                        isa,
-                        &a,
-                        2,
-                        Some(&scale),
-                        packed.data(),
-                        k,
-                        n,
-                        epilogue,
-                        &mut c,
-                    )
-                });
+                parallel(
+                    isa,
+                    &a,
+                    2,
+                    Some(&scale),
+                    packed.data(),
+                    k,
+                    n,
+                    epilogue,
+                    &mut c,
+                );
                 for i in 0..2 * rows {
                     let factors = &scale[(i / rows) * k..(i / rows + 1) * k];
                     for j in 0..n {

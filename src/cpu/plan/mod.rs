@@ -8,18 +8,16 @@
 //!   convolution is a multiply-add across channels, vectorised without gathering.
 //! - Every convolution is a [`matmul`](crate::cpu::matmul) product, with the weights
 //!   packed at planning time and the bias, activation and residual applied to each tile
-//!   right after its sums; a kxk convolution (the stem, Fused-MBConv) unfolds a few hundred
-//!   pixels' windows at a time into a scratch that stays in cache, the stem straight from
-//!   the NCHW input.
+//!   right after its sums; a kxk convolution (the stem, Fused-MBConv) unfolds one row
+//!   block of pixels at a time into a scratch that stays in cache.
 //! - An expansion whose output is large runs together with the depthwise convolution after
 //!   it, band by band, so that map never leaves the cache.
 //! - The depthwise pass also sums each channel for the squeeze-excitation, whose gate then
 //!   scales the projection's input channels as its rows are packed (no pass of its own).
 //! - Activation buffers come from a pool kept with the plan and start on cache lines; each
-//!   thread's small scratch (packed rows, unfolded windows) is its own.
-//! - One [`team`](crate::cpu::team) of threads per forward, awake from the stem to the
-//!   classifier, and every layer splits its rows (or, for small maps, its columns) into
-//!   tasks over them, a batch of one included.
+//!   task's small scratch (packed rows, unfolded windows) is its own.
+//! - One entry into rayon's pool per forward, and every layer splits its rows (or, for the
+//!   classifier, its columns) over the threads, a batch of one included.
 //! - The instruction set is detected once, when the plan is made, and every kernel is run
 //!   through it ([`Detected::run`]).
 //!

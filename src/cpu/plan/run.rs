@@ -1,9 +1,10 @@
-//! Running a [`Plan`]: the network layer by layer on NHWC maps, every parallel loop on the
-//! forward's one [`Team`].
+//! Running a [`Plan`]: the network layer by layer on NHWC maps, every parallel loop inside
+//! one entry into rayon's pool.
 
 use std::time::{Duration, Instant};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use rayon::prelude::*;
 
 use super::Plan;
 use super::layers::{Block, Conv, Gate, Layout};
@@ -12,7 +13,6 @@ use crate::cpu::depthwise::{self, Depthwise, Geometry};
 use crate::cpu::matmul::{self, Epilogue};
 use crate::cpu::memory::{Aligned, aligned};
 use crate::cpu::padding::Pads;
-use crate::cpu::team::{self, Team, with_team};
 
 /// Expanded maps from this size up (bytes, f32) run together with their depthwise
 /// convolution ([`Plan::expand_depthwise`]): larger than a core's share of L2, they would
@@ -22,6 +22,15 @@ const EXPAND_DEPTHWISE_MIN_BYTES: usize = 1 << 20;
 /// Bytes of expanded rows a task of [`Plan::expand_depthwise`] holds at a time: half of a
 /// core's L2 (512 KiB on the CPUs we measure), the rest for the weights and the output.
 const EXPANDED_BYTES: usize = 256 * 1024;
+
+/// Runs `work` on a thread of rayon's pool. Called from outside the pool, every parallel
+/// loop would hand its tasks over and put the caller to sleep until they end: a wake-up on
+/// each side of each of a network's ~80 layers. From inside, the loops start at once.
+fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
+    let mut result = None;
+    rayon::scope(|_| result = Some(work()));
+    result.expect("the scope ran its body")
+}
 
 /// A step of a forward: what [`Plan::step_times`] times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,8 +93,8 @@ impl Plan {
         let device = input.device();
         let (batch, classes) = (input.dims()[0], self.classifier.n());
         let mut logits = vec![0.0; batch * classes];
-        with_team(|team| {
-            let features = self.run(team, input, None, &mut |step, _| observe(step));
+        in_pool(|| {
+            let features = self.run(input, None, &mut |step, _| observe(step));
             let channels = features.channels;
             let pixels = features.height * features.width;
             // Global average pooling: the per-sample sums of the pixel rows, divided.
@@ -99,7 +108,6 @@ impl Plan {
             };
             // One row per sample: the product splits the classes over the threads.
             matmul::parallel(
-                team,
                 self.isa,
                 &pooled,
                 batch,
@@ -119,9 +127,9 @@ impl Plan {
     /// The head's feature map (NCHW) of an input the plan applies to.
     pub(crate) fn features(&self, input: Tensor<4>) -> Tensor<4> {
         let device = input.device();
-        with_team(|team| {
-            let map = self.run(team, input, None, &mut |_, _| {});
-            let features = to_nchw(team, &map, &device);
+        in_pool(|| {
+            let map = self.run(input, None, &mut |_, _| {});
+            let features = to_nchw(&map, &device);
             self.pool.recycle(map.data);
             features
         })
@@ -136,8 +144,8 @@ impl Plan {
         };
         let device = input.device();
         let mut maps = vec![None; stages.len()];
-        let x = with_team(|team| {
-            self.run(team, input, Some(last), &mut |step, map| {
+        let x = in_pool(|| {
+            self.run(input, Some(last), &mut |step, map| {
                 let Step::Block {
                     stage, last: true, ..
                 } = step
@@ -145,7 +153,7 @@ impl Plan {
                     return;
                 };
                 for (slot, _) in maps.iter_mut().zip(stages).filter(|(_, s)| **s == stage) {
-                    *slot = Some(to_nchw(team, map, &device));
+                    *slot = Some(to_nchw(map, &device));
                 }
             })
         });
@@ -157,17 +165,16 @@ impl Plan {
     /// [`Step`]; then, if `last` is `None`, the head. Returns the last map.
     fn run(
         &self,
-        team: &Team,
         input: Tensor<4>,
         last: Option<usize>,
         observe: &mut dyn FnMut(Step, &Nhwc),
     ) -> Nhwc {
-        let mut x = self.stem(team, input);
+        let mut x = self.stem(input);
         observe(Step::Stem, &x);
         let mut start = 0;
         for (stage, &end) in self.stage_ends.iter().enumerate() {
             for (index, block) in self.blocks[start..end].iter().enumerate() {
-                let y = self.block(team, block, &x);
+                let y = self.block(block, &x);
                 self.pool.recycle(std::mem::replace(&mut x, y).data);
                 let last = start + index + 1 == end;
                 observe(Step::Block { stage, index, last }, &x);
@@ -177,7 +184,7 @@ impl Plan {
                 return x;
             }
         }
-        let y = self.conv(team, &self.head, &x, None, None);
+        let y = self.conv(&self.head, &x, None, None);
         self.pool.recycle(x.data);
         observe(Step::Head, &y);
         y
@@ -186,7 +193,7 @@ impl Plan {
     /// The stem convolution, reading its windows from the NCHW input in place: no pass
     /// that moves the input to NHWC first (on B0 at 224x224, one thread, that copy took a
     /// quarter of the stem's time).
-    fn stem(&self, team: &Team, input: Tensor<4>) -> Nhwc {
+    fn stem(&self, input: Tensor<4>) -> Nhwc {
         let [batch, channels, height, width] = input.dims();
         let nchw = input.into_data();
         let nchw = nchw
@@ -198,10 +205,10 @@ impl Plan {
             width,
             channels,
         };
-        self.windowed(team, &self.stem, nchw, shape, None)
+        self.windowed(&self.stem, nchw, shape, None)
     }
 
-    fn block(&self, team: &Team, block: &Block, x: &Nhwc) -> Nhwc {
+    fn block(&self, block: &Block, x: &Nhwc) -> Nhwc {
         match block {
             Block::MBConv {
                 expand,
@@ -211,16 +218,16 @@ impl Plan {
                 residual,
             } => {
                 let (y, sums) = match expand {
-                    Some(expand) => match self.expand_depthwise(team, expand, depthwise, x) {
+                    Some(expand) => match self.expand_depthwise(expand, depthwise, x) {
                         Some(both) => both,
                         None => {
-                            let expanded = self.conv(team, expand, x, None, None);
-                            let out = self.depthwise(team, depthwise, &expanded);
+                            let expanded = self.conv(expand, x, None, None);
+                            let out = self.depthwise(depthwise, &expanded);
                             self.pool.recycle(expanded.data);
                             out
                         }
                     },
-                    None => self.depthwise(team, depthwise, x),
+                    None => self.depthwise(depthwise, x),
                 };
                 let residual = residual.then_some(&x.data[..]);
                 let out = match se {
@@ -228,22 +235,22 @@ impl Plan {
                         let pixels = (y.height * y.width) as f32;
                         let channels = se.channels;
                         let mut gates = self.pool.lend(y.batch * channels);
-                        let samples: Vec<_> = (0..y.batch)
-                            .map(|b| b * channels..(b + 1) * channels)
-                            .collect();
-                        team::for_each_part(team, &mut gates, &samples, |_, sample, gate| {
-                            self.isa.run(Gate {
-                                se,
-                                sums: &sums[samples[sample].clone()],
-                                pixels,
-                                gate,
-                            })
-                        });
-                        let out = self.conv(team, project, &y, residual, Some(&gates));
+                        gates
+                            .par_chunks_mut(channels)
+                            .zip(sums.par_chunks(channels))
+                            .for_each(|(gate, sums)| {
+                                self.isa.run(Gate {
+                                    se,
+                                    sums,
+                                    pixels,
+                                    gate,
+                                })
+                            });
+                        let out = self.conv(project, &y, residual, Some(&gates));
                         self.pool.recycle(gates);
                         out
                     }
-                    None => self.conv(team, project, &y, residual, None),
+                    None => self.conv(project, &y, residual, None),
                 };
                 self.pool.recycle(sums);
                 self.pool.recycle(y.data);
@@ -257,12 +264,12 @@ impl Plan {
                 let residual = residual.then_some(&x.data[..]);
                 match project {
                     Some(project) => {
-                        let y = self.conv(team, conv, x, None, None);
-                        let out = self.conv(team, project, &y, residual, None);
+                        let y = self.conv(conv, x, None, None);
+                        let out = self.conv(project, &y, residual, None);
                         self.pool.recycle(y.data);
                         out
                     }
-                    None => self.conv(team, conv, x, residual, None),
+                    None => self.conv(conv, x, residual, None),
                 }
             }
         }
@@ -270,14 +277,7 @@ impl Plan {
 
     /// A convolution, plus `residual` (the output's shape) after the activation; `gates`:
     /// per sample, a factor for each input channel (`[batch][channels]`, 1x1 layers only).
-    fn conv(
-        &self,
-        team: &Team,
-        conv: &Conv,
-        x: &Nhwc,
-        residual: Option<&[f32]>,
-        gates: Option<&[f32]>,
-    ) -> Nhwc {
+    fn conv(&self, conv: &Conv, x: &Nhwc, residual: Option<&[f32]>, gates: Option<&[f32]>) -> Nhwc {
         let (k, stride) = (conv.kernel, conv.stride);
         let pads = Pads::resolve(&conv.padding, x.height, x.width, k, stride);
         if k == 1 && stride == 1 && pads == Pads::default() {
@@ -291,26 +291,19 @@ impl Plan {
             let (a, c) = (&x.data, &mut out.data);
             let weights = conv.weights.data();
             matmul::parallel(
-                team, self.isa, a, x.batch, gates, weights, x.channels, n, epilogue, c,
+                self.isa, a, x.batch, gates, weights, x.channels, n, epilogue, c,
             );
             return out;
         }
         // Gates come with MBConv projections, which are 1x1.
         debug_assert!(gates.is_none(), "channel gates on a {k}x{k} convolution");
-        self.windowed(team, conv, &x.data, x.shape(), residual)
+        self.windowed(conv, &x.data, x.shape(), residual)
     }
 
     /// A kxk convolution over `input` (`shape`, laid out as the convolution's input): each
     /// task unfolds its output pixels' windows into rows of `k * k * channels` values, then
     /// multiplies them by the weights.
-    fn windowed(
-        &self,
-        team: &Team,
-        conv: &Conv,
-        input: &[f32],
-        shape: Shape,
-        residual: Option<&[f32]>,
-    ) -> Nhwc {
+    fn windowed(&self, conv: &Conv, input: &[f32], shape: Shape, residual: Option<&[f32]>) -> Nhwc {
         let (k, stride) = (conv.kernel, conv.stride);
         let pads = Pads::resolve(&conv.padding, shape.height, shape.width, k, stride);
         let (out_height, out_width) = pads.output_size(shape.height, shape.width, k, stride);
@@ -326,11 +319,11 @@ impl Plan {
         let sample_len = shape.height * shape.width * shape.channels;
         let pixels = out_height * out_width;
         matmul::for_row_blocks(
-            team,
             &mut out.data,
             shape.batch,
             n,
-            |[unfolded, packed], sample, first_row, c| {
+            || (Vec::new(), Vec::new()),
+            |(unfolded, packed): &mut (Vec<f32>, Vec<f32>), sample, first_row, c| {
                 let sample_input = &input[sample * sample_len..(sample + 1) * sample_len];
                 // A few hundred rows at a time, so that the product reads the windows from
                 // L1 rather than after they have gone out to L2 or L3.
@@ -378,7 +371,6 @@ impl Plan {
     /// quarter more rows; `None` otherwise (the two then run one after the other).
     pub(super) fn expand_depthwise(
         &self,
-        team: &Team,
         expand: &Conv,
         dw: &Depthwise,
         x: &Nhwc,
@@ -396,7 +388,9 @@ impl Plan {
             return None;
         }
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
-        let bands = (2 * team.threads()).div_ceil(x.batch).clamp(1, out_height);
+        let bands = (2 * rayon::current_num_threads())
+            .div_ceil(x.batch)
+            .clamp(1, out_height);
         let band = out_height.div_ceil(bands);
         if 4 * k.saturating_sub(stride) > band * stride {
             return None;
@@ -416,75 +410,68 @@ impl Plan {
             activation: expand.activation,
             residual: None,
         };
-        // Task `index`: band `index % per_sample` of sample `index / per_sample`.
-        let per_sample = out_height.div_ceil(band);
-        let band_of = |index: usize, row_len: usize| {
-            let (sample, first) = (index / per_sample, index % per_sample * band);
-            let start = sample * out_height + first;
-            start * row_len..(start + band.min(out_height - first)) * row_len
-        };
-        let out_ranges: Vec<_> = (0..x.batch * per_sample)
-            .map(|index| band_of(index, out_width * channels))
-            .collect();
-        let sum_ranges: Vec<_> = (0..x.batch * per_sample)
-            .map(|index| band_of(index, channels))
-            .collect();
-        team::for_each_part_pair(
-            team,
-            (&mut out.data, &out_ranges),
-            (&mut partial, &sum_ranges),
-            |member, index, out, sums| {
-                let (sample, first) = (index / per_sample, index % per_sample * band);
-                let mut scratch = team.scratch(member);
-                let [expanded, packed] = &mut *scratch;
-                let expanded = aligned(expanded, held_rows * row_len);
-                // Input rows held in `expanded`, from its start.
-                let mut held = 0..0;
-                let chunks = out
-                    .chunks_mut(sub_band * out_width * channels)
-                    .zip(sums.chunks_mut(sub_band * channels));
-                for (index, (out, sums)) in chunks.enumerate() {
-                    let first = first + index * sub_band;
-                    let last = first + sums.len() / channels - 1;
-                    // Input rows these output rows read: padded rows
-                    // first * stride..last * stride + k.
-                    let top = (first * stride).saturating_sub(pads.top);
-                    let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
-                    // The rows the previous sub-band expanded and this one reads again
-                    // move to the front; only the rest is expanded.
-                    let kept = top.max(held.start)..held.end.max(top);
-                    if !kept.is_empty() {
-                        let from = kept.start - held.start..kept.end - held.start;
-                        expanded.copy_within(from.start * row_len..from.end * row_len, 0);
+        out.data
+            .par_chunks_mut(out_height * out_width * channels)
+            .zip(partial.par_chunks_mut(out_height * channels))
+            .enumerate()
+            .flat_map(|(sample, (out, sums))| {
+                out.par_chunks_mut(band * out_width * channels)
+                    .zip(sums.par_chunks_mut(band * channels))
+                    .enumerate()
+                    .map(move |(index, (out, sums))| (sample, index * band, out, sums))
+            })
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(expanded, packed): &mut (Vec<f32>, Vec<f32>), (sample, first, out, sums)| {
+                    let expanded = aligned(expanded, held_rows * row_len);
+                    // Input rows held in `expanded`, from its start.
+                    let mut held = 0..0;
+                    let chunks = out
+                        .chunks_mut(sub_band * out_width * channels)
+                        .zip(sums.chunks_mut(sub_band * channels));
+                    for (index, (out, sums)) in chunks.enumerate() {
+                        let first = first + index * sub_band;
+                        let last = first + sums.len() / channels - 1;
+                        // Input rows these output rows read: padded rows
+                        // first * stride..last * stride + k.
+                        let top = (first * stride).saturating_sub(pads.top);
+                        let end = (last * stride + k).saturating_sub(pads.top).min(x.height);
+                        // The rows the previous sub-band expanded and this one reads again
+                        // move to the front; only the rest is expanded.
+                        let kept = top.max(held.start)..held.end.max(top);
+                        if !kept.is_empty() {
+                            let from = kept.start - held.start..kept.end - held.start;
+                            expanded.copy_within(from.start * row_len..from.end * row_len, 0);
+                        }
+                        let new = kept.end..end;
+                        let a = &x.data[sample * sample_len + new.start * x.width * in_channels..];
+                        let a = &a[..new.len() * x.width * in_channels];
+                        let c = &mut expanded[kept.len() * row_len..(end - top) * row_len];
+                        matmul::serial(
+                            self.isa,
+                            a,
+                            in_channels,
+                            expand.weights.data(),
+                            in_channels,
+                            channels,
+                            epilogue,
+                            c,
+                            packed,
+                        );
+                        held = top..end;
+                        let geometry =
+                            Geometry::new(dw, (x.height, x.width), &pads, out_width, top);
+                        self.isa.run(depthwise::Rows {
+                            input: &expanded[..(end - top) * row_len],
+                            geometry: &geometry,
+                            dw,
+                            first_oy: first,
+                            out,
+                            sums,
+                        });
                     }
-                    let new = kept.end..end;
-                    let a = &x.data[sample * sample_len + new.start * x.width * in_channels..];
-                    let a = &a[..new.len() * x.width * in_channels];
-                    let c = &mut expanded[kept.len() * row_len..(end - top) * row_len];
-                    matmul::serial(
-                        self.isa,
-                        a,
-                        in_channels,
-                        expand.weights.data(),
-                        in_channels,
-                        channels,
-                        epilogue,
-                        c,
-                        packed,
-                    );
-                    held = top..end;
-                    let geometry = Geometry::new(dw, (x.height, x.width), &pads, out_width, top);
-                    self.isa.run(depthwise::Rows {
-                        input: &expanded[..(end - top) * row_len],
-                        geometry: &geometry,
-                        dw,
-                        first_oy: first,
-                        out,
-                        sums,
-                    });
-                }
-            },
-        );
+                },
+            );
         let sums = self.sample_sums(&partial, x.batch, out_height, channels);
         self.pool.recycle(partial);
         Some((out, sums))
@@ -492,7 +479,7 @@ impl Plan {
 
     /// A depthwise convolution with its bias and activation, and the per-sample channel sums
     /// of its output (`[batch][channels]`, for the squeeze-excitation).
-    pub(super) fn depthwise(&self, team: &Team, dw: &Depthwise, x: &Nhwc) -> (Nhwc, Aligned) {
+    pub(super) fn depthwise(&self, dw: &Depthwise, x: &Nhwc) -> (Nhwc, Aligned) {
         let (k, stride, channels) = (dw.kernel, dw.stride, dw.channels);
         let pads = Pads::resolve(&dw.padding, x.height, x.width, k, stride);
         let (out_height, out_width) = pads.output_size(x.height, x.width, k, stride);
@@ -500,39 +487,21 @@ impl Plan {
         let mut partial = self.pool.lend(x.batch * out_height * channels);
         let geometry = Geometry::new(dw, (x.height, x.width), &pads, out_width, 0);
         let sample_len = x.sample_len();
-        // Blocks of output rows, a few per thread, none across samples.
-        let blocks = (matmul::TASKS_PER_THREAD * team.threads())
-            .div_ceil(x.batch)
-            .clamp(1, out_height.max(1));
-        let block = out_height.div_ceil(blocks).max(1);
-        let per_sample = out_height.div_ceil(block);
-        let rows_of = |index: usize, row_len: usize| {
-            let (sample, first) = (index / per_sample, index % per_sample * block);
-            let start = sample * out_height + first;
-            start * row_len..(start + block.min(out_height - first)) * row_len
-        };
-        let out_ranges: Vec<_> = (0..x.batch * per_sample)
-            .map(|index| rows_of(index, out_width * channels))
-            .collect();
-        let sum_ranges: Vec<_> = (0..x.batch * per_sample)
-            .map(|index| rows_of(index, channels))
-            .collect();
-        team::for_each_part_pair(
-            team,
-            (&mut out.data, &out_ranges),
-            (&mut partial, &sum_ranges),
-            |_, index, out, sums| {
-                let (sample, first_oy) = (index / per_sample, index % per_sample * block);
+        out.data
+            .par_chunks_mut(out_width * channels)
+            .zip(partial.par_chunks_mut(channels))
+            .enumerate()
+            .for_each(|(row, (out, sums))| {
+                let (sample, oy) = (row / out_height, row % out_height);
                 self.isa.run(depthwise::Rows {
                     input: &x.data[sample * sample_len..(sample + 1) * sample_len],
                     geometry: &geometry,
                     dw,
-                    first_oy,
+                    first_oy: oy,
                     out,
                     sums,
                 });
-            },
-        );
+            });
         let sums = self.sample_sums(&partial, x.batch, out_height, channels);
         self.pool.recycle(partial);
         (out, sums)
@@ -557,21 +526,19 @@ impl Plan {
 }
 
 /// An NHWC map as an NCHW tensor on `device`.
-fn to_nchw(team: &Team, map: &Nhwc, device: &Device) -> Tensor<4> {
+fn to_nchw(map: &Nhwc, device: &Device) -> Tensor<4> {
     let (batch, height, width, channels) = (map.batch, map.height, map.width, map.channels);
     let pixels = height * width;
     let mut nchw = vec![0.0; map.data.len()];
-    let samples: Vec<_> = (0..batch)
-        .map(|b| b * pixels * channels..(b + 1) * pixels * channels)
-        .collect();
-    team::for_each_part(team, &mut nchw, &samples, |_, sample, out| {
-        let sample = &map.data[samples[sample].clone()];
-        for (pixel, row) in sample.chunks_exact(channels).enumerate() {
-            for (channel, &value) in row.iter().enumerate() {
-                out[channel * pixels + pixel] = value;
+    nchw.par_chunks_mut(pixels * channels)
+        .zip(map.data.par_chunks(pixels * channels))
+        .for_each(|(out, sample)| {
+            for (pixel, row) in sample.chunks_exact(channels).enumerate() {
+                for (channel, &value) in row.iter().enumerate() {
+                    out[channel * pixels + pixel] = value;
+                }
             }
-        }
-    });
+        });
     let data = TensorData::new(nchw, [batch, channels, height, width]);
     Tensor::from_data(data, device)
 }
@@ -803,14 +770,11 @@ mod tests {
             let len = x.data.len();
             x.data.copy_from_slice(&values(len, 5));
             let case = format!("k{k} s{stride} {height}x{width} batch {batch}");
-            let (both, both_sums, apart, apart_sums) = with_team(|team| {
-                let (both, both_sums) = plan
-                    .expand_depthwise(team, &expand, &dw, &x)
-                    .unwrap_or_else(|| panic!("{case}: not run together"));
-                let expanded = plan.conv(team, &expand, &x, None, None);
-                let (apart, apart_sums) = plan.depthwise(team, &dw, &expanded);
-                (both, both_sums, apart, apart_sums)
-            });
+            let (both, both_sums) = plan
+                .expand_depthwise(&expand, &dw, &x)
+                .unwrap_or_else(|| panic!("{case}: not run together"));
+            let expanded = plan.conv(&expand, &x, None, None);
+            let (apart, apart_sums) = plan.depthwise(&dw, &expanded);
             assert_eq!((both.height, both.width), (apart.height, apart.width));
             let diff = worst(&both.data, &apart.data);
             assert!(diff < 1e-5, "{case}: outputs differ by {diff}");
@@ -923,7 +887,7 @@ mod tests {
             let case =
                 format!("k{k} s{stride} {padding:?} {height}x{width}x{channels} batch {batch}");
             for (layout, input) in [(Layout::Nchw, &input), (Layout::Nhwc, &nhwc)] {
-                let out = with_team(|team| plan.windowed(team, &conv(layout), input, shape, None));
+                let out = plan.windowed(&conv(layout), input, shape, None);
                 assert_eq!((out.height, out.width), out_size, "{case}");
                 assert_eq!(out.data.len(), expected.len(), "{case}");
                 let diff = worst(&out.data, &expected);
