@@ -9,7 +9,7 @@
 //! Laid out by concern, as ONNX Runtime's MLAS is:
 //! - [`isa`]: which vector instructions may run, as tokens only detection can make, and
 //!   the dispatch that compiles each kernel for them;
-//! - [`math`]: the one `exp`, and SiLU, sigmoid and ReLU6;
+//! - [`math`]: the one `1 + e^-x`, and SiLU, sigmoid and ReLU6;
 //! - [`memory`]: cache-line-aligned buffers;
 //! - [`padding`]: padding resolved to pixels;
 //! - [`matmul`]: the matrix product behind every convolution (packing, micro-kernel,

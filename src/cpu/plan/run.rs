@@ -35,7 +35,7 @@ fn in_pool<T: Send>(work: impl FnOnce() -> T + Send) -> T {
 /// A step of a forward: what [`Plan::step_times`] times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Step {
-    /// The stem convolution (with the input's move to NHWC).
+    /// The stem convolution, reading the NCHW input in place.
     Stem,
     /// Block `index` of stage `stage`, `last` if it ends the stage.
     Block {
