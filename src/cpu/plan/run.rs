@@ -548,11 +548,11 @@ const UNFOLDED_BYTES: usize = 32 * 1024;
 
 /// A map's dimensions, whatever its [`Layout`].
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Shape {
-    pub(super) batch: usize,
-    pub(super) height: usize,
-    pub(super) width: usize,
-    pub(super) channels: usize,
+struct Shape {
+    batch: usize,
+    height: usize,
+    width: usize,
+    channels: usize,
 }
 
 impl Nhwc {
