@@ -332,24 +332,37 @@ impl Plan {
                 for (index, c) in c.chunks_mut(chunk_rows * n).enumerate() {
                     let first_row = first_row + index * chunk_rows;
                     let unfolded = aligned(unfolded, c.len() / n * depth);
-                    match conv.input {
-                        Layout::Nhwc => {
-                            for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
-                                let pixel = first_row + row;
-                                let at = (pixel / out_width * stride, pixel % out_width * stride);
-                                unfold(sample_input, shape, &pads, k, at, window);
-                            }
-                        }
-                        Layout::Nchw => unfold_nchw(
+                    match (conv.input, k) {
+                        // EfficientNet's stems: runs of 3 taps as fixed-size copies rather
+                        // than calls to `memcpy`.
+                        (Layout::Nchw, 3) => unfold_nchw_runs::<3>(
                             sample_input,
                             shape,
                             &pads,
-                            k,
                             stride,
                             out_width,
                             first_row,
                             unfolded,
                         ),
+                        (layout, _) => {
+                            for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
+                                let pixel = first_row + row;
+                                let at = (pixel / out_width * stride, pixel % out_width * stride);
+                                match layout {
+                                    Layout::Nhwc => {
+                                        unfold(sample_input, shape, &pads, k, at, window)
+                                    }
+                                    Layout::Nchw => unfold_nchw_window(
+                                        sample_input,
+                                        shape,
+                                        &pads,
+                                        k,
+                                        at,
+                                        window,
+                                    ),
+                                }
+                            }
+                        }
                     }
                     let epilogue = epilogue.starting_at_row(sample * pixels + first_row, n);
                     matmul::serial(
@@ -573,6 +586,12 @@ fn taps_inside(pads: &Pads, k: usize, width: usize, x0: usize) -> std::ops::Rang
     pads.left.saturating_sub(x0)..k.min((width + pads.left).saturating_sub(x0))
 }
 
+/// The input row of padded row `y`, if it is not in the padding: [`taps_inside`]'s twin
+/// for rows.
+fn row_inside(pads: &Pads, height: usize, y: usize) -> Option<usize> {
+    y.checked_sub(pads.top).filter(|&row| row < height)
+}
+
 /// The kxk window whose top left corner is `(y0, x0)` (in padded coordinates) of `input`,
 /// one NHWC sample of `shape`, into `window` (`[ky][kx][channel]`), zeros where it lies in
 /// the padding.
@@ -588,10 +607,7 @@ fn unfold(
     let channels = shape.channels;
     let kx_range = taps_inside(pads, k, shape.width, x0);
     for (ky, out) in window.chunks_exact_mut(k * channels).enumerate() {
-        let iy = (y0 + ky)
-            .checked_sub(pads.top)
-            .filter(|&y| y < shape.height);
-        match iy {
+        match row_inside(pads, shape.height, y0 + ky) {
             Some(iy) if !kx_range.is_empty() => {
                 let ix = x0 + kx_range.start - pads.left;
                 let start = (iy * shape.width + ix) * channels;
@@ -606,37 +622,12 @@ fn unfold(
     }
 }
 
-/// The windows of output pixels `first..` (as many as `unfolded` holds, `k * k * channels`
-/// values each) of a kxk convolution at `stride` over one NCHW sample of `shape`, in
+/// The windows of output pixels `first..` (as many as `unfolded` holds, `K * K * channels`
+/// values each) of a KxK convolution at `stride` over one NCHW sample of `shape`, in
 /// channel-major order (`[channel][ky][kx]`), zeros where they lie in the padding. In that
-/// order a window's row of taps is a contiguous run of the input row, copied at once.
-#[allow(clippy::too_many_arguments)]
-fn unfold_nchw(
-    input: &[f32],
-    shape: Shape,
-    pads: &Pads,
-    k: usize,
-    stride: usize,
-    out_width: usize,
-    first: usize,
-    unfolded: &mut [f32],
-) {
-    match k {
-        // EfficientNet's stems: the runs as fixed-size copies rather than calls to `memcpy`.
-        3 => unfold_nchw_runs::<3>(input, shape, pads, stride, out_width, first, unfolded),
-        _ => {
-            let depth = k * k * shape.channels;
-            for (row, window) in unfolded.chunks_exact_mut(depth).enumerate() {
-                let pixel = first + row;
-                let (oy, ox) = (pixel / out_width, pixel % out_width);
-                unfold_nchw_window(input, shape, pads, k, (oy * stride, ox * stride), window);
-            }
-        }
-    }
-}
-
-/// [`unfold_nchw`] for a `K`-wide kernel: the windows inside the input rows as `K`-value
-/// copies, the ones at the left and right edges through [`unfold_nchw_window`].
+/// order a window's row of taps is a contiguous run of the input row: windows inside the
+/// input copy them as `K`-value runs, the ones at its edges go through
+/// [`unfold_nchw_window`].
 fn unfold_nchw_runs<const K: usize>(
     input: &[f32],
     shape: Shape,
@@ -672,8 +663,9 @@ fn unfold_nchw_runs<const K: usize>(
     }
 }
 
-/// One window of [`unfold_nchw`], its top left corner at `(y0, x0)` in padded
-/// coordinates, checking every row and column against the padding.
+/// [`unfold`] from one NCHW sample: the window whose top left corner is `(y0, x0)` (in
+/// padded coordinates), in channel-major order (`[channel][ky][kx]`), checking every row
+/// and column against the padding.
 fn unfold_nchw_window(
     input: &[f32],
     shape: Shape,
@@ -685,17 +677,14 @@ fn unfold_nchw_window(
     let plane = shape.height * shape.width;
     let kx_range = taps_inside(pads, k, shape.width, x0);
     window.fill(0.0);
+    if kx_range.is_empty() {
+        return;
+    }
     for (run, taps) in window.chunks_exact_mut(k).enumerate() {
         let (channel, ky) = (run / k, run % k);
-        let Some(iy) = (y0 + ky)
-            .checked_sub(pads.top)
-            .filter(|&y| y < shape.height)
-        else {
+        let Some(iy) = row_inside(pads, shape.height, y0 + ky) else {
             continue;
         };
-        if kx_range.is_empty() {
-            continue;
-        }
         let start = channel * plane + iy * shape.width + x0 + kx_range.start - pads.left;
         taps[kx_range.clone()].copy_from_slice(&input[start..start + kx_range.len()]);
     }
