@@ -5,11 +5,16 @@ export the ONNX peers run.
     .venv/bin/python scripts/bench_peer.py --export /tmp/b0.onnx --variant b0 --batch 1
     .venv/bin/python scripts/bench_peer.py --peer torch --variant b0 --batch 1 --threads 2
     .venv/bin/python scripts/bench_peer.py --peer onnxruntime --onnx /tmp/b0.onnx --batch 1
+    .venv/bin/python scripts/bench_peer.py --peer openvino --precision f32 --onnx /tmp/b0.onnx
 
-Peers: `torch` (torchvision's model, eager, no_grad) and `onnxruntime` (the same model
-exported to ONNX by `--export`, loaded without importing PyTorch, so its peak RSS is ONNX
-Runtime's own; tract runs the same file, tools/bench-tract). Random weights: they do not
-change the cost. Each peer runs in its own process so peak RSS is its own.
+Peers: `torch` (torchvision's model, eager, no_grad); `onnxruntime` and `openvino` (the
+same model exported to ONNX by `--export`, loaded without importing PyTorch, so each peak
+RSS is the runtime's own; tract runs the same file, tools/bench-tract). OpenVINO runs on
+its CPU plugin either with `INFERENCE_PRECISION_HINT=f32` (`--precision f32`) or with its
+default precision (`--precision default`), which is bf16 on CPUs with AVX512_BF16 or AMX
+and f32 elsewhere; the name it reports carries the precision the compiled model uses.
+Random weights: they do not change the cost. Each peer runs in its own process so peak RSS
+is its own.
 """
 
 import argparse
@@ -29,9 +34,11 @@ def torchvision_model(variant):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--peer", choices=["torch", "onnxruntime"])
+    parser.add_argument("--peer", choices=["torch", "onnxruntime", "openvino"])
+    parser.add_argument("--precision", choices=["f32", "default"], default="default",
+                        help="OpenVINO's inference precision: f32, or its own default")
     parser.add_argument("--export", metavar="PATH", help="write the ONNX file and exit")
-    parser.add_argument("--onnx", metavar="PATH", help="the ONNX file onnxruntime runs")
+    parser.add_argument("--onnx", metavar="PATH", help="the ONNX file onnxruntime and openvino run")
     parser.add_argument("--variant", default="b0")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--resolution", type=int, default=224)
@@ -75,6 +82,26 @@ def main():
             session.run(None, feed)
 
         name = f"ONNX Runtime {ort.__version__}"
+    elif args.peer == "openvino":
+        import numpy as np
+        import openvino as ov
+
+        if not args.onnx:
+            parser.error("--peer openvino needs --onnx (written by --export)")
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": args.threads}
+        if args.precision == "f32":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        compiled = core.compile_model(core.read_model(args.onnx), "CPU", config)
+        request = compiled.create_infer_request()
+        x = np.random.randn(*shape).astype(np.float32)
+
+        def run():
+            request.infer({0: x})
+
+        used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        label = "f32" if args.precision == "f32" else f"default precision, {used} here"
+        name = f"OpenVINO {ov.get_version().split('-')[0]} ({label})"
     else:
         parser.error("give --peer or --export")
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Inference speed and memory of efficientnet-burn against PyTorch eager, ONNX Runtime and
-# tract, in one run on this machine, with the same threads, batch and resolution. Prints a
+# Inference speed and memory of efficientnet-burn against PyTorch eager, ONNX Runtime,
+# OpenVINO and tract, in one run on this machine, with the same threads, batch and resolution. Prints a
 # Markdown table per configuration: medians, images/s, peak RSS, and our ratio to each peer.
 #
-#   scripts/bench_peers.sh                                  # B0@224 and B3@300, batch 1 and 8
+#   scripts/bench_peers.sh              # B0@224 and B3@300 at batch 1 and 8, V2-S@384 at batch 1
 #   scripts/bench_peers.sh [variant] [batch] [resolution] [rounds=3]   # one configuration
 #
 # The runtimes take turns, `rounds` times (each turn: 3 warm-up and 20 timed forwards, 10
@@ -12,15 +12,17 @@
 # runtime alike. Ours runs three ways: `for_inference()` (what classify and
 # PretrainedModel use: the CPU engine), folded only (`fold_batch_norms()`, Burn's ops) and
 # unfolded.
-# ONNX Runtime and tract run the same ONNX file, exported from torchvision's model once per
-# configuration; ONNX Runtime loads it without PyTorch, so each RSS is the runtime's own.
+# ONNX Runtime, OpenVINO and tract run the same ONNX file, exported from torchvision's model
+# once per configuration; the Python runtimes load it without PyTorch, so each RSS is the
+# runtime's own. OpenVINO runs twice: with INFERENCE_PRECISION_HINT=f32, and with its
+# default precision (bf16 on CPUs with AVX512_BF16 or AMX, f32 elsewhere; its row says which).
 #
 # BASELINE=path/to/bench_infer adds another build of ours (say, main before a change, built
 # with `cargo build --release --example bench_infer` in a worktree) to every round, as
 # "baseline": before/after figures from one interleaved run.
 #
 # Needs the reference venv (scripts/setup_reference_env.sh; requirements include
-# onnxruntime). tract is built from tools/bench-tract (a separate crate, not part of the
+# onnxruntime and openvino). tract is built from tools/bench-tract (a separate crate, not part of the
 # library's build; its first build takes several minutes; TRACT_TARGET_DIR picks where).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +58,10 @@ bench() {
         .venv/bin/python scripts/bench_peer.py --peer torch --threads "$threads" "${args[@]}" >>"$results"
         .venv/bin/python scripts/bench_peer.py --peer onnxruntime --onnx "$onnx" \
             --threads "$threads" "${args[@]}" 2>/dev/null >>"$results"
+        for precision in f32 default; do
+            .venv/bin/python scripts/bench_peer.py --peer openvino --precision "$precision" \
+                --onnx "$onnx" --threads "$threads" "${args[@]}" >>"$results"
+        done
         "$tract" "$onnx" --threads "$threads" "${args[@]}" >>"$results"
     done
     .venv/bin/python - "$results" "$threads" "$rounds" <<'PY'
@@ -90,7 +96,7 @@ PY
 if (($# >= 1)); then
     bench "$1" "${2:-1}" "${3:-224}" "${4:-3}"
 else
-    for config in "b0 1 224" "b0 8 224" "b3 1 300" "b3 8 300"; do
+    for config in "b0 1 224" "b0 8 224" "b3 1 300" "b3 8 300" "v2-s 1 384"; do
         # shellcheck disable=SC2086
         bench $config 3
     done
