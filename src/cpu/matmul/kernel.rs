@@ -293,28 +293,34 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
         // SAFETY: the tile's first row and column, inside the region (see below).
         unsafe { region.ptr.add(first_row * n + columns.start).cast_const() }
     });
-    if slice.last && width == NR && M > 1 {
-        // A whole panel's last slice: the epilogue in registers, each group's rows stored
-        // to the output as they are finished.
+    if width == NR && M > 1 {
+        // A whole panel of several rows: its sums stay in registers from the stored partial
+        // sums (after the first slice) to the output, each group's rows stored as they are
+        // finished: raw before the last slice, through the epilogue on it.
         let start = first_row * n + columns.start;
         let last = start + (tile_rows - 1) * n + NR;
-        let residual = epilogue.residual.map(|residual| {
-            assert!(residual.len() >= last, "residual is too short");
-            residual[start..].as_ptr()
+        let epilogue = slice.last.then(|| {
+            let residual = epilogue.residual.map(|residual| {
+                assert!(residual.len() >= last, "residual is too short");
+                residual[start..].as_ptr()
+            });
+            TileEpilogue {
+                bias: epilogue.bias[columns].try_into().expect("a whole panel"),
+                activation: epilogue.activation,
+                residual,
+            }
         });
-        let finish = Finish {
+        let out = OutputTile {
             // SAFETY: the tile's first row and column, inside the region.
             out: unsafe { region.ptr.add(start) },
             n,
             rows: tile_rows,
-            bias: epilogue.bias[columns].try_into().expect("a whole panel"),
-            activation: epilogue.activation,
-            residual,
+            epilogue,
         };
-        // SAFETY: `prior` as below; `finish.out` and `finish.residual` hold the tile's
-        // `tile_rows` rows of NR values at stride `n` (inside the region, which is ours
-        // alone; and checked above).
-        unsafe { sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR, Some(finish)) };
+        // SAFETY: `out`'s `tile_rows` rows of NR values at stride `n` are inside the region,
+        // which is ours alone, and hold the previous slice's partial sums unless this is the
+        // first; `residual` was checked above.
+        unsafe { output_tile::<M, I, A>(isa, a, steps, b, out, !slice.first) };
         return;
     }
     // A whole panel with a constant width: every column of the sums is then written by the
@@ -323,9 +329,9 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
     // rows of `width` columns are inside the region, which is ours alone.
     let acc = unsafe {
         if width == NR {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR, None)
+            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR)
         } else {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, width, None)
+            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, width)
         }
     };
     for (r, acc) in acc.iter().enumerate().take(tile_rows) {
@@ -346,13 +352,12 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
 }
 
 /// A tile's sums over `width` columns: the partial sums at `prior` (`tile_rows` rows of
-/// stride `n`), if any, plus the tile's product; finished into `finish`'s rows instead, if
-/// given (a whole panel only).
+/// stride `n`), if any, plus the tile's product.
 ///
 /// # Safety
 ///
 /// `prior`, if given, must be valid for reads of `width` values at each of its
-/// `tile_rows` rows, which no one writes meanwhile; `a` and `finish` as [`tile`] says.
+/// `tile_rows` rows, which no one writes meanwhile; `a` as [`tile`] says.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn sums<const M: usize, I: Isa, A: Rows>(
@@ -364,7 +369,6 @@ unsafe fn sums<const M: usize, I: Isa, A: Rows>(
     n: usize,
     tile_rows: usize,
     width: usize,
-    finish: Option<Finish>,
 ) -> [[f32; NR]; M] {
     let mut acc = [[0.0f32; NR]; M];
     if let Some(prior) = prior {
@@ -376,7 +380,7 @@ unsafe fn sums<const M: usize, I: Isa, A: Rows>(
         }
     }
     // SAFETY: passed on from the caller.
-    unsafe { tile::<M, I, A>(isa, a, steps, b, &mut acc, prior.is_some(), width, finish) };
+    unsafe { tile::<M, I, A>(isa, a, steps, b, &mut acc, prior.is_some(), width) };
     acc
 }
 
@@ -424,14 +428,11 @@ impl Rows for InPlaceRows {
 /// columns go in groups of two registers (one group for AVX-512's 16 lanes, two for 8
 /// lanes), so a group's `2 x MR` sums stay in registers and each row value is broadcast once
 /// for two multiply-adds; a last group of one register's columns or fewer takes one
-/// register. Columns past the live groups are left as they are in `acc`. With `finish` (a
-/// whole panel of a tile of several rows), the sums are finished and stored to its rows,
-/// not to `acc`.
+/// register. Columns past the live groups are left as they are in `acc`.
 ///
 /// # Safety
 ///
-/// `a` must be valid for `MR` rows of `steps` values, which no one writes meanwhile; as
-/// [`Finish`] says for `finish`.
+/// `a` must be valid for `MR` rows of `steps` values, which no one writes meanwhile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
@@ -442,12 +443,7 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     acc: &mut [[f32; NR]; MR],
     add: bool,
     width: usize,
-    finish: Option<Finish>,
 ) {
-    assert!(
-        finish.is_none() || (width >= NR && MR > 1),
-        "finished in registers: whole panels of tiles of several rows"
-    );
     assert!(b.len() >= steps * NR, "b is too short");
     let lanes = I::LANES;
     let b = b.as_ptr();
@@ -465,53 +461,65 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
         // A whole panel: a loop of constant trip count, unrolled.
         for group in (0..NR).step_by(2 * lanes) {
             // SAFETY: passed on from the caller.
-            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add, finish) };
+            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add) };
         }
         return;
     }
     for group in (0..width).step_by(2 * lanes) {
         if group + lanes >= width {
-            // SAFETY: no `finish` here (asserted).
-            unsafe { register_group::<MR, 1, I, A>(isa, a, b, steps, group, acc, add, None) };
+            // SAFETY: passed on from the caller.
+            unsafe { register_group::<MR, 1, I, A>(isa, a, b, steps, group, acc, add) };
         } else {
             // SAFETY: as above.
-            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add, None) };
+            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add) };
         }
     }
 }
 
-/// [`tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes` of the
-/// panel, their `R x MR` sums in registers, each row value broadcast once for `R`
-/// multiply-adds; stored to `acc`, or finished into `finish`'s rows.
+/// [`tile`] for a whole panel of a tile of several rows, stored from registers into
+/// `out`'s rows: added to the partial sums there if `add`, and stored raw, or through
+/// `out`'s epilogue if it has one. No array of sums passes between slices or to the
+/// epilogue.
 ///
 /// # Safety
 ///
-/// As [`tile`].
+/// `a` as [`tile`] says; as [`OutputTile`] says for `out`.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
+pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
+    isa: I,
+    a: A,
+    steps: usize,
+    b: &[f32],
+    out: OutputTile,
+    add: bool,
+) {
+    assert!(b.len() >= steps * NR, "b is too short");
+    assert!(out.rows <= MR, "a tile's rows");
+    let b = b.as_ptr();
+    // A loop of constant trip count, unrolled.
+    for group in (0..NR).step_by(2 * I::LANES) {
+        // SAFETY: passed on from the caller.
+        unsafe { output_group::<MR, I, A>(isa, a, b, steps, group, out, add) };
+    }
+}
+
+/// The sums of columns `group..group + R * lanes` of a panel over `steps` steps, from
+/// `sums` on, in `R x MR` registers: each row value broadcast once for `R` multiply-adds.
+///
+/// # Safety
+///
+/// `a` valid for `MR` rows of `steps` values, `b` for `steps` rows of [`NR`] values;
+/// `group + R * lanes <= NR`.
+#[inline(always)]
+unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
     steps: usize,
     group: usize,
-    acc: &mut [[f32; NR]; MR],
-    add: bool,
-    finish: Option<Finish>,
-) {
+    mut sums: [[I::V; R]; MR],
+) -> [[I::V; R]; MR] {
     let lanes = I::LANES;
-    // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
-    // target features.
-    let mut sums = [[isa.zero(); R]; MR];
-    if add {
-        for (sums, row) in sums.iter_mut().zip(acc.iter()) {
-            for (j, sum) in sums.iter_mut().enumerate() {
-                // SAFETY: a row of `acc` holds NR values; `group + R * lanes <= NR` (groups
-                // start on multiples of `2 * lanes`, which divides NR).
-                *sum = unsafe { isa.load(row.as_ptr().add(group + j * lanes)) };
-            }
-        }
-    }
     for step in 0..steps {
         // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `a` a value for
         // each of its MR rows at `step`; `group + R * lanes <= NR`.
@@ -528,25 +536,40 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
             }
         }
     }
-    if let Some(finish) = finish {
-        for (r, sums) in sums.into_iter().enumerate().take(finish.rows) {
-            for (j, sum) in sums.into_iter().enumerate() {
-                let column = group + j * lanes;
-                let at = r * finish.n + column;
-                // SAFETY: `column + lanes <= NR` (as for the loads), a row `r < rows` of the
-                // output and residual, which `Finish`'s maker vouches for.
-                unsafe {
-                    let value = isa.add(sum, isa.load(finish.bias.as_ptr().add(column)));
-                    let mut value = isa.activate_register(value, finish.activation);
-                    if let Some(residual) = finish.residual {
-                        value = isa.add(value, isa.load(residual.add(at)));
-                    }
-                    isa.store(finish.out.add(at), value);
-                }
+    sums
+}
+
+/// [`tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes` of the
+/// panel, started from `acc`'s if `add`, and stored to `acc`.
+///
+/// # Safety
+///
+/// As [`tile`].
+#[inline(always)]
+unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
+    isa: I,
+    a: A,
+    b: *const f32,
+    steps: usize,
+    group: usize,
+    acc: &mut [[f32; NR]; MR],
+    add: bool,
+) {
+    let lanes = I::LANES;
+    // Loops, not `array::from_fn`: its closure would be compiled without the kernel's
+    // target features.
+    let mut sums = [[isa.zero(); R]; MR];
+    if add {
+        for (sums, row) in sums.iter_mut().zip(acc.iter()) {
+            for (j, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: a row of `acc` holds NR values; `group + R * lanes <= NR` (groups
+                // start on multiples of `2 * lanes`, which divides NR).
+                *sum = unsafe { isa.load(row.as_ptr().add(group + j * lanes)) };
             }
         }
-        return;
     }
+    // SAFETY: passed on from the caller; the group is inside the panel (above).
+    let sums = unsafe { group_sums::<MR, R, I, A>(isa, a, b, steps, group, sums) };
     for (row, sums) in acc.iter_mut().zip(sums) {
         for (j, sum) in sums.into_iter().enumerate() {
             // SAFETY: as for the loads.
@@ -555,17 +578,77 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
     }
 }
 
-/// Where a whole panel of a tile goes when [`register_group`] finishes it: `rows` rows of
-/// [`NR`] values from `out` (row stride `n`), each `activation(sum + bias)`, plus the
-/// residual's value at the same offset from `residual`, if given.
+/// [`output_tile`]'s group of two registers: columns `group..group + 2 * lanes` of the
+/// panel, started from `out`'s rows if `add`, and stored to them, raw or finished.
 ///
-/// Its maker vouches that `out` is valid for writes, and `residual` for reads, of those
-/// rows, which no one else accesses meanwhile.
+/// # Safety
+///
+/// As [`output_tile`]; `group + 2 * lanes <= NR`.
+#[inline(always)]
+unsafe fn output_group<const MR: usize, I: Isa, A: Rows>(
+    isa: I,
+    a: A,
+    b: *const f32,
+    steps: usize,
+    group: usize,
+    out: OutputTile,
+    add: bool,
+) {
+    let lanes = I::LANES;
+    let mut sums = [[isa.zero(); 2]; MR];
+    if add {
+        for (r, sums) in sums.iter_mut().enumerate().take(out.rows) {
+            for (j, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: row `r < rows` of `out`, inside its NR columns (the group's).
+                *sum = unsafe { isa.load(out.out.add(r * out.n + group + j * lanes)) };
+            }
+        }
+    }
+    // SAFETY: passed on from the caller.
+    let sums = unsafe { group_sums::<MR, 2, I, A>(isa, a, b, steps, group, sums) };
+    for (r, sums) in sums.into_iter().enumerate().take(out.rows) {
+        for (j, sum) in sums.into_iter().enumerate() {
+            let at = r * out.n + group + j * lanes;
+            // SAFETY: row `r < rows` of `out` (and of the residual, at the same offset),
+            // inside its NR columns; the bias holds NR values.
+            unsafe {
+                let value = match out.epilogue {
+                    None => sum,
+                    Some(epilogue) => {
+                        let bias = isa.load(epilogue.bias.as_ptr().add(group + j * lanes));
+                        let value = isa.activate_register(isa.add(sum, bias), epilogue.activation);
+                        match epilogue.residual {
+                            Some(residual) => isa.add(value, isa.load(residual.add(at))),
+                            None => value,
+                        }
+                    }
+                };
+                isa.store(out.out.add(at), value);
+            }
+        }
+    }
+}
+
+/// Where a whole panel of a tile of several rows goes straight from [`register_group`]'s
+/// registers: `rows` rows of [`NR`] values from `out` (row stride `n`), which hold the
+/// previous slices' partial sums when the sums are added to them; raw sums, or finished by
+/// `epilogue` on the last slice.
+///
+/// Its maker vouches that `out` is valid for reads and writes, and the epilogue's
+/// `residual` for reads, of those rows, which no one else accesses meanwhile.
 #[derive(Clone, Copy)]
-pub(crate) struct Finish<'a> {
+pub(crate) struct OutputTile<'a> {
     out: *mut f32,
     n: usize,
     rows: usize,
+    epilogue: Option<TileEpilogue<'a>>,
+}
+
+/// A whole panel's epilogue for [`OutputTile`]: each value `activation(sum + bias)`, plus
+/// the residual's value at the same offset from `residual` (its row stride is the
+/// output's), if given.
+#[derive(Clone, Copy)]
+pub(crate) struct TileEpilogue<'a> {
     bias: &'a [f32; NR],
     activation: Option<crate::model::activation::Activation>,
     residual: Option<*const f32>,
