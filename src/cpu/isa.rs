@@ -64,6 +64,31 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// computes it value by value.
     fn activate_register(self, value: Self::V, activation: Option<Activation>) -> Self::V;
 
+    /// The tile kernel's steps written out register by register, where the instruction set
+    /// has them: for every step `s < steps`, `sums[r][j] += a(s, r) * b[s * b_stride + j *
+    /// LANES..]` (a register of columns), row `r`'s values at `rows`. Returns false, with
+    /// `sums` untouched, for the tiles it has no such loop for; the caller then runs its own
+    /// loop. (AVX2 has one for its 6 x 2 tile: with 12 accumulators, 2 columns and a
+    /// broadcast in its 16 registers, LLVM's allocator spilled an accumulator in some of
+    /// the loop's copies.)
+    ///
+    /// # Safety
+    ///
+    /// `rows` must be valid for reads of `MR` rows of `steps` values, and `b` of `steps`
+    /// rows of `R * LANES` values at stride `b_stride`.
+    #[inline(always)]
+    unsafe fn tile_steps<const MR: usize, const R: usize>(
+        self,
+        rows: RowBases,
+        b: *const f32,
+        b_stride: usize,
+        steps: usize,
+        sums: &mut [[Self::V; R]; MR],
+    ) -> bool {
+        let _ = (rows, b, b_stride, steps, sums);
+        false
+    }
+
     /// `activation` over `L` values: a register at a time
     /// ([`activate_register`](Self::activate_register)) where `L` is a whole number of
     /// registers, else value by value ([`math::activate`](super::math::activate), which
@@ -85,6 +110,16 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
             }
         }
     }
+}
+
+/// Where a tile's row values are: row `r`'s value at step `s` is at
+/// `base + r * stride + s * step` (packed rows: stride 1, step the tile's rows; rows read
+/// in place: the row stride, step 1).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RowBases {
+    pub(crate) base: *const f32,
+    pub(crate) stride: usize,
+    pub(crate) step: usize,
 }
 
 /// A kernel to run with the instruction set the CPU has: [`Detected::run`] compiles
@@ -236,7 +271,7 @@ impl Isa for Portable {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Avx2Fma, Avx512, Isa, Kernel};
+    use super::{Avx2Fma, Avx512, Isa, Kernel, RowBases};
     use crate::cpu::math;
     use crate::model::activation::Activation;
 
@@ -367,6 +402,110 @@ mod x86 {
         #[inline(always)]
         fn activate_register(self, value: __m256, activation: Option<Activation>) -> __m256 {
             math::activate_lanes(Ymm(self, value), activation).1
+        }
+
+        #[inline(always)]
+        unsafe fn tile_steps<const MR: usize, const R: usize>(
+            self,
+            rows: RowBases,
+            b: *const f32,
+            b_stride: usize,
+            steps: usize,
+            sums: &mut [[__m256; R]; MR],
+        ) -> bool {
+            let Ok([s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51]) =
+                <&mut [__m256; 12]>::try_from(sums.as_flattened_mut())
+            else {
+                return false;
+            };
+            if MR != 6 {
+                return false;
+            }
+            let sums = [s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51];
+            // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
+            unsafe { avx2_tile_steps(rows, b, b_stride, steps, sums) };
+            true
+        }
+    }
+
+    /// [`Avx2Fma`]'s [`Isa::tile_steps`] for its 6 x 2 tile, in registers allocated by
+    /// hand: 12 accumulators, 2 registers of columns and a broadcast, of the 16. A function
+    /// of its own because `asm!` takes vector registers only in a function compiled for
+    /// them; it is inlined into the kernels, which are.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must have AVX2 and FMA; `rows` valid for reads of 6 rows of `steps` values,
+    /// `b` of `steps` rows of 16 values at stride `b_stride`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn avx2_tile_steps(
+        rows: RowBases,
+        b: *const f32,
+        b_stride: usize,
+        steps: usize,
+        [s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51]: [&mut __m256; 12],
+    ) {
+        if steps == 0 {
+            return;
+        }
+        let f32s = size_of::<f32>();
+        // SAFETY: the CPU has AVX2 and FMA (the caller's word). Step `s` reads row `r`'s
+        // value at `base + r * stride + s * step` (rows 3-5 from `base + 3 * stride`) and
+        // two registers of `b` at `b + s * b_stride`, which the caller vouches for; the loop
+        // runs `steps > 0` times and writes only registers.
+        unsafe {
+            std::arch::asm!(
+                "2:",
+                "vmovups {c0}, [{b}]",
+                "vmovups {c1}, [{b} + 32]",
+                "vbroadcastss {v}, [{a0}]",
+                "vfmadd231ps {s00}, {c0}, {v}",
+                "vfmadd231ps {s01}, {c1}, {v}",
+                "vbroadcastss {v}, [{a0} + {stride}]",
+                "vfmadd231ps {s10}, {c0}, {v}",
+                "vfmadd231ps {s11}, {c1}, {v}",
+                "vbroadcastss {v}, [{a0} + {stride} * 2]",
+                "vfmadd231ps {s20}, {c0}, {v}",
+                "vfmadd231ps {s21}, {c1}, {v}",
+                "vbroadcastss {v}, [{a3}]",
+                "vfmadd231ps {s30}, {c0}, {v}",
+                "vfmadd231ps {s31}, {c1}, {v}",
+                "vbroadcastss {v}, [{a3} + {stride}]",
+                "vfmadd231ps {s40}, {c0}, {v}",
+                "vfmadd231ps {s41}, {c1}, {v}",
+                "vbroadcastss {v}, [{a3} + {stride} * 2]",
+                "vfmadd231ps {s50}, {c0}, {v}",
+                "vfmadd231ps {s51}, {c1}, {v}",
+                "add {a0}, {step}",
+                "add {a3}, {step}",
+                "add {b}, {b_stride}",
+                "dec {n}",
+                "jnz 2b",
+                a0 = inout(reg) rows.base => _,
+                a3 = inout(reg) rows.base.add(3 * rows.stride) => _,
+                stride = in(reg) rows.stride * f32s,
+                step = in(reg) rows.step * f32s,
+                b = inout(reg) b => _,
+                b_stride = in(reg) b_stride * f32s,
+                n = inout(reg) steps => _,
+                c0 = out(ymm_reg) _,
+                c1 = out(ymm_reg) _,
+                v = out(ymm_reg) _,
+                s00 = inout(ymm_reg) *s00,
+                s01 = inout(ymm_reg) *s01,
+                s10 = inout(ymm_reg) *s10,
+                s11 = inout(ymm_reg) *s11,
+                s20 = inout(ymm_reg) *s20,
+                s21 = inout(ymm_reg) *s21,
+                s30 = inout(ymm_reg) *s30,
+                s31 = inout(ymm_reg) *s31,
+                s40 = inout(ymm_reg) *s40,
+                s41 = inout(ymm_reg) *s41,
+                s50 = inout(ymm_reg) *s50,
+                s51 = inout(ymm_reg) *s51,
+                options(nostack, readonly),
+            );
         }
     }
 

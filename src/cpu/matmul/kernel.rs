@@ -3,7 +3,7 @@
 
 use super::pack::{NR, pack_tile};
 use super::{Epilogue, Operands, Region, RegionProduct};
-use crate::cpu::isa::Isa;
+use crate::cpu::isa::{Isa, RowBases};
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
 const PACKED_ROWS_BYTES: usize = 96 * 1024;
@@ -293,19 +293,20 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
         // SAFETY: the tile's first row and column, inside the region (see below).
         unsafe { region.ptr.add(first_row * n + columns.start).cast_const() }
     });
-    if width == NR && M > 1 {
-        // A whole panel of several rows: its sums stay in registers from the stored partial
-        // sums (after the first slice) to the output, each group's rows stored as they are
-        // finished: raw before the last slice, through the epilogue on it.
+    if M > 1 && width % I::LANES == 0 {
+        // A panel of several rows whose live columns are whole registers (every panel on
+        // AVX2, and the whole ones on AVX-512): its sums stay in registers from the stored
+        // partial sums (after the first slice) to the output, each group's rows stored as
+        // they are finished: raw before the last slice, through the epilogue on it.
         let start = first_row * n + columns.start;
-        let last = start + (tile_rows - 1) * n + NR;
+        let last = start + (tile_rows - 1) * n + width;
         let epilogue = slice.last.then(|| {
             let residual = epilogue.residual.map(|residual| {
                 assert!(residual.len() >= last, "residual is too short");
                 residual[start..].as_ptr()
             });
             TileEpilogue {
-                bias: epilogue.bias[columns].try_into().expect("a whole panel"),
+                bias: &epilogue.bias[columns],
                 activation: epilogue.activation,
                 residual,
             }
@@ -315,11 +316,12 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
             out: unsafe { region.ptr.add(start) },
             n,
             rows: tile_rows,
+            width,
             epilogue,
         };
-        // SAFETY: `out`'s `tile_rows` rows of NR values at stride `n` are inside the region,
-        // which is ours alone, and hold the previous slice's partial sums unless this is the
-        // first; `residual` was checked above.
+        // SAFETY: `out`'s `tile_rows` rows of `width` values at stride `n` are inside the
+        // region, which is ours alone, and hold the previous slice's partial sums unless this
+        // is the first; `residual` was checked above, the bias has `width` values.
         unsafe { output_tile::<M, I, A>(isa, a, steps, b, out, !slice.first) };
         return;
     }
@@ -392,6 +394,9 @@ pub(crate) trait Rows: Copy {
     ///
     /// `r < MR` and `step` below the steps the source was made for.
     unsafe fn value<const MR: usize>(self, step: usize, r: usize) -> f32;
+
+    /// Where the values are, for [`Isa::tile_steps`].
+    fn bases<const MR: usize>(self) -> RowBases;
 }
 
 /// Rows packed step by step ([`pack_tile`]): `MR` values per step, one pointer at fixed
@@ -404,6 +409,15 @@ impl Rows for PackedRows {
     unsafe fn value<const MR: usize>(self, step: usize, r: usize) -> f32 {
         // SAFETY: the source holds MR values a step; the caller vouches for `r` and `step`.
         unsafe { *self.0.add(step * MR + r) }
+    }
+
+    #[inline(always)]
+    fn bases<const MR: usize>(self) -> RowBases {
+        RowBases {
+            base: self.0,
+            stride: 1,
+            step: MR,
+        }
     }
 }
 
@@ -419,6 +433,15 @@ impl Rows for InPlaceRows {
     unsafe fn value<const MR: usize>(self, step: usize, r: usize) -> f32 {
         // SAFETY: the source holds MR rows of the steps; the caller vouches for `r`, `step`.
         unsafe { *self.base.add(r * self.stride + step) }
+    }
+
+    #[inline(always)]
+    fn bases<const MR: usize>(self) -> RowBases {
+        RowBases {
+            base: self.base,
+            stride: self.stride,
+            step: 1,
+        }
     }
 }
 
@@ -476,10 +499,10 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     }
 }
 
-/// [`tile`] for a whole panel of a tile of several rows, stored from registers into
-/// `out`'s rows: added to the partial sums there if `add`, and stored raw, or through
-/// `out`'s epilogue if it has one. No array of sums passes between slices or to the
-/// epilogue.
+/// [`tile`] for a panel of a tile of several rows whose live columns are whole registers,
+/// stored from registers into `out`'s rows: added to the partial sums there if `add`, and
+/// stored raw, or through `out`'s epilogue if it has one. No array of sums passes between
+/// slices or to the epilogue.
 ///
 /// # Safety
 ///
@@ -493,13 +516,31 @@ pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
     out: OutputTile,
     add: bool,
 ) {
+    let lanes = I::LANES;
     assert!(b.len() >= steps * NR, "b is too short");
     assert!(out.rows <= MR, "a tile's rows");
+    assert!(
+        out.width <= NR && out.width.is_multiple_of(lanes),
+        "whole registers of a panel"
+    );
     let b = b.as_ptr();
-    // A loop of constant trip count, unrolled.
-    for group in (0..NR).step_by(2 * I::LANES) {
-        // SAFETY: passed on from the caller.
-        unsafe { output_group::<MR, I, A>(isa, a, b, steps, group, out, add) };
+    if out.width == NR {
+        // A whole panel: a loop of constant trip count, unrolled.
+        for group in (0..NR).step_by(2 * lanes) {
+            // SAFETY: passed on from the caller; the group is inside the panel.
+            unsafe { output_group::<MR, 2, I, A>(isa, a, b, steps, group, out, add) };
+        }
+        return;
+    }
+    for group in (0..out.width).step_by(2 * lanes) {
+        // SAFETY: as above; a group of one register where only one is live.
+        unsafe {
+            if group + lanes == out.width {
+                output_group::<MR, 1, I, A>(isa, a, b, steps, group, out, add);
+            } else {
+                output_group::<MR, 2, I, A>(isa, a, b, steps, group, out, add);
+            }
+        }
     }
 }
 
@@ -520,6 +561,10 @@ unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     mut sums: [[I::V; R]; MR],
 ) -> [[I::V; R]; MR] {
     let lanes = I::LANES;
+    // SAFETY: as below, for every step.
+    if unsafe { isa.tile_steps(a.bases::<MR>(), b.add(group), NR, steps, &mut sums) } {
+        return sums;
+    }
     for step in 0..steps {
         // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `a` a value for
         // each of its MR rows at `step`; `group + R * lanes <= NR`.
@@ -578,14 +623,14 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
     }
 }
 
-/// [`output_tile`]'s group of two registers: columns `group..group + 2 * lanes` of the
-/// panel, started from `out`'s rows if `add`, and stored to them, raw or finished.
+/// [`output_tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes`
+/// of the panel, started from `out`'s rows if `add`, and stored to them, raw or finished.
 ///
 /// # Safety
 ///
-/// As [`output_tile`]; `group + 2 * lanes <= NR`.
+/// As [`output_tile`]; `group + R * lanes <= out.width`.
 #[inline(always)]
-unsafe fn output_group<const MR: usize, I: Isa, A: Rows>(
+unsafe fn output_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -595,22 +640,22 @@ unsafe fn output_group<const MR: usize, I: Isa, A: Rows>(
     add: bool,
 ) {
     let lanes = I::LANES;
-    let mut sums = [[isa.zero(); 2]; MR];
+    let mut sums = [[isa.zero(); R]; MR];
     if add {
         for (r, sums) in sums.iter_mut().enumerate().take(out.rows) {
             for (j, sum) in sums.iter_mut().enumerate() {
-                // SAFETY: row `r < rows` of `out`, inside its NR columns (the group's).
+                // SAFETY: row `r < rows` of `out`, inside its live columns (the group's).
                 *sum = unsafe { isa.load(out.out.add(r * out.n + group + j * lanes)) };
             }
         }
     }
     // SAFETY: passed on from the caller.
-    let sums = unsafe { group_sums::<MR, 2, I, A>(isa, a, b, steps, group, sums) };
+    let sums = unsafe { group_sums::<MR, R, I, A>(isa, a, b, steps, group, sums) };
     for (r, sums) in sums.into_iter().enumerate().take(out.rows) {
         for (j, sum) in sums.into_iter().enumerate() {
             let at = r * out.n + group + j * lanes;
             // SAFETY: row `r < rows` of `out` (and of the residual, at the same offset),
-            // inside its NR columns; the bias holds NR values.
+            // inside its live columns; the bias holds a value for each of them.
             unsafe {
                 let value = match out.epilogue {
                     None => sum,
@@ -629,27 +674,29 @@ unsafe fn output_group<const MR: usize, I: Isa, A: Rows>(
     }
 }
 
-/// Where a whole panel of a tile of several rows goes straight from [`register_group`]'s
-/// registers: `rows` rows of [`NR`] values from `out` (row stride `n`), which hold the
-/// previous slices' partial sums when the sums are added to them; raw sums, or finished by
-/// `epilogue` on the last slice.
+/// Where a panel of a tile of several rows goes straight from [`output_group`]'s
+/// registers: `rows` rows of `width` values (the panel's live columns, whole registers)
+/// from `out` (row stride `n`), which hold the previous slices' partial sums when the sums
+/// are added to them; raw sums, or finished by `epilogue` on the last slice.
 ///
 /// Its maker vouches that `out` is valid for reads and writes, and the epilogue's
-/// `residual` for reads, of those rows, which no one else accesses meanwhile.
+/// `residual` for reads, of those rows, which no one else accesses meanwhile, and that the
+/// epilogue's `bias` holds `width` values.
 #[derive(Clone, Copy)]
 pub(crate) struct OutputTile<'a> {
     out: *mut f32,
     n: usize,
     rows: usize,
+    width: usize,
     epilogue: Option<TileEpilogue<'a>>,
 }
 
-/// A whole panel's epilogue for [`OutputTile`]: each value `activation(sum + bias)`, plus
-/// the residual's value at the same offset from `residual` (its row stride is the
-/// output's), if given.
+/// A panel's epilogue for [`OutputTile`]: each value `activation(sum + bias)`, plus the
+/// residual's value at the same offset from `residual` (its row stride is the output's),
+/// if given.
 #[derive(Clone, Copy)]
 pub(crate) struct TileEpilogue<'a> {
-    bias: &'a [f32; NR],
+    bias: &'a [f32],
     activation: Option<crate::model::activation::Activation>,
     residual: Option<*const f32>,
 }
