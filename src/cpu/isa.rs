@@ -64,6 +64,12 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// computes it value by value.
     fn activate_register(self, value: Self::V, activation: Option<Activation>) -> Self::V;
 
+    /// Asks for the cache line at `ptr` to be brought in; a hint, never a fault.
+    #[inline(always)]
+    fn prefetch(self, ptr: *const f32) {
+        let _ = ptr;
+    }
+
     /// The tile kernel's steps written out register by register, where the instruction set
     /// has them: for every step `s < steps`, `sums[r][j] += a(s, r) * b[s * b_stride + j *
     /// LANES..]` (a register of columns), row `r`'s values at `rows`. Returns false, with
@@ -317,6 +323,12 @@ mod x86 {
         type V = __m512;
 
         #[inline(always)]
+        fn prefetch(self, ptr: *const f32) {
+            // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) }
+        }
+
+        #[inline(always)]
         fn zero(self) -> __m512 {
             // SAFETY: `self` proves AVX-512F.
             unsafe { _mm512_setzero_ps() }
@@ -362,6 +374,12 @@ mod x86 {
         const LANES: usize = 8;
         const TILE_ROWS: usize = 6;
         type V = __m256;
+
+        #[inline(always)]
+        fn prefetch(self, ptr: *const f32) {
+            // SAFETY: a prefetch is a hint: it never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.cast()) }
+        }
 
         #[inline(always)]
         fn zero(self) -> __m256 {

@@ -133,6 +133,19 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
             let b = b.unwrap_or(gated);
             for panel in region.first_panel..region.end_panel {
                 let start = ((panel - b_first_panel) * k + k_start) * NR;
+                // Few tiles read a panel on small maps, so the first of them would wait on
+                // memory for the weights: the tiles ask for the next panel's slice, a share
+                // each, while they run.
+                let tile_count = tiles.full + tiles.quads + tiles.singles;
+                let next = if panel + 1 < region.end_panel && tile_count <= PREFETCH_TILES {
+                    &b[start + k * NR..start + k * NR + depth * NR]
+                } else {
+                    &[]
+                };
+                let prefetch = Prefetch {
+                    next,
+                    share: next.len().div_ceil(tile_count.max(1)),
+                };
                 let b = &b[start..start + depth * NR];
                 let columns = panel * NR..(panel * NR + NR).min(n);
                 let at = |first_row| TileAt {
@@ -150,24 +163,50 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
                 // `Tiles` counts whole tiles, so every tile's rows are below `rows`; a packed
                 // tile holds `depth` steps of its rows.
                 for index in 0..tiles.full {
+                    prefetch.share(isa, index);
                     let packed = (!direct).then(|| &whole[index * MR * depth..]);
                     let at = at(tiles.whole_row::<MR>(index));
                     // SAFETY: passed on from the caller; the tile's rows, see above.
                     unsafe { run_rows::<MR, I>(isa, source, packed, b, at, epilogue, region) };
                 }
                 for index in 0..tiles.quads {
+                    prefetch.share(isa, tiles.full + index);
                     let packed = (!direct).then(|| &quads[index * TAIL * depth..]);
                     let at = at(tiles.quad_row::<MR>(index));
                     // SAFETY: as above.
                     unsafe { run_rows::<TAIL, I>(isa, source, packed, b, at, epilogue, region) };
                 }
                 for index in 0..tiles.singles {
+                    prefetch.share(isa, tiles.full + tiles.quads + index);
                     let packed = (packed_singles > 0).then(|| &singles[index * depth..]);
                     let at = at(tiles.single_row::<MR>(index));
                     // SAFETY: as above.
                     unsafe { run_rows::<1, I>(isa, source, packed, b, at, epilogue, region) };
                 }
             }
+        }
+    }
+}
+
+/// Panels read by at most this many tiles (a block of rows of a small map: 49 rows are 9
+/// tiles on AVX2) have the next panel's slice prefetched while they run.
+const PREFETCH_TILES: usize = 16;
+
+/// The next panel's slice of `b`, asked for a `share` of values per tile.
+#[derive(Clone, Copy)]
+struct Prefetch<'a> {
+    next: &'a [f32],
+    share: usize,
+}
+
+impl Prefetch<'_> {
+    /// Tile `index`'s share: a prefetch per cache line (16 values).
+    #[inline(always)]
+    fn share<I: Isa>(self, isa: I, index: usize) {
+        let start = (index * self.share).min(self.next.len());
+        let end = (start + self.share).min(self.next.len());
+        for at in (start..end).step_by(16) {
+            isa.prefetch(self.next[at..].as_ptr());
         }
     }
 }
