@@ -2,7 +2,7 @@
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
 use super::pack::{NR, pack_tile};
-use super::{Epilogue, Operands, Region, RegionProduct};
+use super::{Epilogue, Operands, Origin, Region, RegionProduct};
 use crate::cpu::isa::{Isa, RowBases};
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -35,7 +35,13 @@ const DIRECT_PANELS: usize = 2;
 /// Over at most [`DIRECT_PANELS`] panels, the tiles are read from `a` where they are, not
 /// packed. A gate (`a_scale`) then scales the region's panels of `b` (`k x NR` values a
 /// panel) instead of the rows of `a`, when those are the fewer values; otherwise the
-/// product packs as above. Single rows are read in place unless a gate scales them.
+/// product packs as above. Single rows are read in place unless a gate scales them. A
+/// chunk's rows ([`Origin::Chunk`]: windows or expanded rows just written, in cache) are
+/// read in place over any number of panels: packing them was a second copy of what the
+/// caller had just made (V2-S's Fused-MBConv convolutions 5% faster without it).
+///
+/// A layer's product ([`Origin::Layer`]) whose panels are read by few tiles (a small map)
+/// prefetches each next panel while the tiles run ([`PREFETCH_TILES`]).
 ///
 /// # Safety
 ///
@@ -51,6 +57,7 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
                 b,
                 k,
                 n,
+                origin,
             },
         epilogue,
         region,
@@ -61,7 +68,8 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
         return;
     }
     let panels = region.end_panel - region.first_panel;
-    let direct = panels <= DIRECT_PANELS && (a_scale.is_none() || rows >= panels * NR);
+    let direct = (origin == Origin::Chunk && a_scale.is_none())
+        || (panels <= DIRECT_PANELS && (a_scale.is_none() || rows >= panels * NR));
     // The region's panels of `b`, gated if the rows are read directly: at the front of
     // `scratch`, the packed tiles after them.
     let (b, b_first_panel, pack_scale, gated_len) = match a_scale {
@@ -137,7 +145,10 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
                 // memory for the weights: the tiles ask for the next panel's slice, a share
                 // each, while they run.
                 let tile_count = tiles.full + tiles.quads + tiles.singles;
-                let next = if panel + 1 < region.end_panel && tile_count <= PREFETCH_TILES {
+                let next = if origin == Origin::Layer
+                    && panel + 1 < region.end_panel
+                    && tile_count <= PREFETCH_TILES
+                {
                     &b[start + k * NR..start + k * NR + depth * NR]
                 } else {
                     &[]

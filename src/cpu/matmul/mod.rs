@@ -80,6 +80,19 @@ struct Operands<'a> {
     b: &'a [f32],
     k: usize,
     n: usize,
+    /// Where the operands come from.
+    origin: Origin,
+}
+
+/// Where a product's operands come from, which decides how [`kernel::blocked`] reads them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Origin {
+    /// A layer's product over the pool ([`parallel`]): the weights come from memory, once.
+    Layer,
+    /// A chunk of a larger product ([`serial`]): `a` was just written (unfolded windows,
+    /// expanded rows) and is read where it is; the weights are read again from cache, chunk
+    /// after chunk.
+    Chunk,
 }
 
 impl<'a> RegionProduct<'a> {
@@ -104,6 +117,7 @@ impl<'a> RegionProduct<'a> {
             b,
             k,
             n,
+            origin: _,
         } = operands;
         let rows = region.rows;
         assert!(
@@ -172,6 +186,7 @@ pub(crate) fn serial(
         b,
         k,
         n,
+        origin: Origin::Chunk,
     };
     // SAFETY: the region is all of `c`, borrowed mutably for the call.
     let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
@@ -343,6 +358,7 @@ pub(crate) fn parallel(
                 b,
                 k,
                 n,
+                origin: Origin::Layer,
             };
             let epilogue = epilogue.starting_at_row(first_row, n);
             // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
