@@ -230,14 +230,14 @@ pub(crate) fn for_row_blocks<S>(
 const SHARED_WEIGHTS_BYTES: usize = 256 * 1024;
 
 /// How [`parallel`] splits one sample's product into tasks: `row_blocks` blocks of rows
-/// ([`rows_of`](Self::rows_of)) times `panel_groups` groups of `group` panels (the last may
-/// have fewer).
+/// ([`rows_of`](Self::rows_of)) times `panel_groups` groups of panels
+/// ([`panels_of`](Self::panels_of)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Partition {
     rows: usize,
     row_blocks: usize,
+    panels: usize,
     panel_groups: usize,
-    group: usize,
 }
 
 impl Partition {
@@ -259,13 +259,20 @@ impl Partition {
                 let row_blocks = tasks.min(row_tiles);
                 (row_blocks, tasks.div_ceil(row_blocks).clamp(1, panels))
             };
-        let group = panels.div_ceil(panel_groups);
         Self {
             rows,
             row_blocks,
-            panel_groups: panels.div_ceil(group),
-            group,
+            panels,
+            panel_groups,
         }
+    }
+
+    /// The panels of group `index`: dealt out evenly, so that groups differ by one panel at
+    /// most (10 panels in 8 groups are 1 or 2 each, not 2 each in 5 groups, which two
+    /// threads would share 6 to 4).
+    fn panels_of(self, index: usize) -> std::ops::Range<usize> {
+        let start = |index: usize| index.min(self.panel_groups) * self.panels / self.panel_groups;
+        start(index)..start(index + 1)
     }
 
     /// The rows of block `index`: the whole multiples of [`ROW_QUANTUM`] dealt out evenly,
@@ -328,11 +335,7 @@ pub(crate) fn parallel(
     assert!(a_scale.is_none_or(|s| s.len() >= samples * k));
     let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
     let partition = Partition::new(wanted.div_ceil(samples), rows, panels, k);
-    let (row_blocks, panel_groups, group) = (
-        partition.row_blocks,
-        partition.panel_groups,
-        partition.group,
-    );
+    let (row_blocks, panel_groups) = (partition.row_blocks, partition.panel_groups);
     let output = SharedOutput(c.as_mut_ptr());
     (0..samples * row_blocks * panel_groups)
         .into_par_iter()
@@ -348,8 +351,8 @@ pub(crate) fn parallel(
                 // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
                 ptr: unsafe { output.get().add(first_row * n) },
                 rows: block.len(),
-                first_panel: panel_group * group,
-                end_panel: ((panel_group + 1) * group).min(panels),
+                first_panel: partition.panels_of(panel_group).start,
+                end_panel: partition.panels_of(panel_group).end,
             };
             let operands = Operands {
                 a: &a[first_row * k..],
@@ -617,9 +620,17 @@ mod tests {
                         longest.is_none_or(|l| l <= shortest + ROW_QUANTUM),
                         "{case}"
                     );
-                    // Groups covering the panels, none empty.
-                    assert!((p.panel_groups - 1) * p.group < panels, "{case}");
-                    assert!(p.panel_groups * p.group >= panels, "{case}");
+                    // Groups in order covering the panels, none empty, within one panel of
+                    // each other.
+                    let groups: Vec<_> = (0..p.panel_groups).map(|i| p.panels_of(i)).collect();
+                    assert_eq!(groups[0].start, 0, "{case}");
+                    assert_eq!(groups[p.panel_groups - 1].end, panels, "{case}");
+                    for pair in groups.windows(2) {
+                        assert_eq!(pair[0].end, pair[1].start, "{case}");
+                    }
+                    let fewest = groups.iter().map(|g| g.len()).min().unwrap();
+                    let most = groups.iter().map(|g| g.len()).max().unwrap();
+                    assert!(fewest > 0 && most <= fewest + 1, "{case}");
                 }
             }
         }
@@ -628,7 +639,15 @@ mod tests {
         let shared = Partition::new(4, 196, 15, 80);
         assert_eq!((shared.row_blocks, shared.panel_groups), (4, 1));
         let wide = Partition::new(4, 49, 40, 320);
-        assert_eq!((wide.row_blocks, wide.panel_groups, wide.group), (1, 4, 10));
+        assert_eq!((wide.row_blocks, wide.panel_groups), (1, 4));
+        assert_eq!(wide.panels_of(3), 30..40);
+        // B0's 7x7 projection to 320 channels (10 panels) in 8 tasks: 8 groups of 1 or 2.
+        let project = Partition::new(8, 49, 10, 1152);
+        let sizes: Vec<_> = (0..8).map(|i| project.panels_of(i).len()).collect();
+        assert_eq!(
+            (project.panel_groups, sizes),
+            (8, vec![1, 1, 1, 2, 1, 1, 1, 2])
+        );
         // A 7x7 map against a narrow layer: rows only, the last block taking the rest.
         let narrow = Partition::new(4, 49, 1, 320);
         let blocks: Vec<_> = (0..4).map(|i| narrow.rows_of(i).len()).collect();
