@@ -4,8 +4,9 @@
 //! each `MR x NR` tile right after its sums.
 //!
 //! - [`pack`]: the packed operands.
-//! - [`kernel`]: the micro-kernel, one function generic over the instruction set, and its
-//!   cache blocking.
+//! - [`kernel`]: the micro-kernel, one function generic over the instruction set (whose
+//!   inner loop an instruction set may write out itself, [`Isa::tile_steps`]: AVX2's is
+//!   `asm!`), and its cache blocking.
 //! - this file: the drivers, [`serial`] (inside a task of the caller's) and [`parallel`]
 //!   (splitting rows, and panels where rows are few, over rayon's pool).
 //!
