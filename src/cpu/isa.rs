@@ -4,7 +4,8 @@
 //! only [`Detected::new`] can make, after asking the CPU (as the `gemm` crate's `simd`
 //! tokens and MLAS's CPUID-filled function table do). Kernels are generic over [`Isa`] and
 //! take the token as an argument, so code that executes AVX-512 cannot be instantiated
-//! without proof that the CPU has it; the token's methods are the only place that proof is
+//! without proof that the CPU has it; the token's methods (and the one `#[target_feature]`
+//! function only they call, AVX2's hand-written tile loop) are the only place that proof is
 //! turned into an `unsafe` intrinsic call.
 //!
 //! A kernel also has to be *compiled* for the instructions to be fast: a [`Kernel`]'s
@@ -431,17 +432,15 @@ mod x86 {
             steps: usize,
             sums: &mut [[__m256; R]; MR],
         ) -> bool {
-            let Ok([s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51]) =
-                <&mut [__m256; 12]>::try_from(sums.as_flattened_mut())
-            else {
-                return false;
-            };
+            // The 6 x 2 tile only (its 12 registers, row by row).
             if MR != 6 {
                 return false;
             }
-            let sums = [s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51];
+            let Ok(registers) = <&mut [__m256; 12]>::try_from(sums.as_flattened_mut()) else {
+                return false;
+            };
             // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
-            unsafe { avx2_tile_steps(rows, b, b_stride, steps, sums) };
+            unsafe { avx2_tile_steps(rows, b, b_stride, steps, registers.each_mut()) };
             true
         }
     }
