@@ -59,6 +59,13 @@ fn gemm_crate(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32])
     }
 }
 
+/// Runs `timed` (criterion's loop) on a thread of rayon's pool, as a planned forward runs
+/// its layers: called from criterion's own thread, every product would hand its tasks over
+/// to the pool and wake a worker, a cost the model does not pay.
+fn in_pool(timed: impl FnOnce() + Send) {
+    rayon::scope(|_| timed());
+}
+
 fn pointwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("pointwise");
     // (name, rows, k, n, SiLU, residual)
@@ -98,12 +105,14 @@ fn pointwise(c: &mut Criterion) {
 
         let id = format!("{m}x{k}x{n}");
         group.bench_function(BenchmarkId::new(format!("{name}/engine"), &id), |b| {
-            b.iter(|| packed.product(&a, &bias, silu, residual, &mut ours))
+            in_pool(|| b.iter(|| packed.product(&a, &bias, silu, residual, &mut ours)))
         });
         group.bench_function(BenchmarkId::new(format!("{name}/gemm+pass"), &id), |b| {
-            b.iter(|| {
-                gemm_crate(m, k, n, &a, &weights, &mut theirs);
-                epilogue_pass(&mut theirs, &bias, silu, residual);
+            in_pool(|| {
+                b.iter(|| {
+                    gemm_crate(m, k, n, &a, &weights, &mut theirs);
+                    epilogue_pass(&mut theirs, &bias, silu, residual);
+                })
             })
         });
     }
@@ -119,10 +128,12 @@ fn activation(c: &mut Criterion) {
     let mut map = input.clone();
     for (name, silu) in [("bias", false), ("bias+silu", true)] {
         group.bench_function(BenchmarkId::new(name, "56x56x144"), |b| {
-            b.iter(|| {
-                // From the same values each time: repeated bias adds would drift.
-                map.copy_from_slice(&input);
-                epilogue_pass(&mut map, &bias, silu, None);
+            in_pool(|| {
+                b.iter(|| {
+                    // From the same values each time: repeated bias adds would drift.
+                    map.copy_from_slice(&input);
+                    epilogue_pass(&mut map, &bias, silu, None);
+                })
             })
         });
     }
