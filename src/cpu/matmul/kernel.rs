@@ -594,8 +594,15 @@ pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
     }
 }
 
+/// Independent sums a register group keeps busy: a core finishing two multiply-adds a
+/// cycle, each four cycles long, needs eight under way.
+const SUMS_UNDER_WAY: usize = 8;
+
 /// The sums of columns `group..group + R * lanes` of a panel over `steps` steps, from
 /// `sums` on, in `R x MR` registers: each row value broadcast once for `R` multiply-adds.
+/// A group with fewer than [`SUMS_UNDER_WAY`] sums (AVX2's 8-column remainder of a panel:
+/// 6 rows x 1 register) deals its steps out to two sets of sums, added at the end, so that
+/// it does not wait on its own multiply-adds.
 ///
 /// # Safety
 ///
@@ -610,28 +617,66 @@ unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     group: usize,
     mut sums: [[I::V; R]; MR],
 ) -> [[I::V; R]; MR] {
-    let lanes = I::LANES;
-    // SAFETY: as below, for every step.
+    // SAFETY: the caller's word, for all `steps`.
     if unsafe { isa.tile_steps(a.bases::<MR>(), b.add(group), NR, steps, &mut sums) } {
         return sums;
     }
-    for step in 0..steps {
-        // SAFETY: `step < steps`, so `b` has NR values at `step * NR` and `a` a value for
-        // each of its MR rows at `step`; `group + R * lanes <= NR`.
+    if MR * R >= SUMS_UNDER_WAY {
+        for step in 0..steps {
+            // SAFETY: `step < steps`; the rest is the caller's word.
+            unsafe { group_step::<MR, R, I, A>(isa, a, b, step, group, &mut sums) };
+        }
+        return sums;
+    }
+    let mut odd = [[isa.zero(); R]; MR];
+    for pair in 0..steps / 2 {
+        // SAFETY: `2 * pair + 1 < steps`; the rest is the caller's word.
         unsafe {
-            let mut columns = [isa.zero(); R];
-            for (j, column) in columns.iter_mut().enumerate() {
-                *column = isa.load(b.add(step * NR + group + j * lanes));
-            }
-            for (r, sums) in sums.iter_mut().enumerate() {
-                let value = isa.splat(a.value::<MR>(step, r));
-                for (sum, column) in sums.iter_mut().zip(columns) {
-                    *sum = isa.fmadd(value, column, *sum);
-                }
-            }
+            group_step::<MR, R, I, A>(isa, a, b, 2 * pair, group, &mut sums);
+            group_step::<MR, R, I, A>(isa, a, b, 2 * pair + 1, group, &mut odd);
+        }
+    }
+    if steps % 2 == 1 {
+        // SAFETY: as above.
+        unsafe { group_step::<MR, R, I, A>(isa, a, b, steps - 1, group, &mut sums) };
+    }
+    for (sums, odd) in sums.iter_mut().zip(odd) {
+        for (sum, odd) in sums.iter_mut().zip(odd) {
+            *sum = isa.add(*sum, odd);
         }
     }
     sums
+}
+
+/// One step of [`group_sums`] into `sums`.
+///
+/// # Safety
+///
+/// As [`group_sums`], with `step < steps`.
+#[inline(always)]
+unsafe fn group_step<const MR: usize, const R: usize, I: Isa, A: Rows>(
+    isa: I,
+    a: A,
+    b: *const f32,
+    step: usize,
+    group: usize,
+    sums: &mut [[I::V; R]; MR],
+) {
+    let lanes = I::LANES;
+    // SAFETY: `b` has NR values at `step * NR` and `a` a value for each of its MR rows at
+    // `step` (the caller's word); `group + R * lanes <= NR`.
+    unsafe {
+        let mut columns = [isa.zero(); R];
+        for (j, column) in columns.iter_mut().enumerate() {
+            *column = isa.load(b.add(step * NR + group + j * lanes));
+        }
+        for (r, sums) in sums.iter_mut().enumerate() {
+            let value = isa.splat(a.value::<MR>(step, r));
+            for (sum, column) in sums.iter_mut().zip(columns) {
+                *sum = isa.fmadd(value, column, *sum);
+            }
+        }
+    }
 }
 
 /// [`tile`]'s group of `R` registers (1 or 2): columns `group..group + R * lanes` of the
