@@ -530,14 +530,10 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
         }
         return;
     }
-    if width >= NR {
-        // A whole panel: a loop of constant trip count, unrolled.
-        for group in (0..NR).step_by(2 * lanes) {
-            // SAFETY: passed on from the caller.
-            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add) };
-        }
-        return;
-    }
+    // Tiles of several rows come here only for panels whose live columns are not whole
+    // registers (AVX-512's last 8 or 24 columns of a layer); the others go from registers
+    // to the output ([`output_tile`]).
+    let width = width.min(NR);
     for group in (0..width).step_by(2 * lanes) {
         if group + lanes >= width {
             // SAFETY: passed on from the caller.

@@ -347,13 +347,14 @@ pub(crate) fn parallel(
             );
             let (row_block, panel_group) = (rest / panel_groups, rest % panel_groups);
             let block = partition.rows_of(row_block);
+            let group_panels = partition.panels_of(panel_group);
             let first_row = sample * rows + block.start;
             let region = Region {
                 // SAFETY: `first_row * n` is inside `c` (first_row < samples * rows).
                 ptr: unsafe { output.get().add(first_row * n) },
                 rows: block.len(),
-                first_panel: partition.panels_of(panel_group).start,
-                end_panel: partition.panels_of(panel_group).end,
+                first_panel: group_panels.start,
+                end_panel: group_panels.end,
             };
             let operands = Operands {
                 a: &a[first_row * k..],
