@@ -42,6 +42,38 @@ fn for_inference_plans_on_flex_and_matches_the_unplanned_model() {
 }
 
 #[test]
+fn full_width_small_maps_match_the_unplanned_model() {
+    // B0 at its full width on a 64x64 image: its last stages run on 4x4 and 2x2 maps, where
+    // the projections' weights (up to 1152 x 320) are split into panel groups over the
+    // threads and the squeeze-excitation gates are applied to the map before the product,
+    // not as each group reads its rows. A slim model never reaches that path.
+    let device = Device::flex();
+    let model = EfficientNetConfig::b0()
+        .with_num_classes(7)
+        .init(&device)
+        .valid();
+    let planned = model.clone().for_inference();
+    assert!(planned.is_planned());
+    for batch in [1, 2] {
+        let x = Tensor::random([batch, 3, 64, 64], Distribution::Normal(0.0, 1.0), &device);
+        let expected = model.forward(x.clone()).into_data();
+        let diff = max_abs_diff(&planned.forward(x).into_data(), &expected);
+        // Freshly initialised, this deep a model's logits are tiny (about 1e-13): the bound
+        // is relative to their size.
+        let scale = expected
+            .as_slice::<f32>()
+            .unwrap()
+            .iter()
+            .fold(0.0f32, |max, value| max.max(value.abs()));
+        assert!(scale > 0.0, "batch {batch}: all logits zero");
+        assert!(
+            diff <= 1e-4 * scale,
+            "batch {batch}: {diff} against logits up to {scale}"
+        );
+    }
+}
+
+#[test]
 fn other_weights_make_another_inference_model() {
     // An InferenceModel cannot change its weights (nothing to go stale): loading another
     // checkpoint or fine-tuning a head happens on the EfficientNet, which is then prepared

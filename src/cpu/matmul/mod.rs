@@ -242,6 +242,13 @@ struct Partition {
 }
 
 impl Partition {
+    /// How [`parallel`] splits a product of `samples` samples of `rows` rows, `k` deep and
+    /// `n` wide, over the threads of the current pool.
+    fn of_layer(samples: usize, rows: usize, k: usize, n: usize) -> Self {
+        let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
+        Self::new(wanted.div_ceil(samples.max(1)), rows, n.div_ceil(NR), k)
+    }
+
     /// About `tasks` tasks over `rows` rows and `panels` panels of `k` rows. Every row
     /// block reads all the weights of its panels and every panel group all the rows: a
     /// product whose weights are the wider operand (more columns than rows) and too large
@@ -292,6 +299,14 @@ impl Partition {
     }
 }
 
+/// Whether [`parallel`] splits the panels of a product of `samples` samples of `rows` rows,
+/// `k` deep and `n` wide, into groups: each group then reads all the rows, so a gate
+/// (`a_scale`) is applied to them once per group as they are read. A caller that owns the
+/// rows scales them once instead (small maps' projections: B0's 7x7 blocks).
+pub(crate) fn splits_panels(samples: usize, rows: usize, k: usize, n: usize) -> bool {
+    Partition::of_layer(samples, rows, k, n).panel_groups > 1
+}
+
 /// A pointer that tasks writing disjoint parts of one buffer share.
 #[derive(Clone, Copy)]
 struct SharedOutput(*mut f32);
@@ -334,8 +349,7 @@ pub(crate) fn parallel(
     }
     assert!(a.len() >= samples * rows * k && c.len() == samples * rows * n);
     assert!(a_scale.is_none_or(|s| s.len() >= samples * k));
-    let wanted = TASKS_PER_THREAD * rayon::current_num_threads();
-    let partition = Partition::new(wanted.div_ceil(samples), rows, panels, k);
+    let partition = Partition::of_layer(samples, rows, k, n);
     let (row_blocks, panel_groups) = (partition.row_blocks, partition.panel_groups);
     let output = SharedOutput(c.as_mut_ptr());
     (0..samples * row_blocks * panel_groups)

@@ -224,6 +224,26 @@ impl Kernel for Gate<'_> {
     }
 }
 
+/// One sample's rows (`[pixels][channels]`), each channel scaled in place by its gate:
+/// the unit of work handed to [`Detected::run`](crate::cpu::isa::Detected::run).
+pub(crate) struct Gated<'a> {
+    pub(crate) rows: &'a mut [f32],
+    pub(crate) gates: &'a [f32],
+}
+
+impl Kernel for Gated<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run<I: Isa>(self, _isa: I) {
+        for row in self.rows.chunks_exact_mut(self.gates.len()) {
+            for (value, &gate) in row.iter_mut().zip(self.gates) {
+                *value *= gate;
+            }
+        }
+    }
+}
+
 /// `a . b`, summed in eight lanes so that it vectorises.
 #[inline(always)]
 fn dot<I: Isa>(isa: I, a: &[f32], b: &[f32]) -> f32 {

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use rayon::prelude::*;
 
 use super::Plan;
-use super::layers::{Block, Conv, Gate, Layout};
+use super::layers::{Block, Conv, Gate, Gated, Layout};
 use super::pool::Nhwc;
 use crate::cpu::depthwise::{self, Depthwise, Geometry};
 use crate::cpu::matmul::{self, Epilogue};
@@ -217,7 +217,7 @@ impl Plan {
                 project,
                 residual,
             } => {
-                let (y, sums) = match expand {
+                let (mut y, sums) = match expand {
                     Some(expand) => match self.expand_depthwise(expand, depthwise, x) {
                         Some(both) => both,
                         None => {
@@ -246,7 +246,24 @@ impl Plan {
                                     gate,
                                 })
                             });
-                        let out = self.conv(project, &y, residual, Some(&gates));
+                        let rows = y.height * y.width;
+                        let n = project.weights.n();
+                        let out = if matmul::splits_panels(y.batch, rows, channels, n) {
+                            // Each group of the projection's panels would gate all the rows
+                            // again as it read them: the map is gated once, where it is.
+                            y.data
+                                .par_chunks_mut(rows * channels)
+                                .zip(gates.par_chunks(channels))
+                                .flat_map(|(sample, gates)| {
+                                    sample
+                                        .par_chunks_mut(GATED_ROWS * channels)
+                                        .map(move |rows| (rows, gates))
+                                })
+                                .for_each(|(rows, gates)| self.isa.run(Gated { rows, gates }));
+                            self.conv(project, &y, residual, None)
+                        } else {
+                            self.conv(project, &y, residual, Some(&gates))
+                        };
                         self.pool.recycle(gates);
                         out
                     }
@@ -558,6 +575,9 @@ fn to_nchw(map: &Nhwc, device: &Device) -> Tensor<4> {
 
 /// Bytes of unfolded windows a task makes before multiplying them ([`Plan::windowed`]).
 const UNFOLDED_BYTES: usize = 32 * 1024;
+
+/// Rows a task gates in place before a projection ([`Gated`]).
+const GATED_ROWS: usize = 16;
 
 /// A map's dimensions, whatever its [`Layout`].
 #[derive(Clone, Copy, Debug)]
