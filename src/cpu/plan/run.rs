@@ -540,17 +540,20 @@ impl Plan {
     /// Per-sample channel sums (`[batch][channels]`) of per-row ones (`[batch * rows][channels]`).
     fn sample_sums(&self, partial: &[f32], batch: usize, rows: usize, channels: usize) -> Aligned {
         let mut sums = self.pool.lend(batch * channels);
-        for (sample, sums) in sums.chunks_exact_mut(channels).enumerate() {
-            sums.fill(0.0);
-            let rows = partial[sample * rows * channels..]
-                .chunks_exact(channels)
-                .take(rows);
-            for row in rows {
-                for (sum, &value) in sums.iter_mut().zip(row) {
-                    *sum += value;
+        // A sample a task: the global pooling of a batch of 8 sums 8 maps.
+        sums.par_chunks_exact_mut(channels)
+            .enumerate()
+            .for_each(|(sample, sums)| {
+                sums.fill(0.0);
+                let rows = partial[sample * rows * channels..]
+                    .chunks_exact(channels)
+                    .take(rows);
+                for row in rows {
+                    for (sum, &value) in sums.iter_mut().zip(row) {
+                        *sum += value;
+                    }
                 }
-            }
-        }
+            });
         sums
     }
 }
