@@ -175,7 +175,6 @@ fn chunk<const L: usize, const PX: usize, I: Isa>(
                 dw,
                 bias: &bias,
                 ky_range: ky_range.clone(),
-                kx_range: 0..k,
                 base_y,
                 ox,
                 first,
@@ -248,16 +247,15 @@ fn chunk<const L: usize, const PX: usize, I: Isa>(
     L
 }
 
-/// `PX` output pixels of a row: output columns `ox..ox + PX` at padded input row `base_y`,
-/// channels `first..first + L`, the taps inside the input being rows `ky_range` and columns
-/// `kx_range` of the kernel.
+/// `PX` output pixels of a row whose windows lie inside the input (in width; rows outside
+/// are left out of `ky_range`): output columns `ox..ox + PX` at padded input row `base_y`,
+/// channels `first..first + L`.
 struct Pixels<'a, const L: usize> {
     input: &'a [f32],
     g: &'a Geometry,
     dw: &'a Depthwise,
     bias: &'a [f32; L],
     ky_range: std::ops::Range<usize>,
-    kx_range: std::ops::Range<usize>,
     base_y: usize,
     ox: usize,
     first: usize,
@@ -291,17 +289,16 @@ fn finished<const L: usize, const PX: usize, const R: usize, I: Isa>(
         dw,
         bias,
         ky_range,
-        kx_range,
         base_y,
         ox,
         first,
     } = pixels;
     let (c, k, s, lanes) = (g.channels, g.kernel, g.stride, I::LANES);
-    // Every value read or written, checked once: the taps are inside the input by the
-    // caller's choice of `ox`, `ky_range` and `kx_range`.
-    if let (Some(last_ky), Some(last_kx)) = (ky_range.clone().last(), kx_range.clone().last()) {
+    // Every value read or written, checked once: the windows are inside the input by the
+    // caller's choice of `ox` and `ky_range`.
+    if let Some(last_ky) = ky_range.clone().last() {
         let last_row = (base_y + last_ky - g.top - g.first_row) * g.width;
-        let last = (last_row + (ox + PX - 1) * s + last_kx - g.left) * c + first + L;
+        let last = (last_row + (ox + PX - 1) * s + k - 1 - g.left) * c + first + L;
         assert!(last <= input.len(), "a depthwise window past its input");
     }
     assert!(
@@ -326,7 +323,7 @@ fn finished<const L: usize, const PX: usize, const R: usize, I: Isa>(
         }
         for ky in ky_range.clone() {
             let row = (base_y + ky - g.top - g.first_row) * g.width;
-            for kx in kx_range.clone() {
+            for kx in 0..k {
                 // SAFETY: tap `ky * k + kx` of the group's channels, and input column
                 // `(ox + p) * s + kx - left` of the row: inside `taps` and `input`, both
                 // asserted above for the largest `ky`, `kx` and pixel.

@@ -299,8 +299,8 @@ impl Partition {
     }
 }
 
-/// Whether [`parallel`] splits the panels of a gated product of `samples` samples of `rows` rows,
-/// `k` deep and `n` wide, into groups: each group then reads all the rows, so a gate
+/// Whether [`parallel`] splits the panels of a gated product of `samples` samples of `rows`
+/// rows, `k` deep and `n` wide, into groups: each group then reads all the rows, so the gate
 /// (`a_scale`) is applied to them once per group as they are read. A caller that owns the
 /// rows scales them once instead (small maps' projections: B0's 7x7 blocks).
 pub(crate) fn splits_panels(samples: usize, rows: usize, k: usize, n: usize) -> bool {
@@ -324,10 +324,10 @@ impl SharedOutput {
 }
 
 /// `c = epilogue(a * b)` over rayon's pool; `a` has `k` columns (row stride `k`) and as many
-/// rows as `c`, `samples` samples of equal row counts. With `a_scale` (`[samples][k]`),
-/// column `j` of a sample's rows is first
-/// multiplied by its `a_scale[sample][j]`: a squeeze-excitation gate on the input channels,
-/// applied while the rows are packed, at no extra pass. Tasks split the rows and, when the
+/// rows as `c`, in `samples` samples of equal row counts. With `a_scale` (`[samples][k]`),
+/// column `j` of a sample's rows is first multiplied by its `a_scale[sample][j]`: a
+/// squeeze-excitation gate on the input channels, applied while the rows are packed, at no
+/// extra pass. Tasks split the rows and, when the
 /// rows are too few to feed every thread (small maps), the panels of `b` too, so that each
 /// task reads only its share of the weights.
 #[allow(clippy::too_many_arguments)]
