@@ -272,10 +272,11 @@ struct Pixels<'a, const L: usize> {
 /// lane loop, and each total its pixels in the same order, so the results are the same to
 /// the bit. [`interior`] (all `L` channels of 2 to 4 pixels at once) spilled at 64 channels
 /// on AVX2 and put every sum through an array before the activation. On one thread, with
-/// SiLU, interleaved in one process: B0's 14x14x480 layer 0.85x, 28x28x240 (5x5) 0.75x,
-/// 7x7x1152 0.91x; V2-S's 24x24x960 0.88x, 12x12x1536 0.92x. One register at a time for
-/// 8 pixels was as fast on some and 15% slower on others (12x12x1536, 24x24x512: pixel
-/// strides of 2 KiB multiples, whose 8 pixels' rows fell into the same L1 sets).
+/// SiLU, old and new interleaved in one process: B0's 14x14x480 layer 0.88x, 7x7x1152 0.91x
+/// (3x3 and 5x5); V2-S's 24x24x960 0.88x, 12x12x1536 0.92x, 24x24x512 0.95x. One register
+/// for 8 pixels first (28x28x240 5x5 0.75x, 56x56x144 0.91-0.95x) was 15% slower at pixel
+/// strides of 2 KiB multiples (12x12x1536, 24x24x512), whose 8 pixels' rows fell into the
+/// same L1 sets.
 #[inline(always)]
 fn finished<const L: usize, const PX: usize, const R: usize, I: Isa>(
     isa: I,
