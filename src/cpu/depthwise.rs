@@ -168,32 +168,23 @@ fn chunk<const L: usize, const PX: usize, I: Isa>(
         // Eight sums under way, 2 pixels x 4 registers or 4 x 2: fewer would wait on their
         // own multiply-adds (the paths below have all of the chunk's registers in flight).
         let fits = |px: usize, r: usize| left >= px && registers.is_multiple_of(r);
+        let window = Window {
+            ky_range: ky_range.clone(),
+            base_y,
+            ox,
+            first,
+        };
         if L.is_multiple_of(I::LANES) && ox >= inside_start && (fits(2, 4) || fits(4, 2)) {
-            let pixels = Pixels {
-                input,
-                g,
-                dw,
-                bias: &bias,
-                ky_range: ky_range.clone(),
-                base_y,
-                ox,
-                first,
-            };
+            let (bias, total) = (&bias, &mut total);
             ox += if fits(2, 4) {
-                finished::<L, 2, 4, I>(isa, pixels, out, &mut total)
+                finished::<L, 2, 4, I>(isa, input, g, dw, bias, window, out, total)
             } else {
-                finished::<L, 4, 2, I>(isa, pixels, out, &mut total)
+                finished::<L, 4, 2, I>(isa, input, g, dw, bias, window, out, total)
             };
             continue;
         }
         if PX > 1 && ox >= inside_start && ox + PX <= inside_end {
             let acc = if L.is_multiple_of(I::LANES) && L / I::LANES <= MAX_REGISTERS {
-                let window = Window {
-                    ky_range: ky_range.clone(),
-                    base_y,
-                    ox,
-                    first,
-                };
                 interior::<L, PX, I>(isa, input, g, dw, &bias, window)
             } else {
                 let mut acc = [bias; PX];
@@ -247,26 +238,13 @@ fn chunk<const L: usize, const PX: usize, I: Isa>(
     L
 }
 
-/// `PX` output pixels of a row whose windows lie inside the input (in width; rows outside
-/// are left out of `ky_range`): output columns `ox..ox + PX` at padded input row `base_y`,
-/// channels `first..first + L`.
-struct Pixels<'a, const L: usize> {
-    input: &'a [f32],
-    g: &'a Geometry,
-    dw: &'a Depthwise,
-    bias: &'a [f32; L],
-    ky_range: std::ops::Range<usize>,
-    base_y: usize,
-    ox: usize,
-    first: usize,
-}
-
-/// `pixels`, finished: summed, activated, added to the row's channel `total` and stored
-/// into `out`, from registers. `R` registers of channels at a time (`L` a multiple of them),
-/// so that the `PX x R` sums, the tap's `R` weights and one input value are all that is
-/// live (13 registers at 2 x 4 or 4 x 2), each weight loaded once for the `PX` pixels; the
-/// sums then go through the activation into the output and the total without passing
-/// through memory. Returns `PX`.
+/// The `PX` output pixels at `window`, whose windows lie inside the input (in width; rows
+/// outside are left out of `ky_range`), finished: summed, activated, added to the row's
+/// channel `total` and stored into `out`, from registers. `R` registers of channels at a
+/// time (`L` a multiple of them), so that the `PX x R` sums, the tap's `R` weights and one
+/// input value are all that is live (13 registers at 2 x 4 or 4 x 2), each weight loaded
+/// once for the `PX` pixels; the sums then go through the activation into the output and
+/// the total without passing through memory. Returns `PX`.
 ///
 /// Each output value takes its taps in the same order as [`interior`]'s and [`chunk`]'s
 /// lane loop, and each total its pixels in the same order, so the results are the same to
@@ -278,34 +256,26 @@ struct Pixels<'a, const L: usize> {
 /// strides of 2 KiB multiples (12x12x1536, 24x24x512), whose 8 pixels' rows fell into the
 /// same L1 sets.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn finished<const L: usize, const PX: usize, const R: usize, I: Isa>(
     isa: I,
-    pixels: Pixels<L>,
+    input: &[f32],
+    g: &Geometry,
+    dw: &Depthwise,
+    bias: &[f32; L],
+    window: Window,
     out: &mut [f32],
     total: &mut [f32; L],
 ) -> usize {
-    let Pixels {
-        input,
-        g,
-        dw,
-        bias,
+    // Every value read or written, checked once: the reads, then the writes.
+    window.check::<L, PX>(input, g, dw);
+    let Window {
         ky_range,
         base_y,
         ox,
         first,
-    } = pixels;
+    } = window;
     let (c, k, s, lanes) = (g.channels, g.kernel, g.stride, I::LANES);
-    // Every value read or written, checked once: the windows are inside the input by the
-    // caller's choice of `ox` and `ky_range`.
-    if let Some(last_ky) = ky_range.clone().last() {
-        let last_row = (base_y + last_ky - g.top - g.first_row) * g.width;
-        let last = (last_row + (ox + PX - 1) * s + k - 1 - g.left) * c + first + L;
-        assert!(last <= input.len(), "a depthwise window past its input");
-    }
-    assert!(
-        (k * k - 1) * c + first + L <= dw.taps.len(),
-        "taps too short"
-    );
     assert!(
         (ox + PX - 1) * c + first + L <= out.len(),
         "depthwise pixels past their row"
@@ -369,14 +339,34 @@ fn finished<const L: usize, const PX: usize, const R: usize, I: Isa>(
 /// Registers of one pixel's channels an explicit-register [`interior`] holds at most.
 const MAX_REGISTERS: usize = 8;
 
-/// Where [`interior`]'s `PX` output pixels are: output columns `ox..ox + PX` of the output
-/// row at padded input row `base_y`, whose taps inside the input are rows `ky_range`;
-/// channels `first..first + L`.
+/// Where [`interior`]'s and [`finished`]'s `PX` output pixels are: output columns
+/// `ox..ox + PX` of the output row at padded input row `base_y`, whose taps inside the
+/// input are rows `ky_range`; channels `first..first + L`.
 struct Window {
     ky_range: std::ops::Range<usize>,
     base_y: usize,
     ox: usize,
     first: usize,
+}
+
+impl Window {
+    /// Asserts that the `PX` pixels' taps inside the input, `L` channels each, and the
+    /// taps' `L` weights are inside `input` and `dw.taps`: the windows are inside the input
+    /// by the caller's choice of `ox` and `ky_range`, so the last value is the only one to
+    /// check.
+    #[inline(always)]
+    fn check<const L: usize, const PX: usize>(&self, input: &[f32], g: &Geometry, dw: &Depthwise) {
+        let (c, k, s) = (g.channels, g.kernel, g.stride);
+        if let Some(last_ky) = self.ky_range.clone().last() {
+            let last_row = (self.base_y + last_ky - g.top - g.first_row) * g.width;
+            let last = (last_row + (self.ox + PX - 1) * s + k - 1 - g.left) * c + self.first + L;
+            assert!(last <= input.len(), "a depthwise window past its input");
+        }
+        assert!(
+            (k * k - 1) * c + self.first + L <= dw.taps.len(),
+            "taps too short"
+        );
+    }
 }
 
 /// The sums (bias included) of `PX` output pixels whose windows lie inside the input (in
@@ -394,6 +384,11 @@ fn interior<const L: usize, const PX: usize, I: Isa>(
     bias: &[f32; L],
     window: Window,
 ) -> [[f32; L]; PX] {
+    if window.ky_range.is_empty() {
+        return [*bias; PX];
+    }
+    // The last value any tap reads, checked once.
+    window.check::<L, PX>(input, g, dw);
     let Window {
         ky_range,
         base_y,
@@ -402,18 +397,6 @@ fn interior<const L: usize, const PX: usize, I: Isa>(
     } = window;
     let (c, k, s, lanes) = (g.channels, g.kernel, g.stride, I::LANES);
     let registers = L / lanes;
-    if ky_range.is_empty() {
-        return [*bias; PX];
-    }
-    // The last value any tap reads, checked once: the windows are inside the input by the
-    // caller's choice of `ox` and `ky_range`.
-    let last_row = (base_y + ky_range.end - 1 - g.top - g.first_row) * g.width;
-    let last = (last_row + (ox + PX - 1) * s + k - 1 - g.left) * c + first + L;
-    assert!(last <= input.len(), "a depthwise window past its input");
-    assert!(
-        (k * k - 1) * c + first + L <= dw.taps.len(),
-        "taps too short"
-    );
     let mut acc = [[isa.zero(); MAX_REGISTERS]; PX];
     for acc in acc.iter_mut() {
         for (r, acc) in acc.iter_mut().enumerate().take(registers) {

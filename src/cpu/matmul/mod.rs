@@ -327,9 +327,9 @@ impl SharedOutput {
 /// rows as `c`, in `samples` samples of equal row counts. With `a_scale` (`[samples][k]`),
 /// column `j` of a sample's rows is first multiplied by its `a_scale[sample][j]`: a
 /// squeeze-excitation gate on the input channels, applied while the rows are packed, at no
-/// extra pass. Tasks split the rows and, when the
-/// rows are too few to feed every thread (small maps), the panels of `b` too, so that each
-/// task reads only its share of the weights.
+/// extra pass. Tasks split the rows and, when the rows are too few to feed every thread
+/// (small maps), the panels of `b` too, so that each task reads only its share of the
+/// weights.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn parallel(
     isa: Detected,
@@ -348,12 +348,12 @@ pub(crate) fn parallel(
     // so that a task packs only its own sample's rows (merged, B0's 7x7 layers at batch 8
     // were 4% slower).
     let samples = samples.max(1);
-    let samples = if a_scale.is_none() && c.len() / n.max(1) / samples < ROW_QUANTUM {
-        1
+    let sample_rows = c.len() / n.max(1) / samples;
+    let (samples, rows) = if a_scale.is_none() && sample_rows < ROW_QUANTUM {
+        (1, samples * sample_rows)
     } else {
-        samples
+        (samples, sample_rows)
     };
-    let rows = c.len() / n.max(1) / samples;
     let panels = n.div_ceil(NR);
     if rows == 0 || panels == 0 {
         return;
