@@ -8,6 +8,10 @@
 //! cargo run --release --example bench_infer -- --variant b0 --batch 1 --resolution 224
 //! ```
 //!
+//! `--serve` takes turns with other runtimes instead (`scripts/bench_pair.py`): after the
+//! warm-up it reads a count from each line of standard input, runs that many forwards and
+//! answers with one JSON line of their times, until standard input ends.
+//!
 //! `--steps` prints instead the 10th percentile of each step's time over the runs (the stem,
 //! every block, the head, the classifier), named and laid out as
 //! `scripts/profile_ort_layers.py` prints ONNX Runtime's, so the two compare line by line.
@@ -56,6 +60,10 @@ struct Args {
     /// engine only (flex, f32).
     #[arg(long, conflicts_with_all = ["unfused", "unplanned"])]
     steps: bool,
+    /// Take turns instead: after the warm-up, read a count a line from standard input, run
+    /// that many forwards and print their times as one JSON line (`scripts/bench_pair.py`).
+    #[arg(long, conflicts_with = "steps")]
+    serve: bool,
 }
 
 /// A tensor of its own with `input`'s values, made before the timer starts: a forward
@@ -100,16 +108,21 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         let model = model.for_inference();
         Box::new(move |x| model.forward(x))
     };
-    for _ in 0..args.warmup {
-        let _ = forward(own_copy(&input)).into_data();
-    }
-    let mut times = Vec::with_capacity(args.runs);
-    for _ in 0..args.runs {
+    // One timed forward, in milliseconds.
+    let time_one = || {
         let input = own_copy(&input);
         let start = Instant::now();
         let _ = forward(input).into_data();
-        times.push(start.elapsed().as_secs_f64() * 1e3);
+        start.elapsed().as_secs_f64() * 1e3
+    };
+    for _ in 0..args.warmup {
+        time_one();
     }
+    if args.serve {
+        serve(time_one);
+        return Ok(());
+    }
+    let mut times: Vec<f64> = (0..args.runs).map(|_| time_one()).collect();
     times.sort_by(f64::total_cmp);
     let median = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
@@ -136,6 +149,31 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         })
     );
     Ok(())
+}
+
+/// `--serve`: for each line of standard input, a count, that many forwards timed by
+/// `time_one`, answered with one JSON line `{"times_ms": [...], "peak_rss_mib": ...}`. A line
+/// that is not a count ends the loop, as the end of the input does.
+fn serve(mut time_one: impl FnMut() -> f64) {
+    use std::io::{BufRead, Write};
+
+    let mut stdout = std::io::stdout().lock();
+    for line in std::io::stdin().lock().lines() {
+        let Some(count) = line.ok().and_then(|l| l.trim().parse::<usize>().ok()) else {
+            break;
+        };
+        let times: Vec<f64> = (0..count).map(|_| time_one()).collect();
+        let answer = json!({
+            "times_ms": times,
+            "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
+        });
+        if writeln!(stdout, "{answer}")
+            .and_then(|()| stdout.flush())
+            .is_err()
+        {
+            break;
+        }
+    }
 }
 
 /// `--steps`: the 10th percentile of each step's time over `args.runs` forwards (after

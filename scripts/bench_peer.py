@@ -7,6 +7,10 @@ export the ONNX peers run.
     .venv/bin/python scripts/bench_peer.py --peer onnxruntime --onnx /tmp/b0.onnx --batch 1
     .venv/bin/python scripts/bench_peer.py --peer openvino --precision f32 --onnx /tmp/b0.onnx
 
+With `--serve` a peer takes turns with others instead (scripts/bench_pair.py): after the
+warm-up it reads a count from each line of standard input, runs that many forwards and
+answers with one JSON line of their times, until standard input ends.
+
 Peers: `torch` (torchvision's model, eager, no_grad); `onnxruntime` and `openvino` (the
 same model exported to ONNX by `--export`, loaded without importing PyTorch, so each peak
 RSS is the runtime's own; tract runs the same file, tools/bench-tract). OpenVINO runs on
@@ -22,6 +26,7 @@ import json
 import os
 import resource
 import statistics
+import sys
 import time
 
 
@@ -45,6 +50,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--serve", action="store_true",
+                        help="take turns: a count a line on stdin, the times as JSON on stdout")
     args = parser.parse_args()
     shape = (args.batch, 3, args.resolution, args.resolution)
 
@@ -105,19 +112,32 @@ def main():
     else:
         parser.error("give --peer or --export")
 
-    for _ in range(args.warmup):
-        run()
-    times = []
-    for _ in range(args.runs):
+    def time_one():
         start = time.perf_counter()
         run()
-        times.append((time.perf_counter() - start) * 1e3)
+        return (time.perf_counter() - start) * 1e3
+
+    def peak_rss_mib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    for _ in range(args.warmup):
+        run()
+    if args.serve:
+        for line in sys.stdin:
+            try:
+                count = int(line)
+            except ValueError:
+                break
+            times = [time_one() for _ in range(count)]
+            print(json.dumps({"times_ms": times, "peak_rss_mib": peak_rss_mib()}), flush=True)
+        return
+    times = [time_one() for _ in range(args.runs)]
     median = statistics.median(times)
     print(json.dumps({
         "peer": name, "variant": args.variant, "batch": args.batch,
         "resolution": args.resolution, "median_ms": median,
         "images_per_s": args.batch * 1e3 / median,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": peak_rss_mib(),
     }))
 
 
