@@ -16,7 +16,7 @@ caches the other runtimes' turns took over. The table gives, for every runtime, 
 10th percentile and minimum of its kept forwards, and, for each peer, the median over the
 rounds of (our turn's median / the peer's turn's median) with the quartiles of that ratio.
 The order of the runtimes is rotated every round. `--baseline` adds another build of our
-`bench_infer` (say, main before a change). Needs the reference venv
+`bench_infer` (say, main before a change; repeatable). Needs the reference venv
 (scripts/setup_reference_env.sh) for the peers; builds our `bench_infer` first.
 """
 
@@ -79,7 +79,8 @@ def main():
     parser.add_argument("--rewarm", type=int, default=1, help="forwards a turn leaves out")
     parser.add_argument("--peers", default="onnxruntime,openvino-f32",
                         help=f"comma-separated, of {', '.join(PEERS)}; '' for none")
-    parser.add_argument("--baseline", metavar="BENCH_INFER", help="another build of ours")
+    parser.add_argument("--baseline", metavar="BENCH_INFER", action="append", default=[],
+                        help="another build of ours (repeatable)")
     args = parser.parse_args()
     if args.turn <= args.rewarm:
         parser.error("--turn must be larger than --rewarm")
@@ -97,8 +98,9 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     ours = [str(target / "release" / "examples" / "bench_infer"), *shape, "--serve"]
     runtimes = [Runtime("ours", ours)]
-    if args.baseline:
-        runtimes.append(Runtime("baseline", [args.baseline, *shape, "--serve"]))
+    for index, baseline in enumerate(args.baseline):
+        name = "baseline" if len(args.baseline) == 1 else f"baseline {index + 1}"
+        runtimes.append(Runtime(name, [baseline, *shape, "--serve"]))
     with tempfile.TemporaryDirectory() as work:
         if peers:
             onnx = str(Path(work) / "model.onnx")
