@@ -16,29 +16,27 @@ const KC: usize = 256;
 /// by one ([`split_row_group`]), so no tile computes rows past the end.
 const TAIL: usize = 4;
 
-/// Products over at most this many panels read whole tiles of `a` where they are, instead
-/// of packing them: with one or two panels a packed tile would be read only once or twice,
-/// and packing it costs as much as the reads it saves (B0's projections to 16, 24 and 40
-/// channels ran 15-35% faster in `benches/matmul.rs`). Over more panels the packed tiles'
-/// contiguous reads win (the 7x7 head ran 20-35% slower unpacked).
+/// Gated products over at most this many panels read whole tiles of `a` where they are and
+/// scale the panels of `b` instead (when those are the fewer values): a packed tile would
+/// be read only once or twice. Over more panels they pack the rows, gated as they go.
 const DIRECT_PANELS: usize = 2;
 
 /// `product`'s region set to `epilogue(a * b)` with `MR` rows per tile (the instruction
 /// set's [`Isa::TILE_ROWS`]: 12 for AVX-512, 6 for AVX2, 4 for the portable build).
 ///
-/// The classic blocking: `k` in slices of [`KC`]; rows in blocks, each block's slice of `a`
-/// packed tile by tile (`KC` steps of `MR` values, so the kernel reads them with one
-/// pointer at fixed offsets); every panel of `b` runs over the block's tiles. A block is
-/// whole tiles of `MR` rows, then of [`TAIL`], then single rows. Partial sums wait in the
-/// output; the last slice applies the epilogue.
+/// The classic blocking: `k` in slices of [`KC`]; rows in blocks; every panel of `b` runs
+/// over the block's tiles. A block is whole tiles of `MR` rows, then of [`TAIL`], then
+/// single rows. Partial sums wait in the output; the last slice applies the epilogue.
 ///
-/// Over at most [`DIRECT_PANELS`] panels, the tiles are read from `a` where they are, not
-/// packed. A gate (`a_scale`) then scales the region's panels of `b` (`k x NR` values a
-/// panel) instead of the rows of `a`, when those are the fewer values; otherwise the
-/// product packs as above. Single rows are read in place unless a gate scales them. A
-/// chunk's rows ([`Origin::Chunk`]: windows or expanded rows just written, in cache) are
-/// read in place over any number of panels: packing them was a second copy of what the
-/// caller had just made (V2-S's Fused-MBConv convolutions 5% faster without it).
+/// The tiles read the rows of `a` where they are, with a row stride, unless a gate
+/// (`a_scale`) scales them. GotoBLAS packs each block's slice of `a` tile by tile (`KC`
+/// steps of `MR` values, read with one pointer at fixed offsets); here that copy did not
+/// pay for itself. Measured on the AVX2 machine (2026-12-02, per step, two threads, against
+/// packing over more than two panels): B0 at batch 1 0.96x (its 14x14 and 7x7 blocks
+/// 0.93-0.95x, where panel groups each packed all the rows again), B3 0.975x, V2-S 0.98x,
+/// B0 at batch 8 level, one thread 0.99-1.0x. A gated product over at most
+/// [`DIRECT_PANELS`] panels scales the region's panels of `b` (`k x NR` values a panel)
+/// instead, when those are the fewer values; otherwise it packs the rows, gated, as above.
 ///
 /// A layer's product ([`Origin::Layer`]) whose panels are read by few tiles (a small map)
 /// prefetches each next panel while the tiles run ([`PREFETCH_TILES`]).
@@ -68,8 +66,7 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
         return;
     }
     let panels = region.end_panel - region.first_panel;
-    let direct = (origin == Origin::Chunk && a_scale.is_none())
-        || (panels <= DIRECT_PANELS && (a_scale.is_none() || rows >= panels * NR));
+    let direct = a_scale.is_none() || (panels <= DIRECT_PANELS && rows >= panels * NR);
     // The region's panels of `b`, gated if the rows are read directly: at the front of
     // `scratch`, the packed tiles after them.
     let (b, b_first_panel, pack_scale, gated_len) = match a_scale {

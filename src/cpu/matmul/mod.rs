@@ -85,14 +85,14 @@ struct Operands<'a> {
     origin: Origin,
 }
 
-/// Where a product's operands come from, which decides how [`kernel::blocked`] reads them.
+/// Where a product's operands come from, which decides whether [`kernel::blocked`]
+/// prefetches the weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Origin {
     /// A layer's product over the pool ([`parallel`]): the weights come from memory, once.
     Layer,
     /// A chunk of a larger product ([`serial`]): `a` was just written (unfolded windows,
-    /// expanded rows) and is read where it is; the weights are read again from cache, chunk
-    /// after chunk.
+    /// expanded rows); the weights are read again from cache, chunk after chunk.
     Chunk,
 }
 
@@ -574,9 +574,16 @@ mod tests {
     fn input_scaling_gates_each_samples_channels() {
         // Two samples; sample 0's channels gated to 0 but for the first three, sample 1's
         // by factors around 1. The shapes take every way of applying a gate: packed rows (few
-        // rows, or many panels), rows in place with gated panels of `b` (many rows over one
-        // or two panels, in one slice of KC or two), and each with partial tiles.
-        for (rows, k, n) in [(5, 3, 20), (200, 37, 20), (301, 300, 40), (13, 19, 100)] {
+        // rows, or many panels; in tiles of 6, 4 and 1 rows, and over two slices of KC), rows
+        // in place with gated panels of `b` (many rows over one or two panels, in one slice
+        // of KC or two), and each with partial tiles.
+        for (rows, k, n) in [
+            (5, 3, 20),
+            (200, 37, 20),
+            (301, 300, 40),
+            (13, 19, 100),
+            (23, 300, 100),
+        ] {
             let weights = matrix(k, n, 5);
             let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
             let a = matrix(2 * rows, k, 6);
