@@ -12,7 +12,9 @@ per runtime, seconds each) are not.
     .venv/bin/python scripts/bench_pair.py --baseline /path/to/old/bench_infer --peers ''
 
 Each turn runs `--turn` forwards and drops the first `--rewarm` of them, which pay for the
-caches the other runtimes' turns took over. The table gives, for every runtime, the median,
+caches the other runtimes' turns took over. Turns are `--pause` seconds apart: ONNX
+Runtime's threads spin for a while after a run, and a turn started at once shares the cores
+with them (B0 at batch 1 then took 12-14 ms instead of 8). The table gives, for every runtime, the median,
 10th percentile and minimum of its kept forwards, and, for each peer, the median over the
 rounds of (our turn's median / the peer's turn's median) with the quartiles of that ratio.
 The order of the runtimes is rotated every round. `--baseline` adds another build of our
@@ -27,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +80,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--turn", type=int, default=4, help="forwards a turn")
     parser.add_argument("--rewarm", type=int, default=1, help="forwards a turn leaves out")
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="seconds between turns, for the last runtime's threads to settle")
     parser.add_argument("--peers", default="onnxruntime,openvino-f32",
                         help=f"comma-separated, of {', '.join(PEERS)}; '' for none")
     parser.add_argument("--baseline", metavar="BENCH_INFER", action="append", default=[],
@@ -115,6 +120,7 @@ def main():
             shift = index % len(runtimes)
             medians = {}
             for runtime in runtimes[shift:] + runtimes[:shift]:
+                time.sleep(args.pause)
                 kept = runtime.turn(args.turn)[args.rewarm:]
                 runtime.turns.append(kept)
                 medians[runtime.name] = statistics.median(kept)
