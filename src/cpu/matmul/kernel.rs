@@ -8,9 +8,17 @@ use crate::cpu::isa::{Isa, RowBases};
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
 const PACKED_ROWS_BYTES: usize = 96 * 1024;
 
-/// Steps of `k` one pass of the kernel takes: a panel's share of `b` (`KC x NR` values,
-/// 32 KiB) stays in L1 while it runs over the block's tiles.
+/// Steps of `k` one pass of the kernel takes, in products deeper than [`WHOLE_K`]: a panel's
+/// share of `b` (`KC x NR` values, 32 KiB) stays in L1 while it runs over the block's tiles.
 const KC: usize = 256;
+
+/// Products at most this deep take `k` in one pass. Each further slice stores every tile's
+/// partial sums to the output and loads them back, which cost more than a panel's share of
+/// `b` kept in L1 saved: per step, two threads, on the AVX2 machine (2026-12-02), V2-S's 3x3
+/// convolutions (`k` = 432, 576) 0.94-0.96x in one pass, B0's projections from 480 and 672
+/// channels 0.97-0.98x. Deeper products (960, 1152, 1536) were level or slower in one pass
+/// or in slices of 512.
+const WHOLE_K: usize = 704;
 
 /// Rows of the tiles after a block's whole tiles of `MR`; the rows left after those run one
 /// by one ([`split_row_group`]), so no tile computes rows past the end.
@@ -19,12 +27,12 @@ const TAIL: usize = 4;
 /// Gated products over at most this many panels read whole tiles of `a` where they are and
 /// scale the panels of `b` instead (when those are the fewer values): a packed tile would
 /// be read only once or twice. Over more panels they pack the rows, gated as they go.
-const DIRECT_PANELS: usize = 2;
+pub(super) const DIRECT_PANELS: usize = 2;
 
 /// `product`'s region set to `epilogue(a * b)` with `MR` rows per tile (the instruction
 /// set's [`Isa::TILE_ROWS`]: 12 for AVX-512, 6 for AVX2, 4 for the portable build).
 ///
-/// The classic blocking: `k` in slices of [`KC`]; rows in blocks; every panel of `b` runs
+/// The classic blocking: `k` in slices of [`KC`] (or whole, up to [`WHOLE_K`]); rows in blocks; every panel of `b` runs
 /// over the block's tiles. A block is whole tiles of `MR` rows, then of [`TAIL`], then
 /// single rows. Partial sums wait in the output; the last slice applies the epilogue.
 ///
@@ -86,7 +94,7 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
         }
         _ => (Some(b), 0, a_scale, 0),
     };
-    let slices = k.div_ceil(KC);
+    let slices = if k <= WHOLE_K { 1 } else { k.div_ceil(KC) };
     let step = k.div_ceil(slices);
     let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
     for block_start in (0..rows).step_by(block_rows) {

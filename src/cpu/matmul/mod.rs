@@ -299,12 +299,12 @@ impl Partition {
     }
 }
 
-/// Whether [`parallel`] splits the panels of a gated product of `samples` samples of `rows`
-/// rows, `k` deep and `n` wide, into groups: each group then reads all the rows, so the gate
-/// (`a_scale`) is applied to them once per group as they are read. A caller that owns the
-/// rows scales them once instead (small maps' projections: B0's 7x7 blocks).
-pub(crate) fn splits_panels(samples: usize, rows: usize, k: usize, n: usize) -> bool {
-    Partition::of_layer(samples, rows, k, n).panel_groups > 1
+/// Whether a gated product `n` wide copies its rows to gate them (over more than
+/// [`kernel::DIRECT_PANELS`] panels), where an ungated one reads them in place. A caller that
+/// owns the rows scales them in place once instead and runs the product ungated: MBConv
+/// projections, whose panel groups on small maps also each gated all the rows again.
+pub(crate) fn packs_gated_rows(n: usize) -> bool {
+    n.div_ceil(NR) > kernel::DIRECT_PANELS
 }
 
 /// A pointer that tasks writing disjoint parts of one buffer share.
@@ -412,8 +412,8 @@ mod tests {
     #[test]
     fn products_match_the_definition_with_every_epilogue_and_instruction_set() {
         // Rows and columns around the tile sizes: partial tiles and panels, one row, k = 1,
-        // and k over one slice of KC (700: three slices, the middle one neither starting nor
-        // finishing the sums).
+        // and k past WHOLE_K (800: four slices of KC's size, the middle ones neither starting
+        // nor finishing the sums).
         for isa in Detected::all() {
             for (m, k, n) in [
                 (1, 1, 1),
@@ -428,7 +428,7 @@ mod tests {
                 (8, 270, 112),
                 (10, 33, 24),
                 (11, 300, 40),
-                (13, 700, 64),
+                (13, 800, 64),
             ] {
                 let a = matrix(m, k, 1);
                 let weights = matrix(k, n, 2);
@@ -580,9 +580,9 @@ mod tests {
         for (rows, k, n) in [
             (5, 3, 20),
             (200, 37, 20),
-            (301, 300, 40),
+            (301, 750, 40),
             (13, 19, 100),
-            (23, 300, 100),
+            (23, 750, 100),
         ] {
             let weights = matrix(k, n, 5);
             let packed = Packed::new(k, n, |r, c| weights[r * n + c]);
