@@ -2,7 +2,7 @@
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
 use super::pack::{NR, pack_tile};
-use super::{Epilogue, Operands, Origin, Region, RegionProduct, Runs};
+use super::{Epilogue, Operands, Origin, Region, RegionProduct};
 use crate::cpu::isa::{Isa, RowBases};
 
 /// Bytes of packed `a` rows one pass over the panels reuses: a block that stays in L2.
@@ -46,10 +46,6 @@ pub(super) const DIRECT_PANELS: usize = 2;
 /// [`DIRECT_PANELS`] panels scales the region's panels of `b` (`k x NR` values a panel)
 /// instead, when those are the fewer values; otherwise it packs the rows, gated, as above.
 ///
-/// The rows may lie in runs ([`Runs`]: a kxk convolution's windows read where they are):
-/// the tiles then take their steps run by run, the sums staying in registers, and the
-/// slices of `k` hold whole runs ([`slice_steps`]).
-///
 /// A layer's product ([`Origin::Layer`]) whose panels are read by few tiles (a small map)
 /// prefetches each next panel while the tiles run ([`PREFETCH_TILES`]).
 ///
@@ -63,7 +59,6 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
             Operands {
                 a,
                 lda,
-                runs,
                 a_scale,
                 b,
                 k,
@@ -78,10 +73,6 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
     if rows == 0 || k == 0 {
         return;
     }
-    debug_assert!(
-        a_scale.is_none() || runs == Runs::WHOLE,
-        "gated rows are packed, which reads them whole"
-    );
     let panels = region.end_panel - region.first_panel;
     let direct = a_scale.is_none() || (panels <= DIRECT_PANELS && rows >= panels * NR);
     // The region's panels of `b`, gated if the rows are read directly: at the front of
@@ -103,7 +94,8 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
         }
         _ => (Some(b), 0, a_scale, 0),
     };
-    let step = slice_steps(k, runs);
+    let slices = if k <= WHOLE_K { 1 } else { k.div_ceil(KC) };
+    let step = k.div_ceil(slices);
     let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
     for block_start in (0..rows).step_by(block_rows) {
         let block_len = block_rows.min(rows - block_start);
@@ -181,7 +173,6 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
                 let source = Source {
                     a,
                     lda,
-                    runs,
                     k_start,
                     depth,
                 };
@@ -213,19 +204,6 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
     }
 }
 
-/// The steps of `k` a pass of the kernel takes: all of them up to [`WHOLE_K`], else
-/// slices of about [`KC`], made of whole runs where the rows come in [`Runs`] (at least one
-/// run a slice).
-fn slice_steps(k: usize, runs: Runs) -> usize {
-    if k <= WHOLE_K {
-        k
-    } else if runs.len < k {
-        runs.len * (KC / runs.len).max(1)
-    } else {
-        k.div_ceil(k.div_ceil(KC))
-    }
-}
-
 /// Panels read by at most this many tiles (a block of rows of a small map: 49 rows are 9
 /// tiles on AVX2) have the next panel's slice prefetched while they run.
 const PREFETCH_TILES: usize = 16;
@@ -249,13 +227,12 @@ impl Prefetch<'_> {
     }
 }
 
-/// The rows a block's tiles read in place: `a` (row stride `lda`, laid out in `runs`),
-/// steps `k_start..k_start + depth`.
+/// The rows a block's tiles read in place: `a` (row stride `lda`), steps
+/// `k_start..k_start + depth`.
 #[derive(Clone, Copy)]
 struct Source<'a> {
     a: &'a [f32],
     lda: usize,
-    runs: Runs,
     k_start: usize,
     depth: usize,
 }
@@ -287,11 +264,10 @@ unsafe fn run_rows<const M: usize, I: Isa>(
                 run_tile::<M, I, _>(isa, rows, depth, b, at, epilogue, region);
             }
             None => {
-                let offset = at.first_row * source.lda + source.runs.offset(source.k_start);
+                let offset = at.first_row * source.lda + source.k_start;
                 let rows = InPlaceRows {
                     base: source.a.as_ptr().add(offset),
                     stride: source.lda,
-                    runs: source.runs,
                 };
                 run_tile::<M, I, _>(isa, rows, depth, b, at, epilogue, region);
             }
@@ -474,22 +450,8 @@ pub(crate) trait Rows: Copy {
     /// `r < MR` and `step` below the steps the source was made for.
     unsafe fn value<const MR: usize>(self, step: usize, r: usize) -> f32;
 
-    /// Where the values are, for [`Isa::tile_steps`]: valid for the first
-    /// [`run`](Self::run) steps.
+    /// Where the values are, for [`Isa::tile_steps`].
     fn bases<const MR: usize>(self) -> RowBases;
-
-    /// Steps that lie at one step's distance from each other, from the first on: all of
-    /// them, but for a convolution's windows read where they are ([`InPlaceRows::runs`]).
-    fn run(self) -> usize {
-        usize::MAX
-    }
-
-    /// The same rows from step `steps` on, a multiple of [`run`](Self::run).
-    ///
-    /// # Safety
-    ///
-    /// `steps` at most the steps the source was made for.
-    unsafe fn after<const MR: usize>(self, steps: usize) -> Self;
 }
 
 /// Rows packed step by step ([`pack_tile`]): `MR` values per step, one pointer at fixed
@@ -512,21 +474,13 @@ impl Rows for PackedRows {
             step: MR,
         }
     }
-
-    #[inline(always)]
-    unsafe fn after<const MR: usize>(self, steps: usize) -> Self {
-        // SAFETY: inside the packed steps (the caller's word).
-        Self(unsafe { self.0.add(steps * MR) })
-    }
 }
 
-/// Rows read where they are: row `r`'s values from `base + r * stride` on, in runs of
-/// [`Runs::len`] steps, each [`Runs::shift`] values after the last one's start.
+/// Rows read where they are: row `r`'s values from `base + r * stride` on.
 #[derive(Clone, Copy)]
 pub(crate) struct InPlaceRows {
     pub(crate) base: *const f32,
     pub(crate) stride: usize,
-    pub(crate) runs: Runs,
 }
 
 impl Rows for InPlaceRows {
@@ -542,20 +496,6 @@ impl Rows for InPlaceRows {
             base: self.base,
             stride: self.stride,
             step: 1,
-        }
-    }
-
-    #[inline(always)]
-    fn run(self) -> usize {
-        self.runs.len
-    }
-
-    #[inline(always)]
-    unsafe fn after<const MR: usize>(self, steps: usize) -> Self {
-        Self {
-            // SAFETY: inside the rows' steps (the caller's word).
-            base: unsafe { self.base.add(self.runs.offset(steps)) },
-            ..self
         }
     }
 }
@@ -671,43 +611,6 @@ const SUMS_UNDER_WAY: usize = 8;
 /// `group + R * lanes <= NR`.
 #[inline(always)]
 unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
-    isa: I,
-    a: A,
-    b: *const f32,
-    steps: usize,
-    group: usize,
-    mut sums: [[I::V; R]; MR],
-) -> [[I::V; R]; MR] {
-    let run = a.run();
-    if run >= steps {
-        // SAFETY: the caller's word.
-        return unsafe { run_sums::<MR, R, I, A>(isa, a, b, steps, group, sums) };
-    }
-    // A convolution's windows: a run per kernel row, the sums kept in registers across them.
-    for first in (0..steps).step_by(run) {
-        let len = run.min(steps - first);
-        // SAFETY: steps `first..first + len` of `a` and rows of `b`, inside the caller's.
-        sums = unsafe {
-            run_sums::<MR, R, I, A>(
-                isa,
-                a.after::<MR>(first),
-                b.add(first * NR),
-                len,
-                group,
-                sums,
-            )
-        };
-    }
-    sums
-}
-
-/// [`group_sums`] over steps that lie at one step's distance from each other.
-///
-/// # Safety
-///
-/// As [`group_sums`], with `steps` at most `a`'s [`Rows::run`].
-#[inline(always)]
-unsafe fn run_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -904,27 +807,6 @@ const ROW_SPLIT: usize = 4;
 /// the steps dealt round-robin over [`ROW_SPLIT`] sets of sums, which are added at the end.
 #[inline(always)]
 fn split_row_group<const R: usize, I: Isa, A: Rows>(
-    isa: I,
-    a: A,
-    b: *const f32,
-    steps: usize,
-    group: usize,
-    acc: &mut [f32; NR],
-    add: bool,
-) {
-    let run = a.run();
-    for first in (0..steps).step_by(run.max(1)) {
-        let len = run.min(steps - first);
-        // SAFETY: steps `first..first + len` of `a` and rows of `b`, inside the caller's
-        // (`b` is only offset, not read, past them).
-        let (a, b) = unsafe { (a.after::<1>(first), b.wrapping_add(first * NR)) };
-        row_run_group::<R, I, A>(isa, a, b, len, group, acc, add || first > 0);
-    }
-}
-
-/// [`split_row_group`] over steps that lie at one step's distance from each other.
-#[inline(always)]
-fn row_run_group<const R: usize, I: Isa, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,

@@ -72,10 +72,9 @@ pub(crate) struct RegionProduct<'a> {
 /// The operands of a [`RegionProduct`], checked by [`RegionProduct::new`].
 #[derive(Clone, Copy)]
 struct Operands<'a> {
-    /// `rows x k` (row stride `lda`), each row laid out in `runs`.
+    /// `rows x k` (row stride `lda`).
     a: &'a [f32],
     lda: usize,
-    runs: Runs,
     /// A factor per column of `a`, if any.
     a_scale: Option<&'a [f32]>,
     /// [`Packed::data`] of a `k x n` matrix.
@@ -84,30 +83,6 @@ struct Operands<'a> {
     n: usize,
     /// Where the operands come from.
     origin: Origin,
-}
-
-/// How a row of `a` lies: in runs of `len` consecutive steps, each run `shift` values after
-/// the last one's start. A row of a matrix is one run ([`Runs::WHOLE`]); a window of a kxk
-/// convolution over an NHWC map read where it is is `k` runs, one a kernel row: its `k`
-/// taps' channels, `k * channels` values side by side, then the next kernel row a map row
-/// (`width * channels` values) further on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Runs {
-    pub(crate) len: usize,
-    pub(crate) shift: usize,
-}
-
-impl Runs {
-    /// A row in one run.
-    pub(crate) const WHOLE: Runs = Runs {
-        len: usize::MAX,
-        shift: 0,
-    };
-
-    /// Where step `step` of a row lies, from the row's start.
-    pub(crate) fn offset(self, step: usize) -> usize {
-        step / self.len * self.shift + step % self.len
-    }
 }
 
 /// Where a product's operands come from, which decides whether [`kernel::blocked`]
@@ -139,7 +114,6 @@ impl<'a> RegionProduct<'a> {
         let Operands {
             a,
             lda,
-            runs,
             a_scale,
             b,
             k,
@@ -147,14 +121,9 @@ impl<'a> RegionProduct<'a> {
             origin: _,
         } = operands;
         let rows = region.rows;
-        assert!(runs.len > 0, "runs of no steps");
         assert!(
-            rows == 0 || k == 0 || a.len() > (rows - 1) * lda + runs.offset(k - 1),
+            rows == 0 || a.len() >= (rows - 1) * lda + k,
             "a is too short"
-        );
-        assert!(
-            a_scale.is_none() || runs == Runs::WHOLE,
-            "gated rows come whole"
         );
         assert!(b.len() >= n.div_ceil(NR) * NR * k, "b is too short");
         assert!(
@@ -201,24 +170,6 @@ pub(crate) fn serial(
     c: &mut [f32],
     scratch: &mut Vec<f32>,
 ) {
-    serial_in_runs(isa, a, lda, Runs::WHOLE, b, k, n, epilogue, c, scratch);
-}
-
-/// [`serial`] with each row of `a` laid out in `runs`: step `s` of row `i` at
-/// `a[i * lda + runs.offset(s)]`. A kxk convolution's windows, read where they are.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn serial_in_runs(
-    isa: Detected,
-    a: &[f32],
-    lda: usize,
-    runs: Runs,
-    b: &[f32],
-    k: usize,
-    n: usize,
-    epilogue: Epilogue,
-    c: &mut [f32],
-    scratch: &mut Vec<f32>,
-) {
     let rows = c.len() / n.max(1);
     if rows == 0 {
         return;
@@ -232,7 +183,6 @@ pub(crate) fn serial_in_runs(
     let operands = Operands {
         a,
         lda,
-        runs,
         a_scale: None,
         b,
         k,
@@ -434,7 +384,6 @@ pub(crate) fn parallel(
             let operands = Operands {
                 a: &a[first_row * k..],
                 lda: k,
-                runs: Runs::WHOLE,
                 a_scale: a_scale.map(|scale| &scale[sample * k..(sample + 1) * k]),
                 b,
                 k,
@@ -559,7 +508,6 @@ mod tests {
                     let rows = InPlaceRows {
                         base: self.rows.as_ptr(),
                         stride: steps,
-                        runs: Runs::WHOLE,
                     };
                     tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
                 } else {
