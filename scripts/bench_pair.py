@@ -14,9 +14,10 @@ per runtime, seconds each) are not.
 Each turn runs `--turn` forwards and drops the first `--rewarm` of them, which pay for the
 caches the other runtimes' turns took over. Turns are `--pause` seconds apart: ONNX
 Runtime's threads spin for a while after a run, and a turn started at once shares the cores
-with them (B0 at batch 1 then took 12-14 ms instead of 8). The table gives, for every runtime, the median,
-10th percentile and minimum of its kept forwards, and, for each peer, the median over the
-rounds of (our turn's median / the peer's turn's median) with the quartiles of that ratio.
+with them (B0 at batch 1 then took 12-14 ms instead of 8). The table gives, for every
+runtime, the median, 10th percentile and minimum of its kept forwards, and, for each peer,
+the median over the rounds of (our turn's median / the peer's turn's median) with the
+quartiles of that ratio.
 The order of the runtimes is rotated every round. `--baseline` adds another build of our
 `bench_infer` (say, main before a change; repeatable). Needs the reference venv
 (scripts/setup_reference_env.sh) for the peers; builds our `bench_infer` first.

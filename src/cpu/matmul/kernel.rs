@@ -32,9 +32,10 @@ pub(super) const DIRECT_PANELS: usize = 2;
 /// `product`'s region set to `epilogue(a * b)` with `MR` rows per tile (the instruction
 /// set's [`Isa::TILE_ROWS`]: 12 for AVX-512, 6 for AVX2, 4 for the portable build).
 ///
-/// The classic blocking: `k` in slices of [`KC`] (or whole, up to [`WHOLE_K`]); rows in blocks; every panel of `b` runs
-/// over the block's tiles. A block is whole tiles of `MR` rows, then of [`TAIL`], then
-/// single rows. Partial sums wait in the output; the last slice applies the epilogue.
+/// The classic blocking: `k` in slices of [`KC`] (or whole, up to [`WHOLE_K`]); rows in
+/// blocks; every panel of `b` runs over the block's tiles. A block is whole tiles of `MR`
+/// rows, then of [`TAIL`], then single rows. Partial sums wait in the output; the last
+/// slice applies the epilogue.
 ///
 /// The tiles read the rows of `a` where they are, with a row stride, unless a gate
 /// (`a_scale`) scales them. GotoBLAS packs each block's slice of `a` tile by tile (`KC`
