@@ -74,11 +74,12 @@ fn own_copy(input: &Tensor<4>) -> Tensor<4> {
     Tensor::from_data(input.to_data(), &input.device())
 }
 
-/// Peak resident set size of this process in KiB (Linux `VmHWM`), if known.
-fn peak_rss_kib() -> Option<u64> {
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn main() -> Result<(), efficientnet_burn::Error> {
@@ -145,7 +146,7 @@ fn main() -> Result<(), efficientnet_burn::Error> {
             "median_ms": median,
             "min_ms": times.first().copied().unwrap_or(f64::NAN),
             "images_per_s": args.batch as f64 * 1e3 / median,
-            "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
+            "peak_rss_mib": peak_rss_mib(),
         })
     );
     Ok(())
@@ -165,7 +166,7 @@ fn serve(mut time_one: impl FnMut() -> f64) {
         let times: Vec<f64> = (0..count).map(|_| time_one()).collect();
         let answer = json!({
             "times_ms": times,
-            "peak_rss_mib": peak_rss_kib().map(|k| k as f64 / 1024.0),
+            "peak_rss_mib": peak_rss_mib(),
         });
         if writeln!(stdout, "{answer}")
             .and_then(|()| stdout.flush())

@@ -50,6 +50,7 @@ class Runtime:
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                         stderr=subprocess.DEVNULL, text=True, bufsize=1)
         self.turns = []
+        self.medians = []
         self.peak_rss_mib = None
 
     def turn(self, count):
@@ -97,8 +98,8 @@ def main():
 
     shape = ["--variant", args.variant, "--batch", str(args.batch),
              "--resolution", str(args.resolution)]
-    env_threads = {**os.environ, "RAYON_NUM_THREADS": str(args.threads)}
-    os.environ.update(env_threads)
+    # Our builds' threads (the peers take --threads).
+    os.environ["RAYON_NUM_THREADS"] = str(args.threads)
     subprocess.run(["cargo", "build", "--quiet", "--release", "--example", "bench_infer"],
                    cwd=ROOT, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -124,7 +125,8 @@ def main():
                 time.sleep(args.pause)
                 kept = runtime.turn(args.turn)[args.rewarm:]
                 runtime.turns.append(kept)
-                medians[runtime.name] = statistics.median(kept)
+                runtime.medians.append(statistics.median(kept))
+                medians[runtime.name] = runtime.medians[-1]
             print(f"round {index + 1}: " + ", ".join(f"{n} {m:.2f}" for n, m in medians.items()),
                   file=sys.stderr)
         for runtime in runtimes:
@@ -136,11 +138,9 @@ def main():
     print("| runtime | median ms | p10 | min | peak RSS MiB | ours / runtime: median of "
           "the rounds' ratios (quartiles) |")
     print("|---|---|---|---|---|---|")
-    ours_turns = runtimes[0].turns
     for runtime in runtimes:
         times = [t for turn in runtime.turns for t in turn]
-        ratios = [statistics.median(o) / statistics.median(p)
-                  for o, p in zip(ours_turns, runtime.turns)]
+        ratios = [o / p for o, p in zip(runtimes[0].medians, runtime.medians)]
         ratio = "" if runtime is runtimes[0] else (
             f"{statistics.median(ratios):.3f}x ({percentile(ratios, 0.25):.3f}-"
             f"{percentile(ratios, 0.75):.3f})")

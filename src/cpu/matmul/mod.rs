@@ -412,8 +412,8 @@ mod tests {
     #[test]
     fn products_match_the_definition_with_every_epilogue_and_instruction_set() {
         // Rows and columns around the tile sizes: partial tiles and panels, one row, k = 1,
-        // and k past WHOLE_K (800: four slices of KC's size, the middle ones neither starting
-        // nor finishing the sums).
+        // and k past WHOLE_K (800: four slices of 200, the middle ones neither starting nor
+        // finishing the sums).
         for isa in Detected::all() {
             for (m, k, n) in [
                 (1, 1, 1),
@@ -574,9 +574,9 @@ mod tests {
     fn input_scaling_gates_each_samples_channels() {
         // Two samples; sample 0's channels gated to 0 but for the first three, sample 1's
         // by factors around 1. The shapes take every way of applying a gate: packed rows (few
-        // rows, or many panels; in tiles of 6, 4 and 1 rows, and over two slices of KC), rows
+        // rows, or many panels; in tiles of 6, 4 and 1 rows, and over three slices of k), rows
         // in place with gated panels of `b` (many rows over one or two panels, in one slice
-        // of KC or two), and each with partial tiles.
+        // of k or three), and each with partial tiles.
         for (rows, k, n) in [
             (5, 3, 20),
             (200, 37, 20),
