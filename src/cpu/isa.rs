@@ -49,6 +49,15 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// `dst` must be valid for writes of `LANES` f32 values.
     unsafe fn store(self, dst: *mut f32, value: Self::V);
 
+    /// Two registers from [`LANES`](Self::LANES) words of bf16 pairs at `src`: the first
+    /// of the values each word's low halves, the second its high halves, both as f32 (a
+    /// bf16 is an f32's top 16 bits, so each is exact).
+    ///
+    /// # Safety
+    ///
+    /// `src` must be valid for reads of `LANES` u32 words.
+    unsafe fn load_bf16_pairs(self, src: *const u32) -> [Self::V; 2];
+
     /// `a * b + c`, lane by lane.
     fn fmadd(self, a: Self::V, b: Self::V, c: Self::V) -> Self::V;
 
@@ -88,6 +97,27 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         self,
         rows: RowBases,
         b: *const f32,
+        b_stride: usize,
+        steps: usize,
+        sums: &mut [[Self::V; R]; MR],
+    ) -> bool {
+        let _ = (rows, b, b_stride, steps, sums);
+        false
+    }
+
+    /// [`tile_steps`](Self::tile_steps) for a panel of bf16 pairs: `b` of `steps` rows of
+    /// `LANES` words ([`load_bf16_pairs`](Self::load_bf16_pairs)) at stride `b_stride`
+    /// words, the group's two registers. Returns false, as `tile_steps` does, where the
+    /// instruction set has no such loop.
+    ///
+    /// # Safety
+    ///
+    /// As [`tile_steps`](Self::tile_steps), with `b` valid for `steps` rows of `LANES` words.
+    #[inline(always)]
+    unsafe fn tile_steps_bf16<const MR: usize, const R: usize>(
+        self,
+        rows: RowBases,
+        b: *const u32,
         b_stride: usize,
         steps: usize,
         sums: &mut [[Self::V; R]; MR],
@@ -181,6 +211,15 @@ impl Detected {
         all
     }
 
+    /// f32 values in one of its registers ([`Isa::LANES`]).
+    pub(crate) fn lanes(self) -> usize {
+        match self {
+            Detected::Avx512(_) => Avx512::LANES,
+            Detected::Avx2Fma(_) => Avx2Fma::LANES,
+            Detected::Portable(_) => Portable::LANES,
+        }
+    }
+
     /// Runs `kernel` compiled for this instruction set.
     #[inline]
     pub(crate) fn run<K: Kernel>(self, kernel: K) -> K::Output {
@@ -253,6 +292,16 @@ impl Isa for Portable {
     unsafe fn store(self, dst: *mut f32, value: Self::V) {
         // SAFETY: the caller vouches for LANES writable values at `dst`.
         unsafe { dst.cast::<Self::V>().write_unaligned(value) }
+    }
+
+    #[inline(always)]
+    unsafe fn load_bf16_pairs(self, src: *const u32) -> [Self::V; 2] {
+        // SAFETY: the caller vouches for LANES readable words at `src`.
+        let words = unsafe { src.cast::<[u32; PORTABLE_LANES]>().read_unaligned() };
+        [
+            words.map(|word| f32::from_bits(word << 16)),
+            words.map(|word| f32::from_bits(word & 0xffff_0000)),
+        ]
     }
 
     #[inline(always)]
@@ -354,6 +403,19 @@ mod x86 {
         }
 
         #[inline(always)]
+        unsafe fn load_bf16_pairs(self, src: *const u32) -> [__m512; 2] {
+            // SAFETY: `self` proves AVX-512F; the caller vouches for 16 words at `src`.
+            unsafe {
+                let words = _mm512_loadu_si512(src.cast());
+                let high = _mm512_and_si512(words, _mm512_set1_epi32(0xffff_0000_u32 as i32));
+                [
+                    _mm512_castsi512_ps(_mm512_slli_epi32::<16>(words)),
+                    _mm512_castsi512_ps(high),
+                ]
+            }
+        }
+
+        #[inline(always)]
         fn fmadd(self, a: __m512, b: __m512, c: __m512) -> __m512 {
             // SAFETY: `self` proves AVX-512F.
             unsafe { _mm512_fmadd_ps(a, b, c) }
@@ -407,6 +469,19 @@ mod x86 {
         }
 
         #[inline(always)]
+        unsafe fn load_bf16_pairs(self, src: *const u32) -> [__m256; 2] {
+            // SAFETY: `self` proves AVX2; the caller vouches for 8 words at `src`.
+            unsafe {
+                let words = _mm256_loadu_si256(src.cast());
+                let high = _mm256_and_si256(words, _mm256_set1_epi32(0xffff_0000_u32 as i32));
+                [
+                    _mm256_castsi256_ps(_mm256_slli_epi32::<16>(words)),
+                    _mm256_castsi256_ps(high),
+                ]
+            }
+        }
+
+        #[inline(always)]
         fn fmadd(self, a: __m256, b: __m256, c: __m256) -> __m256 {
             // SAFETY: `self` proves FMA.
             unsafe { _mm256_fmadd_ps(a, b, c) }
@@ -440,25 +515,58 @@ mod x86 {
                 return false;
             };
             // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
+            unsafe { avx2_tile_steps(rows, Panel::F32(b), b_stride, steps, registers.each_mut()) };
+            true
+        }
+
+        #[inline(always)]
+        unsafe fn tile_steps_bf16<const MR: usize, const R: usize>(
+            self,
+            rows: RowBases,
+            b: *const u32,
+            b_stride: usize,
+            steps: usize,
+            sums: &mut [[__m256; R]; MR],
+        ) -> bool {
+            // As `tile_steps`.
+            if MR != 6 {
+                return false;
+            }
+            let Ok(registers) = <&mut [__m256; 12]>::try_from(sums.as_flattened_mut()) else {
+                return false;
+            };
+            let b = Panel::Bf16(b);
+            // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
             unsafe { avx2_tile_steps(rows, b, b_stride, steps, registers.each_mut()) };
             true
         }
     }
 
-    /// [`Avx2Fma`]'s [`Isa::tile_steps`] for its 6 x 2 tile, in registers allocated by
-    /// hand: 12 accumulators, 2 registers of columns and a broadcast, of the 16. A function
-    /// of its own because `asm!` takes vector registers only in a function compiled for
-    /// them; it is inlined into the kernels, which are.
+    /// The panel a hand-written 6 x 2 tile loop reads ([`avx2_tile_steps`]).
+    #[derive(Clone, Copy)]
+    enum Panel {
+        /// Rows of 16 f32 values.
+        F32(*const f32),
+        /// Rows of 8 words of bf16 pairs ([`Isa::load_bf16_pairs`]).
+        Bf16(*const u32),
+    }
+
+    /// [`Avx2Fma`]'s [`Isa::tile_steps`] and [`Isa::tile_steps_bf16`] for its 6 x 2 tile,
+    /// in registers allocated by hand: 12 accumulators, 2 registers of columns and a
+    /// broadcast, of the 16 (the bf16 loop's 16th holds the mask of the high halves). A
+    /// function of its own because `asm!` takes vector registers only in a function
+    /// compiled for them; it is inlined into the kernels, which are.
     ///
     /// # Safety
     ///
     /// The CPU must have AVX2 and FMA; `rows` valid for reads of 6 rows of `steps` values,
-    /// `b` of `steps` rows of 16 values at stride `b_stride`.
+    /// `b` of `steps` rows of 16 values (8 words of pairs) at stride `b_stride` (in values
+    /// or words).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn avx2_tile_steps(
         rows: RowBases,
-        b: *const f32,
+        b: Panel,
         b_stride: usize,
         steps: usize,
         [s00, s01, s10, s11, s20, s21, s30, s31, s40, s41, s50, s51]: [&mut __m256; 12],
@@ -467,62 +575,83 @@ mod x86 {
             return;
         }
         let f32s = size_of::<f32>();
+        // The loop after its column loads, and its operands after theirs: one text for both
+        // panels.
+        macro_rules! six_by_two {
+            ($b:expr, [$($load:literal),+] $(, $name:ident = $operand:expr)*) => {
+                std::arch::asm!(
+                    "2:",
+                    $($load,)+
+                    "vbroadcastss {v}, [{a0}]",
+                    "vfmadd231ps {s00}, {c0}, {v}",
+                    "vfmadd231ps {s01}, {c1}, {v}",
+                    "vbroadcastss {v}, [{a0} + {stride}]",
+                    "vfmadd231ps {s10}, {c0}, {v}",
+                    "vfmadd231ps {s11}, {c1}, {v}",
+                    "vbroadcastss {v}, [{a0} + {stride} * 2]",
+                    "vfmadd231ps {s20}, {c0}, {v}",
+                    "vfmadd231ps {s21}, {c1}, {v}",
+                    "vbroadcastss {v}, [{a3}]",
+                    "vfmadd231ps {s30}, {c0}, {v}",
+                    "vfmadd231ps {s31}, {c1}, {v}",
+                    "vbroadcastss {v}, [{a3} + {stride}]",
+                    "vfmadd231ps {s40}, {c0}, {v}",
+                    "vfmadd231ps {s41}, {c1}, {v}",
+                    "vbroadcastss {v}, [{a3} + {stride} * 2]",
+                    "vfmadd231ps {s50}, {c0}, {v}",
+                    "vfmadd231ps {s51}, {c1}, {v}",
+                    "add {a0}, {step}",
+                    "add {a3}, {step}",
+                    "add {b}, {b_stride}",
+                    "dec {n}",
+                    "jnz 2b",
+                    a0 = inout(reg) rows.base => _,
+                    a3 = inout(reg) rows.base.add(3 * rows.stride) => _,
+                    stride = in(reg) rows.stride * f32s,
+                    step = in(reg) rows.step * f32s,
+                    b = inout(reg) $b => _,
+                    b_stride = in(reg) b_stride * f32s,
+                    n = inout(reg) steps => _,
+                    c0 = out(ymm_reg) _,
+                    c1 = out(ymm_reg) _,
+                    v = out(ymm_reg) _,
+                    s00 = inout(ymm_reg) *s00,
+                    s01 = inout(ymm_reg) *s01,
+                    s10 = inout(ymm_reg) *s10,
+                    s11 = inout(ymm_reg) *s11,
+                    s20 = inout(ymm_reg) *s20,
+                    s21 = inout(ymm_reg) *s21,
+                    s30 = inout(ymm_reg) *s30,
+                    s31 = inout(ymm_reg) *s31,
+                    s40 = inout(ymm_reg) *s40,
+                    s41 = inout(ymm_reg) *s41,
+                    s50 = inout(ymm_reg) *s50,
+                    s51 = inout(ymm_reg) *s51,
+                    $($name = in(ymm_reg) $operand,)*
+                    options(nostack, readonly),
+                )
+            };
+        }
         // SAFETY: the CPU has AVX2 and FMA (the caller's word). Step `s` reads row `r`'s
         // value at `base + r * stride + s * step` (rows 3-5 from `base + 3 * stride`) and
-        // two registers of `b` at `b + s * b_stride`, which the caller vouches for; the loop
-        // runs `steps > 0` times and writes only registers.
+        // two registers of `b` (one of pairs) at `b + s * b_stride`, which the caller
+        // vouches for; the loop runs `steps > 0` times and writes only registers. f32 and
+        // u32 are both four bytes, so the strides scale alike.
         unsafe {
-            std::arch::asm!(
-                "2:",
-                "vmovups {c0}, [{b}]",
-                "vmovups {c1}, [{b} + 32]",
-                "vbroadcastss {v}, [{a0}]",
-                "vfmadd231ps {s00}, {c0}, {v}",
-                "vfmadd231ps {s01}, {c1}, {v}",
-                "vbroadcastss {v}, [{a0} + {stride}]",
-                "vfmadd231ps {s10}, {c0}, {v}",
-                "vfmadd231ps {s11}, {c1}, {v}",
-                "vbroadcastss {v}, [{a0} + {stride} * 2]",
-                "vfmadd231ps {s20}, {c0}, {v}",
-                "vfmadd231ps {s21}, {c1}, {v}",
-                "vbroadcastss {v}, [{a3}]",
-                "vfmadd231ps {s30}, {c0}, {v}",
-                "vfmadd231ps {s31}, {c1}, {v}",
-                "vbroadcastss {v}, [{a3} + {stride}]",
-                "vfmadd231ps {s40}, {c0}, {v}",
-                "vfmadd231ps {s41}, {c1}, {v}",
-                "vbroadcastss {v}, [{a3} + {stride} * 2]",
-                "vfmadd231ps {s50}, {c0}, {v}",
-                "vfmadd231ps {s51}, {c1}, {v}",
-                "add {a0}, {step}",
-                "add {a3}, {step}",
-                "add {b}, {b_stride}",
-                "dec {n}",
-                "jnz 2b",
-                a0 = inout(reg) rows.base => _,
-                a3 = inout(reg) rows.base.add(3 * rows.stride) => _,
-                stride = in(reg) rows.stride * f32s,
-                step = in(reg) rows.step * f32s,
-                b = inout(reg) b => _,
-                b_stride = in(reg) b_stride * f32s,
-                n = inout(reg) steps => _,
-                c0 = out(ymm_reg) _,
-                c1 = out(ymm_reg) _,
-                v = out(ymm_reg) _,
-                s00 = inout(ymm_reg) *s00,
-                s01 = inout(ymm_reg) *s01,
-                s10 = inout(ymm_reg) *s10,
-                s11 = inout(ymm_reg) *s11,
-                s20 = inout(ymm_reg) *s20,
-                s21 = inout(ymm_reg) *s21,
-                s30 = inout(ymm_reg) *s30,
-                s31 = inout(ymm_reg) *s31,
-                s40 = inout(ymm_reg) *s40,
-                s41 = inout(ymm_reg) *s41,
-                s50 = inout(ymm_reg) *s50,
-                s51 = inout(ymm_reg) *s51,
-                options(nostack, readonly),
-            );
+            match b {
+                Panel::F32(b) => {
+                    six_by_two!(b, ["vmovups {c0}, [{b}]", "vmovups {c1}, [{b} + 32]"])
+                }
+                Panel::Bf16(b) => six_by_two!(
+                    b,
+                    [
+                        "vmovdqu {c0}, [{b}]",
+                        "vpand {c1}, {c0}, {high}",
+                        "vpslld {c0}, {c0}, 16"
+                    ],
+                    high = _mm256_set1_epi32(0xffff_0000_u32 as i32)
+                ),
+            }
         }
     }
 

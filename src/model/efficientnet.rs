@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{EfficientNetConfig, FeatureInfo};
 use crate::error::Error;
-use crate::inference::InferenceModel;
+use crate::inference::{InferenceModel, Precision};
 use crate::model::block::Block;
 use crate::model::conv_bn_act::ConvBnAct;
 
@@ -139,6 +139,25 @@ impl EfficientNet {
     /// [`InferenceModel`]. Drops autodiff (`valid()`).
     pub fn for_inference(self) -> InferenceModel {
         InferenceModel::new(self)
+    }
+
+    /// [`for_inference`](Self::for_inference) with the CPU engine's weights in `precision`:
+    /// [`Precision::Bf16Weights`] keeps half the bytes, at about three significant digits
+    /// of each weight.
+    ///
+    /// ```
+    /// use efficientnet_burn::burn::tensor::{Device, Tensor};
+    /// use efficientnet_burn::{EfficientNetConfig, Precision};
+    ///
+    /// let device = Device::default();
+    /// let model = EfficientNetConfig::b0().with_width(0.25).init(&device);
+    /// let model = model.for_inference_with(Precision::Bf16Weights);
+    /// assert_eq!(model.precision(), Some(Precision::Bf16Weights));
+    /// let logits = model.forward(Tensor::<4>::zeros([1, 3, 64, 64], &device));
+    /// assert_eq!(logits.dims(), [1, 1000]);
+    /// ```
+    pub fn for_inference_with(self, precision: Precision) -> InferenceModel {
+        InferenceModel::with_precision(self, precision)
     }
 
     /// Whether the batch norms are folded into the convolutions

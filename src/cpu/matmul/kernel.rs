@@ -1,7 +1,7 @@
 //! The micro-kernel and its blocking: one `MR x NR` tile of sums in registers, and the
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
-use super::pack::{NR, pack_tile};
+use super::pack::{Bf16Words, F32Words, NR, PanelWords, pack_tile};
 use super::{Epilogue, Operands, Origin, Region, RegionProduct};
 use crate::cpu::isa::{Isa, RowBases};
 
@@ -56,149 +56,213 @@ pub(super) const DIRECT_PANELS: usize = 2;
 #[inline(always)]
 pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionProduct) {
     let RegionProduct {
-        operands:
-            Operands {
-                a,
-                lda,
-                a_scale,
-                b,
-                k,
-                n,
-                origin,
-            },
+        operands,
         epilogue,
         region,
         scratch,
     } = product;
-    let rows = region.rows;
-    if rows == 0 || k == 0 {
+    let Operands { a_scale, b, k, .. } = operands;
+    if region.rows == 0 || k == 0 {
         return;
     }
     let panels = region.end_panel - region.first_panel;
-    let direct = a_scale.is_none() || (panels <= DIRECT_PANELS && rows >= panels * NR);
-    // The region's panels of `b`, gated if the rows are read directly: at the front of
-    // `scratch`, the packed tiles after them.
-    let (b, b_first_panel, pack_scale, gated_len) = match a_scale {
-        Some(scale) if direct => {
-            let values = &b[region.first_panel * k * NR..region.end_panel * k * NR];
-            scratch.resize(values.len(), 0.0);
-            for ((gated, row), &factor) in scratch
-                .chunks_exact_mut(NR)
-                .zip(values.chunks_exact(NR))
-                .zip(scale[..k].iter().cycle())
-            {
-                for (gated, &value) in gated.iter_mut().zip(row) {
-                    *gated = value * factor;
+    let direct = a_scale.is_none() || (panels <= DIRECT_PANELS && region.rows >= panels * NR);
+    let blocks = Blocks {
+        operands,
+        epilogue,
+        region,
+        direct,
+    };
+    match (a_scale, b.bf16_lanes) {
+        // The region's panels of `b`, gated (and in f32), since the rows are read directly.
+        (Some(scale), _) if direct => {
+            let words = &b.words[region.first_panel * k * b.row_words()..];
+            scratch.resize(panels * k * NR, 0.0);
+            for (index, gated) in scratch.chunks_exact_mut(NR).enumerate() {
+                b.unpack_row(&words[index * b.row_words()..], gated);
+                let factor = scale[index % k];
+                for value in gated {
+                    *value *= factor;
                 }
             }
-            (None, region.first_panel, None, values.len())
-        }
-        _ => (Some(b), 0, a_scale, 0),
-    };
-    let slices = if k <= WHOLE_K { 1 } else { k.div_ceil(KC) };
-    let step = k.div_ceil(slices);
-    let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
-    for block_start in (0..rows).step_by(block_rows) {
-        let block_len = block_rows.min(rows - block_start);
-        // Whole tiles of MR rows, then the rest in tiles of TAIL and single rows: 49 rows (a
-        // 7x7 map) are four tiles of 12 and one row, not a fifth tile of 12 with 11 rows
-        // wasted, nor a tile of 4 with 3.
-        let tiles = Tiles {
-            start: block_start,
-            full: block_len / MR,
-            quads: block_len % MR / TAIL,
-            singles: block_len % MR % TAIL,
-        };
-        // Packed: every tile, unless read in place; single rows only to gate them.
-        let (packed_full, packed_quads) = if direct {
-            (0, 0)
-        } else {
-            (tiles.full, tiles.quads)
-        };
-        let packed_singles = if pack_scale.is_some() {
-            tiles.singles
-        } else {
-            0
-        };
-        for k_start in (0..k).step_by(step) {
-            let depth = step.min(k - k_start);
-            let slice = Slice {
-                first: k_start == 0,
-                last: k_start + depth == k,
+            // Nothing is packed: the rows are read in place, and not gated.
+            let blocks = Blocks {
+                operands: Operands {
+                    a_scale: None,
+                    ..operands
+                },
+                ..blocks
             };
-            let packed_len = (packed_full * MR + packed_quads * TAIL + packed_singles) * depth;
-            scratch.resize(gated_len + packed_len, 0.0);
-            let (gated, packing) = scratch.split_at_mut(gated_len);
-            let (whole, rest) = packing.split_at_mut(packed_full * MR * depth);
-            let (quads, singles) = rest.split_at_mut(packed_quads * TAIL * depth);
-            for (index, packed) in whole.chunks_exact_mut(depth * MR).enumerate() {
-                let first = tiles.whole_row::<MR>(index);
-                pack_tile::<MR>(a, lda, first, rows, k_start, pack_scale, packed);
+            // SAFETY: passed on from the caller; `scratch` holds the region's panels.
+            unsafe {
+                blocks.run::<MR, I, F32Words>(isa, scratch, region.first_panel, &mut Vec::new())
             }
-            for (index, packed) in quads.chunks_exact_mut(depth * TAIL).enumerate() {
-                let first = tiles.quad_row::<MR>(index);
-                pack_tile::<TAIL>(a, lda, first, rows, k_start, pack_scale, packed);
-            }
-            for (index, packed) in singles.chunks_exact_mut(depth).enumerate() {
-                let first = tiles.single_row::<MR>(index);
-                pack_tile::<1>(a, lda, first, rows, k_start, pack_scale, packed);
-            }
-            let (whole, quads, singles) = (&*whole, &*quads, &*singles);
-            let b = b.unwrap_or(gated);
-            for panel in region.first_panel..region.end_panel {
-                let start = ((panel - b_first_panel) * k + k_start) * NR;
-                // Few tiles read a panel on small maps, so the first of them would wait on
-                // memory for the weights: the tiles ask for the next panel's slice, a share
-                // each, while they run.
-                let tile_count = tiles.full + tiles.quads + tiles.singles;
-                let next = if origin == Origin::Layer
-                    && panel + 1 < region.end_panel
-                    && tile_count <= PREFETCH_TILES
-                {
-                    &b[start + k * NR..start + k * NR + depth * NR]
-                } else {
-                    &[]
-                };
-                let prefetch = Prefetch {
-                    next,
-                    share: next.len().div_ceil(tile_count.max(1)),
-                };
-                let b = &b[start..start + depth * NR];
-                let columns = panel * NR..(panel * NR + NR).min(n);
-                let at = |first_row| TileAt {
-                    first_row,
-                    columns: columns.clone(),
-                    n,
-                    slice,
-                };
-                let source = Source {
+        }
+        // SAFETY: passed on from the caller.
+        (_, None) => unsafe { blocks.run::<MR, I, F32Words>(isa, b.words, 0, scratch) },
+        (_, Some(lanes)) => {
+            assert_eq!(
+                lanes,
+                I::LANES,
+                "bf16 pairs laid out for another register width"
+            );
+            // SAFETY: passed on from the caller; the pairs are laid out for `I`'s registers.
+            unsafe { blocks.run::<MR, I, Bf16Words>(isa, b.words, 0, scratch) }
+        }
+    }
+}
+
+/// One product of [`blocked`], the gate of a direct product already applied to `b`.
+#[derive(Clone, Copy)]
+struct Blocks<'a> {
+    operands: Operands<'a>,
+    epilogue: Epilogue<'a>,
+    region: Region,
+    /// Whether the tiles read the rows of `a` in place (else they pack them, gated).
+    direct: bool,
+}
+
+impl Blocks<'_> {
+    /// The blocked loops over `b`'s panels as `W` words, panel `b_first_panel` first (the
+    /// region's own panels only, when gated); `scratch` holds packed rows of `a`.
+    ///
+    /// # Safety
+    ///
+    /// As [`blocked`]; `b` holds the region's panels from `b_first_panel` on.
+    #[inline(always)]
+    unsafe fn run<const MR: usize, I: Isa, W: PanelWords>(
+        self,
+        isa: I,
+        b: &[f32],
+        b_first_panel: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        let Blocks {
+            operands:
+                Operands {
                     a,
                     lda,
-                    k_start,
-                    depth,
+                    a_scale: pack_scale,
+                    k,
+                    n,
+                    origin,
+                    ..
+                },
+            epilogue,
+            region,
+            direct,
+        } = self;
+        let rows = region.rows;
+        let row_words = NR / W::COLUMNS;
+        let slices = if k <= WHOLE_K { 1 } else { k.div_ceil(KC) };
+        let step = k.div_ceil(slices);
+        let block_rows = (PACKED_ROWS_BYTES / 4 / step / MR).max(1) * MR;
+        for block_start in (0..rows).step_by(block_rows) {
+            let block_len = block_rows.min(rows - block_start);
+            // Whole tiles of MR rows, then the rest in tiles of TAIL and single rows: 49 rows (a
+            // 7x7 map) are four tiles of 12 and one row, not a fifth tile of 12 with 11 rows
+            // wasted, nor a tile of 4 with 3.
+            let tiles = Tiles {
+                start: block_start,
+                full: block_len / MR,
+                quads: block_len % MR / TAIL,
+                singles: block_len % MR % TAIL,
+            };
+            // Packed: every tile, unless read in place; single rows only to gate them.
+            let (packed_full, packed_quads) = if direct {
+                (0, 0)
+            } else {
+                (tiles.full, tiles.quads)
+            };
+            let packed_singles = if pack_scale.is_some() {
+                tiles.singles
+            } else {
+                0
+            };
+            for k_start in (0..k).step_by(step) {
+                let depth = step.min(k - k_start);
+                let slice = Slice {
+                    first: k_start == 0,
+                    last: k_start + depth == k,
                 };
-                // `Tiles` counts whole tiles, so every tile's rows are below `rows`; a packed
-                // tile holds `depth` steps of its rows.
-                for index in 0..tiles.full {
-                    prefetch.share(isa, index);
-                    let packed = (!direct).then(|| &whole[index * MR * depth..]);
-                    let at = at(tiles.whole_row::<MR>(index));
-                    // SAFETY: passed on from the caller; the tile's rows, see above.
-                    unsafe { run_rows::<MR, I>(isa, source, packed, b, at, epilogue, region) };
+                let packed_len = (packed_full * MR + packed_quads * TAIL + packed_singles) * depth;
+                scratch.resize(packed_len, 0.0);
+                let (whole, rest) = scratch.split_at_mut(packed_full * MR * depth);
+                let (quads, singles) = rest.split_at_mut(packed_quads * TAIL * depth);
+                for (index, packed) in whole.chunks_exact_mut(depth * MR).enumerate() {
+                    let first = tiles.whole_row::<MR>(index);
+                    pack_tile::<MR>(a, lda, first, rows, k_start, pack_scale, packed);
                 }
-                for index in 0..tiles.quads {
-                    prefetch.share(isa, tiles.full + index);
-                    let packed = (!direct).then(|| &quads[index * TAIL * depth..]);
-                    let at = at(tiles.quad_row::<MR>(index));
-                    // SAFETY: as above.
-                    unsafe { run_rows::<TAIL, I>(isa, source, packed, b, at, epilogue, region) };
+                for (index, packed) in quads.chunks_exact_mut(depth * TAIL).enumerate() {
+                    let first = tiles.quad_row::<MR>(index);
+                    pack_tile::<TAIL>(a, lda, first, rows, k_start, pack_scale, packed);
                 }
-                for index in 0..tiles.singles {
-                    prefetch.share(isa, tiles.full + tiles.quads + index);
-                    let packed = (packed_singles > 0).then(|| &singles[index * depth..]);
-                    let at = at(tiles.single_row::<MR>(index));
-                    // SAFETY: as above.
-                    unsafe { run_rows::<1, I>(isa, source, packed, b, at, epilogue, region) };
+                for (index, packed) in singles.chunks_exact_mut(depth).enumerate() {
+                    let first = tiles.single_row::<MR>(index);
+                    pack_tile::<1>(a, lda, first, rows, k_start, pack_scale, packed);
+                }
+                let (whole, quads, singles) = (&*whole, &*quads, &*singles);
+                for panel in region.first_panel..region.end_panel {
+                    let start = ((panel - b_first_panel) * k + k_start) * row_words;
+                    // Few tiles read a panel on small maps, so the first of them would wait on
+                    // memory for the weights: the tiles ask for the next panel's slice, a share
+                    // each, while they run.
+                    let tile_count = tiles.full + tiles.quads + tiles.singles;
+                    let next = if origin == Origin::Layer
+                        && panel + 1 < region.end_panel
+                        && tile_count <= PREFETCH_TILES
+                    {
+                        &b[start + k * row_words..start + (k + depth) * row_words]
+                    } else {
+                        &[]
+                    };
+                    let prefetch = Prefetch {
+                        next,
+                        share: next.len().div_ceil(tile_count.max(1)),
+                    };
+                    let b = &b[start..start + depth * row_words];
+                    let columns = panel * NR..(panel * NR + NR).min(n);
+                    let at = |first_row| TileAt {
+                        first_row,
+                        columns: columns.clone(),
+                        n,
+                        slice,
+                    };
+                    let source = Source {
+                        a,
+                        lda,
+                        k_start,
+                        depth,
+                    };
+                    // `Tiles` counts whole tiles, so every tile's rows are below `rows`; a packed
+                    // tile holds `depth` steps of its rows.
+                    for index in 0..tiles.full {
+                        prefetch.share(isa, index);
+                        let packed = (!direct).then(|| &whole[index * MR * depth..]);
+                        let at = at(tiles.whole_row::<MR>(index));
+                        // SAFETY: passed on from the caller; the tile's rows, see above.
+                        unsafe {
+                            run_rows::<MR, I, W>(isa, source, packed, b, at, epilogue, region)
+                        };
+                    }
+                    for index in 0..tiles.quads {
+                        prefetch.share(isa, tiles.full + index);
+                        let packed = (!direct).then(|| &quads[index * TAIL * depth..]);
+                        let at = at(tiles.quad_row::<MR>(index));
+                        // SAFETY: as above.
+                        unsafe {
+                            run_rows::<TAIL, I, W>(isa, source, packed, b, at, epilogue, region)
+                        };
+                    }
+                    for index in 0..tiles.singles {
+                        prefetch.share(isa, tiles.full + tiles.quads + index);
+                        let packed = (packed_singles > 0).then(|| &singles[index * depth..]);
+                        let at = at(tiles.single_row::<MR>(index));
+                        // SAFETY: as above.
+                        unsafe {
+                            run_rows::<1, I, W>(isa, source, packed, b, at, epilogue, region)
+                        };
+                    }
                 }
             }
         }
@@ -247,7 +311,7 @@ struct Source<'a> {
 /// As [`run_tile`]; the rows `at.first_row..at.first_row + M` inside `source.a` (with their
 /// steps), and `packed`, if given, holding `source.depth` steps of `M` values.
 #[inline(always)]
-unsafe fn run_rows<const M: usize, I: Isa>(
+unsafe fn run_rows<const M: usize, I: Isa, W: PanelWords>(
     isa: I,
     source: Source,
     packed: Option<&[f32]>,
@@ -262,7 +326,7 @@ unsafe fn run_rows<const M: usize, I: Isa>(
         match packed {
             Some(packed) => {
                 let rows = PackedRows(packed.as_ptr());
-                run_tile::<M, I, _>(isa, rows, depth, b, at, epilogue, region);
+                run_tile::<M, I, W, _>(isa, rows, depth, b, at, epilogue, region);
             }
             None => {
                 let offset = at.first_row * source.lda + source.k_start;
@@ -270,7 +334,7 @@ unsafe fn run_rows<const M: usize, I: Isa>(
                     base: source.a.as_ptr().add(offset),
                     stride: source.lda,
                 };
-                run_tile::<M, I, _>(isa, rows, depth, b, at, epilogue, region);
+                run_tile::<M, I, W, _>(isa, rows, depth, b, at, epilogue, region);
             }
         }
     }
@@ -328,7 +392,7 @@ struct TileAt {
 /// As [`super::RegionProduct::new`]; `at.first_row < region.rows`, `at.columns` inside `n`;
 /// `a` valid for `M` rows of `steps` values.
 #[inline(always)]
-unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
+unsafe fn run_tile<const M: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     steps: usize,
@@ -378,7 +442,7 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
         // SAFETY: `out`'s `tile_rows` rows of `width` values at stride `n` are inside the
         // region, which is ours alone, and hold the previous slice's partial sums unless this
         // is the first; `residual` was checked above, the bias has `width` values.
-        unsafe { output_tile::<M, I, A>(isa, a, steps, b, out, !slice.first) };
+        unsafe { output_tile::<M, I, W, A>(isa, a, steps, b, out, !slice.first) };
         return;
     }
     // A whole panel with a constant width: every column of the sums is then written by the
@@ -387,9 +451,9 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
     // rows of `width` columns are inside the region, which is ours alone.
     let acc = unsafe {
         if width == NR {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, NR)
+            sums::<M, I, W, A>(isa, a, steps, b, prior, n, tile_rows, NR)
         } else {
-            sums::<M, I, A>(isa, a, steps, b, prior, n, tile_rows, width)
+            sums::<M, I, W, A>(isa, a, steps, b, prior, n, tile_rows, width)
         }
     };
     for (r, acc) in acc.iter().enumerate().take(tile_rows) {
@@ -418,7 +482,7 @@ unsafe fn run_tile<const M: usize, I: Isa, A: Rows>(
 /// `tile_rows` rows, which no one writes meanwhile; `a` as [`tile`] says.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn sums<const M: usize, I: Isa, A: Rows>(
+unsafe fn sums<const M: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     steps: usize,
@@ -438,7 +502,7 @@ unsafe fn sums<const M: usize, I: Isa, A: Rows>(
         }
     }
     // SAFETY: passed on from the caller.
-    unsafe { tile::<M, I, A>(isa, a, steps, b, &mut acc, prior.is_some(), width) };
+    unsafe { tile::<M, I, W, A>(isa, a, steps, b, &mut acc, prior.is_some(), width) };
     acc
 }
 
@@ -514,7 +578,7 @@ impl Rows for InPlaceRows {
 /// `a` must be valid for `MR` rows of `steps` values, which no one writes meanwhile.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
+pub(crate) unsafe fn tile<const MR: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     steps: usize,
@@ -523,15 +587,15 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     add: bool,
     width: usize,
 ) {
-    assert!(b.len() >= steps * NR, "b is too short");
+    assert!(b.len() >= steps * NR / W::COLUMNS, "b is too short");
     let lanes = I::LANES;
     let b = b.as_ptr();
     if MR == 1 {
         for group in (0..width.min(NR)).step_by(2 * lanes) {
             if group + lanes >= width {
-                split_row_group::<1, I, A>(isa, a, b, steps, group, &mut acc[0], add);
+                split_row_group::<1, I, W, A>(isa, a, b, steps, group, &mut acc[0], add);
             } else {
-                split_row_group::<2, I, A>(isa, a, b, steps, group, &mut acc[0], add);
+                split_row_group::<2, I, W, A>(isa, a, b, steps, group, &mut acc[0], add);
             }
         }
         return;
@@ -543,10 +607,10 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
     for group in (0..width).step_by(2 * lanes) {
         if group + lanes >= width {
             // SAFETY: passed on from the caller.
-            unsafe { register_group::<MR, 1, I, A>(isa, a, b, steps, group, acc, add) };
+            unsafe { register_group::<MR, 1, I, W, A>(isa, a, b, steps, group, acc, add) };
         } else {
             // SAFETY: as above.
-            unsafe { register_group::<MR, 2, I, A>(isa, a, b, steps, group, acc, add) };
+            unsafe { register_group::<MR, 2, I, W, A>(isa, a, b, steps, group, acc, add) };
         }
     }
 }
@@ -560,7 +624,7 @@ pub(crate) unsafe fn tile<const MR: usize, I: Isa, A: Rows>(
 ///
 /// `a` as [`tile`] says; as [`OutputTile`] says for `out`.
 #[inline(always)]
-pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
+pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     steps: usize,
@@ -569,7 +633,7 @@ pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
     add: bool,
 ) {
     let lanes = I::LANES;
-    assert!(b.len() >= steps * NR, "b is too short");
+    assert!(b.len() >= steps * NR / W::COLUMNS, "b is too short");
     assert!(out.rows <= MR, "a tile's rows");
     assert!(
         out.width <= NR && out.width.is_multiple_of(lanes),
@@ -580,7 +644,7 @@ pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
         // A whole panel: a loop of constant trip count, unrolled.
         for group in (0..NR).step_by(2 * lanes) {
             // SAFETY: passed on from the caller; the group is inside the panel.
-            unsafe { output_group::<MR, 2, I, A>(isa, a, b, steps, group, out, add) };
+            unsafe { output_group::<MR, 2, I, W, A>(isa, a, b, steps, group, out, add) };
         }
         return;
     }
@@ -588,9 +652,9 @@ pub(crate) unsafe fn output_tile<const MR: usize, I: Isa, A: Rows>(
         // SAFETY: as above; a group of one register where only one is live.
         unsafe {
             if group + lanes == out.width {
-                output_group::<MR, 1, I, A>(isa, a, b, steps, group, out, add);
+                output_group::<MR, 1, I, W, A>(isa, a, b, steps, group, out, add);
             } else {
-                output_group::<MR, 2, I, A>(isa, a, b, steps, group, out, add);
+                output_group::<MR, 2, I, W, A>(isa, a, b, steps, group, out, add);
             }
         }
     }
@@ -611,7 +675,7 @@ const SUMS_UNDER_WAY: usize = 8;
 /// `a` valid for `MR` rows of `steps` values, `b` for `steps` rows of [`NR`] values;
 /// `group + R * lanes <= NR`.
 #[inline(always)]
-unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
+unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -620,13 +684,18 @@ unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     mut sums: [[I::V; R]; MR],
 ) -> [[I::V; R]; MR] {
     // SAFETY: the caller's word, for all `steps`.
-    if unsafe { isa.tile_steps(a.bases::<MR>(), b.add(group), NR, steps, &mut sums) } {
+    let stride = NR / W::COLUMNS;
+    // SAFETY: the caller's word, for all `steps`; the group's first word is in the panel.
+    if unsafe {
+        let at = b.add(group / W::COLUMNS);
+        W::tile_steps::<I, MR, R>(isa, a.bases::<MR>(), at, stride, steps, &mut sums)
+    } {
         return sums;
     }
     if MR * R >= SUMS_UNDER_WAY {
         for step in 0..steps {
             // SAFETY: `step < steps`; the rest is the caller's word.
-            unsafe { group_step::<MR, R, I, A>(isa, a, b, step, group, &mut sums) };
+            unsafe { group_step::<MR, R, I, W, A>(isa, a, b, step, group, &mut sums) };
         }
         return sums;
     }
@@ -634,13 +703,13 @@ unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
     for pair in 0..steps / 2 {
         // SAFETY: `2 * pair + 1 < steps`; the rest is the caller's word.
         unsafe {
-            group_step::<MR, R, I, A>(isa, a, b, 2 * pair, group, &mut sums);
-            group_step::<MR, R, I, A>(isa, a, b, 2 * pair + 1, group, &mut odd);
+            group_step::<MR, R, I, W, A>(isa, a, b, 2 * pair, group, &mut sums);
+            group_step::<MR, R, I, W, A>(isa, a, b, 2 * pair + 1, group, &mut odd);
         }
     }
     if steps % 2 == 1 {
         // SAFETY: as above.
-        unsafe { group_step::<MR, R, I, A>(isa, a, b, steps - 1, group, &mut sums) };
+        unsafe { group_step::<MR, R, I, W, A>(isa, a, b, steps - 1, group, &mut sums) };
     }
     for (sums, odd) in sums.iter_mut().zip(odd) {
         for (sum, odd) in sums.iter_mut().zip(odd) {
@@ -656,7 +725,7 @@ unsafe fn group_sums<const MR: usize, const R: usize, I: Isa, A: Rows>(
 ///
 /// As [`group_sums`], with `step < steps`.
 #[inline(always)]
-unsafe fn group_step<const MR: usize, const R: usize, I: Isa, A: Rows>(
+unsafe fn group_step<const MR: usize, const R: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -664,14 +733,10 @@ unsafe fn group_step<const MR: usize, const R: usize, I: Isa, A: Rows>(
     group: usize,
     sums: &mut [[I::V; R]; MR],
 ) {
-    let lanes = I::LANES;
     // SAFETY: `b` has NR values at `step * NR` and `a` a value for each of its MR rows at
     // `step` (the caller's word); `group + R * lanes <= NR`.
     unsafe {
-        let mut columns = [isa.zero(); R];
-        for (j, column) in columns.iter_mut().enumerate() {
-            *column = isa.load(b.add(step * NR + group + j * lanes));
-        }
+        let columns = W::registers::<I, R>(isa, b.add((step * NR + group) / W::COLUMNS));
         for (r, sums) in sums.iter_mut().enumerate() {
             let value = isa.splat(a.value::<MR>(step, r));
             for (sum, column) in sums.iter_mut().zip(columns) {
@@ -688,7 +753,7 @@ unsafe fn group_step<const MR: usize, const R: usize, I: Isa, A: Rows>(
 ///
 /// As [`tile`].
 #[inline(always)]
-unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
+unsafe fn register_group<const MR: usize, const R: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -711,7 +776,7 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
         }
     }
     // SAFETY: passed on from the caller; the group is inside the panel (above).
-    let sums = unsafe { group_sums::<MR, R, I, A>(isa, a, b, steps, group, sums) };
+    let sums = unsafe { group_sums::<MR, R, I, W, A>(isa, a, b, steps, group, sums) };
     for (row, sums) in acc.iter_mut().zip(sums) {
         for (j, sum) in sums.into_iter().enumerate() {
             // SAFETY: as for the loads.
@@ -727,7 +792,7 @@ unsafe fn register_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
 ///
 /// As [`output_tile`]; `group + R * lanes <= out.width`.
 #[inline(always)]
-unsafe fn output_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
+unsafe fn output_group<const MR: usize, const R: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -747,7 +812,7 @@ unsafe fn output_group<const MR: usize, const R: usize, I: Isa, A: Rows>(
         }
     }
     // SAFETY: passed on from the caller.
-    let sums = unsafe { group_sums::<MR, R, I, A>(isa, a, b, steps, group, sums) };
+    let sums = unsafe { group_sums::<MR, R, I, W, A>(isa, a, b, steps, group, sums) };
     for (r, sums) in sums.into_iter().enumerate().take(out.rows) {
         for (j, sum) in sums.into_iter().enumerate() {
             let at = r * out.n + group + j * lanes;
@@ -807,7 +872,7 @@ const ROW_SPLIT: usize = 4;
 /// [`register_group`] for a tile of one row: columns `group..group + R * lanes` of `acc`,
 /// the steps dealt round-robin over [`ROW_SPLIT`] sets of sums, which are added at the end.
 #[inline(always)]
-fn split_row_group<const R: usize, I: Isa, A: Rows>(
+fn split_row_group<const R: usize, I: Isa, W: PanelWords, A: Rows>(
     isa: I,
     a: A,
     b: *const f32,
@@ -831,8 +896,8 @@ fn split_row_group<const R: usize, I: Isa, A: Rows>(
             // `(step + offset) * NR`; `group + R * lanes <= NR`.
             unsafe {
                 let value = isa.splat(a.value::<1>(step + offset, 0));
-                for (j, sum) in sums.iter_mut().enumerate() {
-                    let column = isa.load(b.add((step + offset) * NR + group + j * lanes));
+                let at = b.add(((step + offset) * NR + group) / W::COLUMNS);
+                for (sum, column) in sums.iter_mut().zip(W::registers::<I, R>(isa, at)) {
                     *sum = isa.fmadd(value, column, *sum);
                 }
             }
@@ -843,8 +908,8 @@ fn split_row_group<const R: usize, I: Isa, A: Rows>(
         // SAFETY: as above, with `step < steps`.
         unsafe {
             let value = isa.splat(a.value::<1>(step, 0));
-            for (j, sum) in sums[0].iter_mut().enumerate() {
-                let column = isa.load(b.add(step * NR + group + j * lanes));
+            let at = b.add((step * NR + group) / W::COLUMNS);
+            for (sum, column) in sums[0].iter_mut().zip(W::registers::<I, R>(isa, at)) {
                 *sum = isa.fmadd(value, column, *sum);
             }
         }

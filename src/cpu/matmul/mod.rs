@@ -18,7 +18,7 @@ pub(crate) mod pack;
 
 use rayon::prelude::*;
 
-pub(crate) use pack::{NR, Packed};
+pub(crate) use pack::{NR, Packed, Weights};
 
 use crate::cpu::isa::{Detected, Isa, Kernel};
 use crate::model::activation::Activation;
@@ -78,7 +78,7 @@ struct Operands<'a> {
     /// A factor per column of `a`, if any.
     a_scale: Option<&'a [f32]>,
     /// [`Packed::data`] of a `k x n` matrix.
-    b: &'a [f32],
+    b: Weights<'a>,
     k: usize,
     n: usize,
     /// Where the operands come from.
@@ -125,7 +125,10 @@ impl<'a> RegionProduct<'a> {
             rows == 0 || a.len() >= (rows - 1) * lda + k,
             "a is too short"
         );
-        assert!(b.len() >= n.div_ceil(NR) * NR * k, "b is too short");
+        assert!(
+            b.words.len() >= n.div_ceil(NR) * b.row_words() * k,
+            "b is too short"
+        );
         assert!(
             a_scale.is_none_or(|scale| scale.len() >= k),
             "a_scale is too short"
@@ -163,7 +166,7 @@ pub(crate) fn serial(
     isa: Detected,
     a: &[f32],
     lda: usize,
-    b: &[f32],
+    b: Weights,
     k: usize,
     n: usize,
     epilogue: Epilogue,
@@ -336,7 +339,7 @@ pub(crate) fn parallel(
     a: &[f32],
     samples: usize,
     a_scale: Option<&[f32]>,
-    b: &[f32],
+    b: Weights,
     k: usize,
     n: usize,
     epilogue: Epilogue,
@@ -401,6 +404,7 @@ pub(crate) fn parallel(
 #[cfg(test)]
 mod tests {
     use super::kernel::{InPlaceRows, PackedRows, tile};
+    use super::pack::F32Words;
     use super::*;
     use crate::cpu::isa::Portable;
 
@@ -509,10 +513,10 @@ mod tests {
                         base: self.rows.as_ptr(),
                         stride: steps,
                     };
-                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                    tile::<12, I, F32Words, _>(isa, rows, steps, self.panel, acc, true, width);
                 } else {
                     let rows = PackedRows(self.packed.as_ptr());
-                    tile::<12, I, _>(isa, rows, steps, self.panel, acc, true, width);
+                    tile::<12, I, F32Words, _>(isa, rows, steps, self.panel, acc, true, width);
                 }
             }
         }
@@ -530,7 +534,7 @@ mod tests {
                 *value = a[r * k + step];
             }
         }
-        let panel = &packed.data()[k * NR..2 * k * NR];
+        let panel = &packed.data().words[k * NR..2 * k * NR];
         let mut expected = [[0.5f32; NR]; 12];
         Tile {
             rows: &a,
@@ -563,6 +567,62 @@ mod tests {
                             (got - want).abs() < 1e-5,
                             "{isa:?} in place {in_place} width {width} column {column}: \
                              {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_weights_give_the_products_of_the_rounded_weights_exactly() {
+        // Widening a bf16 weight gives the rounded f32 exactly, and the kernels take the same
+        // steps in the same order whatever they load, so the products must be equal to the
+        // bit: plain, gated with rows packed (many panels) and with panels gated (few
+        // panels, many rows), in one slice of k and in several; one row (the classifier at
+        // batch 1); last panels of one and of two registers' live columns.
+        let round = |value: f32| half::bf16::from_f32(value).to_f32();
+        for isa in Detected::all() {
+            for (rows, k, n) in [
+                (1, 1, 1),
+                (13, 27, 24),
+                (49, 96, 40),
+                (1, 1280, 100),
+                (200, 37, 20),
+                (23, 750, 100),
+                (301, 750, 40),
+                (7, 5, 17),
+            ] {
+                let a = matrix(2 * rows, k, 1);
+                let weights = matrix(k, n, 2);
+                let bias = matrix(1, n, 3);
+                let scale = matrix(2, k, 4);
+                let bf16 = Packed::bf16(k, n, isa.lanes(), |r, c| weights[r * n + c]);
+                let rounded = Packed::new(k, n, |r, c| round(weights[r * n + c]));
+                let changed = (0..k * n).filter(|&i| round(weights[i]) != weights[i]);
+                assert!(
+                    k * n < 8 || changed.count() > 0,
+                    "the weights must lose bits"
+                );
+                let epilogue = Epilogue {
+                    bias: &bias,
+                    activation: Some(Activation::SiLU),
+                    residual: None,
+                };
+                for gates in [None, Some(&scale[..])] {
+                    let product = |packed: &Packed| {
+                        let mut c = vec![f32::NAN; 2 * rows * n];
+                        let data = packed.data();
+                        parallel(isa, &a, 2, gates, data, k, n, epilogue, &mut c);
+                        c
+                    };
+                    let (got, want) = (product(&bf16), product(&rounded));
+                    for (index, (got, want)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(
+                            got.to_bits(),
+                            want.to_bits(),
+                            "{isa:?} {rows}x{k}x{n} gated {} value {index}: {got} vs {want}",
+                            gates.is_some()
                         );
                     }
                 }

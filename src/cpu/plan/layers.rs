@@ -14,6 +14,7 @@ use crate::cpu::depthwise::Depthwise;
 use crate::cpu::isa::{Isa, Kernel};
 use crate::cpu::math;
 use crate::cpu::matmul::Packed;
+use crate::inference::Precision;
 use crate::model::activation::Activation;
 use crate::model::block::Block as ModelBlock;
 use crate::model::conv_bn_act::ConvBnAct;
@@ -27,6 +28,33 @@ pub(crate) enum Layout {
     Nhwc,
     /// `[sample][channel][row][column]`: the model's input, which the stem reads in place.
     Nchw,
+}
+
+/// How the plan packs its products' weights: in f32, or in bf16 pairs for registers of
+/// `lanes` values ([`Precision::Bf16Weights`]).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Packing {
+    bf16_lanes: Option<usize>,
+}
+
+impl Packing {
+    /// `precision`'s packing for an instruction set of `lanes` f32 values a register.
+    pub(crate) fn new(precision: Precision, lanes: usize) -> Self {
+        Self {
+            bf16_lanes: match precision {
+                Precision::F32 => None,
+                Precision::Bf16Weights => Some(lanes),
+            },
+        }
+    }
+
+    /// `value(row, column)` for `row < k`, `column < n`, packed.
+    fn pack(self, k: usize, n: usize, value: impl Fn(usize, usize) -> f32) -> Packed {
+        match self.bf16_lanes {
+            None => Packed::new(k, n, value),
+            Some(lanes) => Packed::bf16(k, n, lanes, value),
+        }
+    }
 }
 
 /// A convolution with its folded bias and activation; `weights` is `k * k * in` rows by
@@ -91,7 +119,7 @@ fn bias_of(conv: &Conv2d, channels: usize) -> Option<Vec<f32>> {
 impl Conv {
     /// A folded, ungrouped layer with a square kernel and stride, on the flex device in f32,
     /// for maps laid out as `input`.
-    pub(crate) fn read(layer: &ConvBnAct, input: Layout) -> Option<Self> {
+    pub(crate) fn read(layer: &ConvBnAct, input: Layout, packing: Packing) -> Option<Self> {
         let conv = &layer.conv;
         let weight = conv.weight.val();
         let [out, inputs, kh, kw] = weight.dims();
@@ -105,7 +133,7 @@ impl Conv {
         }
         let w = values(weight)?;
         let k = kh;
-        let weights = Packed::new(k * k * inputs, out, |row, column| match input {
+        let weights = packing.pack(k * k * inputs, out, |row, column| match input {
             Layout::Nhwc => {
                 let (tap, channel) = (row / inputs, row % inputs);
                 w[(column * inputs + channel) * k * k + tap]
@@ -263,11 +291,11 @@ fn dot<I: Isa>(isa: I, a: &[f32], b: &[f32]) -> f32 {
 
 impl Block {
     /// A folded block of the model.
-    pub(crate) fn read(block: &ModelBlock) -> Option<Self> {
+    pub(crate) fn read(block: &ModelBlock, packing: Packing) -> Option<Self> {
         Some(match block {
             ModelBlock::MBConv(block) => Block::MBConv {
                 expand: match &block.expand {
-                    Some(expand) => Some(Conv::read(expand, Layout::Nhwc)?),
+                    Some(expand) => Some(Conv::read(expand, Layout::Nhwc, packing)?),
                     None => None,
                 },
                 depthwise: read_depthwise(&block.depthwise)?,
@@ -275,13 +303,13 @@ impl Block {
                     Some(se) => Some(Se::read(se)?),
                     None => None,
                 },
-                project: Conv::read(&block.project, Layout::Nhwc)?,
+                project: Conv::read(&block.project, Layout::Nhwc, packing)?,
                 residual: block.residual,
             },
             ModelBlock::FusedMBConv(block) => Block::FusedMBConv {
-                conv: Conv::read(&block.conv, Layout::Nhwc)?,
+                conv: Conv::read(&block.conv, Layout::Nhwc, packing)?,
                 project: match &block.project {
-                    Some(project) => Some(Conv::read(project, Layout::Nhwc)?),
+                    Some(project) => Some(Conv::read(project, Layout::Nhwc, packing)?),
                     None => None,
                 },
                 residual: block.residual,
@@ -292,11 +320,14 @@ impl Block {
 
 /// The classifier (`[inputs, classes]` in Burn) packed as a `inputs x classes` product, and
 /// its bias.
-pub(crate) fn read_classifier(model: &EfficientNet) -> Option<(Packed, Vec<f32>)> {
+pub(crate) fn read_classifier(
+    model: &EfficientNet,
+    packing: Packing,
+) -> Option<(Packed, Vec<f32>)> {
     let linear = &model.classifier;
     let [inputs, classes] = linear.weight.dims();
     let weight = values(linear.weight.val())?;
-    let packed = Packed::new(inputs, classes, |row, column| {
+    let packed = packing.pack(inputs, classes, |row, column| {
         weight[row * classes + column]
     });
     let bias = match &linear.bias {

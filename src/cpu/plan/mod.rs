@@ -37,8 +37,9 @@ use burn::tensor::Tensor;
 use super::applies;
 use super::isa::Detected;
 use super::matmul::Packed;
+use crate::inference::Precision;
 use crate::model::efficientnet::EfficientNet;
-use layers::{Block, Conv, Layout, read_classifier};
+use layers::{Block, Conv, Layout, Packing, read_classifier};
 use pool::BufferPool;
 
 /// A folded model's weights, packed for the CPU kernels, and the buffers its forwards reuse.
@@ -64,10 +65,12 @@ impl fmt::Debug for Plan {
 }
 
 impl Plan {
-    /// Reads a folded model on the flex device in f32; `None` for anything else (the model
-    /// then runs on Burn's ops).
-    pub(crate) fn new(model: &EfficientNet) -> Option<Self> {
-        let stem = Conv::read(&model.stem, Layout::Nchw)?;
+    /// Reads a folded model on the flex device in f32, its weights packed in `precision`;
+    /// `None` for anything else (the model then runs on Burn's ops).
+    pub(crate) fn new(model: &EfficientNet, precision: Precision) -> Option<Self> {
+        let isa = Detected::new();
+        let packing = Packing::new(precision, isa.lanes());
+        let stem = Conv::read(&model.stem, Layout::Nchw, packing)?;
         let stage_ends: Vec<usize> = model
             .stages
             .iter()
@@ -80,15 +83,15 @@ impl Plan {
             .stages
             .iter()
             .flatten()
-            .map(Block::read)
+            .map(|block| Block::read(block, packing))
             .collect::<Option<Vec<Block>>>()?;
-        let (classifier, classifier_bias) = read_classifier(model)?;
+        let (classifier, classifier_bias) = read_classifier(model, packing)?;
         Some(Self {
-            isa: Detected::new(),
+            isa,
             stem,
             blocks,
             stage_ends,
-            head: Conv::read(&model.head, Layout::Nhwc)?,
+            head: Conv::read(&model.head, Layout::Nhwc, packing)?,
             classifier,
             classifier_bias,
             pool: BufferPool::default(),

@@ -722,6 +722,7 @@ mod tests {
     use super::*;
     use crate::cpu::bench::pseudo_random as values;
     use crate::cpu::matmul::Packed;
+    use crate::inference::Precision;
     use crate::model::activation::Activation;
 
     fn worst(a: &[f32], b: &[f32]) -> f32 {
@@ -738,7 +739,7 @@ mod tests {
             .with_depth(0.1)
             .init(&Device::flex())
             .fold_batch_norms();
-        let plan = Plan::new(&model).expect("a folded flex model plans");
+        let plan = Plan::new(&model, Precision::F32).expect("a folded flex model plans");
         (model, plan)
     }
 
