@@ -20,7 +20,8 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use efficientnet_burn::Precision;
 use serde_json::json;
 
 mod choices;
@@ -56,6 +57,9 @@ struct Args {
     /// Backend (as compiled in).
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
+    /// The CPU engine's weights (`for_inference_with`): f32, or rounded to bf16.
+    #[arg(long, value_enum, default_value = "f32", conflicts_with_all = ["unfused", "unplanned"])]
+    precision: PrecisionArg,
     /// Print each step's time (10th percentile over the runs) instead: the planned CPU
     /// engine only (flex, f32).
     #[arg(long, conflicts_with_all = ["unfused", "unplanned"])]
@@ -64,6 +68,26 @@ struct Args {
     /// that many forwards and print their times as one JSON line (`scripts/bench_pair.py`).
     #[arg(long, conflicts_with = "steps")]
     serve: bool,
+}
+
+/// `--precision`'s values.
+#[derive(Clone, Copy, Debug)]
+struct PrecisionArg(Precision);
+
+impl ValueEnum for PrecisionArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[
+            PrecisionArg(Precision::F32),
+            PrecisionArg(Precision::Bf16Weights),
+        ]
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(match self.0 {
+            Precision::Bf16Weights => "bf16-weights",
+            _ => "f32",
+        }))
+    }
 }
 
 /// A tensor of its own with `input`'s values, made before the timer starts: a forward
@@ -94,7 +118,7 @@ fn main() -> Result<(), efficientnet_burn::Error> {
     );
     if args.steps {
         #[cfg(feature = "flex")]
-        print_step_times(&model.for_inference(), input, &args);
+        print_step_times(&model.for_inference_with(args.precision.0), input, &args);
         #[cfg(not(feature = "flex"))]
         eprintln!("--steps times the planned CPU engine: build with the `flex` feature");
         return Ok(());
@@ -106,7 +130,7 @@ fn main() -> Result<(), efficientnet_burn::Error> {
         let model = model.fold_batch_norms();
         Box::new(move |x| model.forward(x))
     } else {
-        let model = model.for_inference();
+        let model = model.for_inference_with(args.precision.0);
         Box::new(move |x| model.forward(x))
     };
     // One timed forward, in milliseconds.
@@ -136,6 +160,8 @@ fn main() -> Result<(), efficientnet_burn::Error> {
                     ", unfused"
                 } else if args.unplanned {
                     ", folded, Burn ops"
+                } else if args.precision.0 == Precision::Bf16Weights {
+                    ", for_inference, bf16 weights"
                 } else {
                     ", for_inference"
                 }

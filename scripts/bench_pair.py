@@ -88,6 +88,8 @@ def main():
                         help=f"comma-separated, of {', '.join(PEERS)}; '' for none")
     parser.add_argument("--baseline", metavar="BENCH_INFER", action="append", default=[],
                         help="another build of ours (repeatable)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also ours with bf16 weights (--precision bf16-weights)")
     args = parser.parse_args()
     if args.turn <= args.rewarm:
         parser.error("--turn must be larger than --rewarm")
@@ -105,6 +107,8 @@ def main():
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     ours = [str(target / "release" / "examples" / "bench_infer"), *shape, "--serve"]
     runtimes = [Runtime("ours", ours)]
+    if args.bf16:
+        runtimes.append(Runtime("ours bf16 weights", [*ours, "--precision", "bf16-weights"]))
     for index, baseline in enumerate(args.baseline):
         name = "baseline" if len(args.baseline) == 1 else f"baseline {index + 1}"
         runtimes.append(Runtime(name, [baseline, *shape, "--serve"]))
