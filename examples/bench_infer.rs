@@ -20,13 +20,13 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::tensor::{Distribution, Tensor};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use efficientnet_burn::Precision;
 use serde_json::json;
 
 mod choices;
 
-use choices::{DeviceArg, VariantArg};
+use choices::{DeviceArg, PrecisionArg, VariantArg};
 
 /// Time EfficientNet inference.
 #[derive(Parser)]
@@ -68,26 +68,6 @@ struct Args {
     /// that many forwards and print their times as one JSON line (`scripts/bench_pair.py`).
     #[arg(long, conflicts_with = "steps")]
     serve: bool,
-}
-
-/// `--precision`'s values.
-#[derive(Clone, Copy, Debug)]
-struct PrecisionArg(Precision);
-
-impl ValueEnum for PrecisionArg {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            PrecisionArg(Precision::F32),
-            PrecisionArg(Precision::Bf16Weights),
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(match self.0 {
-            Precision::Bf16Weights => "bf16-weights",
-            _ => "f32",
-        }))
-    }
 }
 
 /// A tensor of its own with `input`'s values, made before the timer starts: a forward

@@ -18,13 +18,13 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::Parser;
 use efficientnet_burn::imagenet::Prediction;
-use efficientnet_burn::{Error, Preprocess, Pretrained};
+use efficientnet_burn::{Error, Precision, Preprocess, Pretrained};
 use serde_json::json;
 
 mod choices;
 mod common;
 
-use choices::DeviceArg;
+use choices::{DeviceArg, PrecisionArg};
 
 /// Classify images with a pretrained EfficientNet (torchvision's B0 by default, downloaded
 /// and cached on first use; see EFFICIENTNET_CACHE and EFFICIENTNET_OFFLINE).
@@ -54,6 +54,10 @@ struct Args {
     /// Backend (as compiled in).
     #[arg(long, value_enum, default_value = "flex")]
     device: DeviceArg,
+    /// What the CPU engine keeps the weights in: f32, or bf16 (half the memory, about 10%
+    /// faster on small models at batch 1, logits within a few hundredths).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
     /// List the known pretrained weights and exit.
     #[arg(long)]
     list: bool,
@@ -94,6 +98,9 @@ fn run(args: Args) -> Result<(), Error> {
     }
     if let Some(crop) = args.crop {
         loaded.preprocess.crop = crop;
+    }
+    if args.precision.0 != Precision::F32 {
+        loaded = loaded.with_precision(args.precision.0);
     }
 
     // Each image gets its result or its own error; one bad file does not lose the others.

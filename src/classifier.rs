@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::error::Error;
 use crate::imagenet::{Prediction, class_names, top_k};
-use crate::inference::InferenceModel;
+use crate::inference::{InferenceModel, Precision};
 use crate::model::efficientnet::EfficientNet;
 use crate::preprocess::{ImageInput, Preprocess};
 use crate::pretrained::Pretrained;
@@ -87,6 +87,26 @@ impl Classifier {
             preprocess,
             classes,
         })
+    }
+
+    /// The same classifier with the CPU engine's weights in `precision` (the folded network
+    /// planned again; see [`Precision`]).
+    ///
+    /// ```no_run
+    /// use efficientnet_burn::burn::tensor::Device;
+    /// use efficientnet_burn::{Classifier, Precision, Pretrained};
+    ///
+    /// let classifier = Classifier::pretrained(Pretrained::TorchvisionB0V1, &Device::default())?
+    ///     .with_precision(Precision::Bf16Weights);
+    /// let top = classifier.classify_file("photo.jpg", 5)?;
+    /// # Ok::<(), efficientnet_burn::Error>(())
+    /// ```
+    pub fn with_precision(self, precision: Precision) -> Self {
+        let network = self.model.network().clone();
+        Self {
+            model: InferenceModel::with_precision(network, precision),
+            ..self
+        }
     }
 
     /// Registry weights as a classifier: downloaded on first use into the cache

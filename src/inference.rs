@@ -34,7 +34,8 @@ use crate::model::efficientnet::EfficientNet;
 /// assert_eq!(logits.dims(), [2, 1000]);
 /// ```
 ///
-/// Outputs equal the unfolded model's in evaluation mode to float rounding:
+/// With f32 weights (the default; see [`Precision`]), outputs equal the unfolded model's in
+/// evaluation mode to float rounding:
 /// `tests/parity.rs` holds the planned path within 1e-5 of Burn's ops on logits, and both
 /// to the reference libraries' outputs.
 #[derive(Clone, Debug)]
@@ -68,6 +69,19 @@ pub enum Precision {
     /// others level (`docs/performance.md`). Not yet AVX512_BF16's bf16 dot products: the
     /// arithmetic is f32 on every CPU.
     Bf16Weights,
+}
+
+impl Precision {
+    /// Every precision, the default first.
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16Weights];
+
+    /// Its name on the examples' command lines (`--precision`): `f32`, `bf16-weights`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16Weights => "bf16-weights",
+        }
+    }
 }
 
 impl InferenceModel {

@@ -53,6 +53,17 @@ fn bf16_weights_move_the_logits_by_their_rounding_only() {
     let reduced = model.for_inference_with(Precision::Bf16Weights);
     assert_eq!(reduced.precision(), Some(Precision::Bf16Weights));
     assert_eq!(full.precision(), Some(Precision::F32));
+    // A classifier planned again in bf16 runs what `for_inference_with` runs.
+    let preprocess = full.config().default_preprocess();
+    let classifier = Classifier::new(full.clone(), preprocess, Vec::new())
+        .unwrap()
+        .with_precision(Precision::Bf16Weights);
+    assert_eq!(classifier.model.precision(), Some(Precision::Bf16Weights));
+    let x = input(2, &device);
+    assert_eq!(
+        classifier.model.forward(x.clone()).into_data(),
+        reduced.forward(x).into_data()
+    );
     for batch in [1, 3] {
         let x = input(batch, &device);
         let expected = full.forward(x.clone()).into_data();

@@ -5,7 +5,7 @@
 
 use clap::ValueEnum;
 use clap::builder::PossibleValue;
-use efficientnet_burn::{DeviceChoice, Variant, WeightSource};
+use efficientnet_burn::{DeviceChoice, Precision, Variant, WeightSource};
 
 macro_rules! choice {
     ($(#[$doc:meta])* $name:ident($ty:ty), $all:expr) => {
@@ -57,6 +57,11 @@ choice!(
     /// `--device`: the backend, as compiled in.
     DeviceArg(DeviceChoice),
     DeviceChoice::ALL
+);
+choice!(
+    /// `--precision`: what the CPU engine keeps the weights in.
+    PrecisionArg(Precision),
+    Precision::ALL
 );
 #[cfg(feature = "train")]
 choice!(

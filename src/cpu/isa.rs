@@ -214,8 +214,14 @@ impl Detected {
     /// f32 values in one of its registers ([`Isa::LANES`]).
     pub(crate) fn lanes(self) -> usize {
         match self {
+            #[cfg(target_arch = "x86_64")]
             Detected::Avx512(_) => Avx512::LANES,
+            #[cfg(target_arch = "x86_64")]
             Detected::Avx2Fma(_) => Avx2Fma::LANES,
+            #[cfg(not(target_arch = "x86_64"))]
+            Detected::Avx512(isa) => match isa.0 {},
+            #[cfg(not(target_arch = "x86_64"))]
+            Detected::Avx2Fma(isa) => match isa.0 {},
             Detected::Portable(_) => Portable::LANES,
         }
     }

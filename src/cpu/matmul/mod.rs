@@ -3,7 +3,8 @@
 //! packed once into panels ([`Packed`]), and the bias, activation and residual applied to
 //! each `MR x NR` tile right after its sums.
 //!
-//! - [`pack`]: the packed operands.
+//! - [`pack`]: the packed operands: weights in f32, or in bf16 pairs that the kernel widens
+//!   to f32 as it loads them ([`pack::PanelWords`]), with the same steps in the same order.
 //! - [`kernel`]: the micro-kernel, one function generic over the instruction set (whose
 //!   inner loop an instruction set may write out itself, [`Isa::tile_steps`]: AVX2's is
 //!   `asm!`), and its cache blocking.

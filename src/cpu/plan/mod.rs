@@ -7,10 +7,11 @@
 //!   a 1x1 convolution is then one matrix product with the pixels as rows, and a depthwise
 //!   convolution is a multiply-add across channels, vectorised without gathering.
 //! - Every convolution is a [`matmul`](crate::cpu::matmul) product, with the weights
-//!   packed at planning time and the bias, activation and residual applied to each tile
-//!   right after its sums; a kxk convolution (the stem, Fused-MBConv) unfolds a few hundred
-//!   pixels' windows at a time into a scratch that stays in cache, the stem straight from
-//!   the NCHW input.
+//!   packed at planning time (in f32, or in bf16 pairs with
+//!   [`Precision::Bf16Weights`](crate::Precision::Bf16Weights)) and the bias, activation
+//!   and residual applied to each tile right after its sums; a kxk convolution (the stem,
+//!   Fused-MBConv) unfolds a few hundred pixels' windows at a time into a scratch that
+//!   stays in cache, the stem straight from the NCHW input.
 //! - An expansion whose output is large runs together with the depthwise convolution after
 //!   it, band by band, so that map never leaves the cache.
 //! - The depthwise pass also sums each channel for the squeeze-excitation, whose gate then
