@@ -1,7 +1,7 @@
 //! The micro-kernel and its blocking: one `MR x NR` tile of sums in registers, and the
 //! loops (GotoBLAS's, as MLAS has them) that feed it from cache-sized blocks.
 
-use super::pack::{Bf16Words, F32Words, NR, PanelWords, pack_tile};
+use super::pack::{NR, PanelWords, pack_tile};
 use super::{Epilogue, Operands, Origin, Region, RegionProduct};
 use crate::cpu::isa::{Isa, RowBases};
 
@@ -54,7 +54,10 @@ pub(super) const DIRECT_PANELS: usize = 2;
 ///
 /// As [`super::RegionProduct::new`].
 #[inline(always)]
-pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionProduct) {
+pub(super) unsafe fn blocked<const MR: usize, I: Isa, W: PanelWords>(
+    isa: I,
+    product: RegionProduct,
+) {
     let RegionProduct {
         operands,
         epilogue,
@@ -65,24 +68,37 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
     if region.rows == 0 || k == 0 {
         return;
     }
+    if let Some(lanes) = b.bf16_lanes {
+        assert_eq!(
+            lanes,
+            I::LANES,
+            "bf16 pairs laid out for another register width"
+        );
+    }
     let panels = region.end_panel - region.first_panel;
-    let direct = a_scale.is_none() || (panels <= DIRECT_PANELS && region.rows >= panels * NR);
+    // Panels of bf16 pairs are not gated: that would take an f32 copy, and a second form of
+    // the loops in this function. Their rows are packed, gated, instead.
+    let direct = a_scale.is_none()
+        || (W::COLUMNS == 1 && panels <= DIRECT_PANELS && region.rows >= panels * NR);
     let blocks = Blocks {
         operands,
         epilogue,
         region,
         direct,
     };
-    match (a_scale, b.bf16_lanes) {
-        // The region's panels of `b`, gated (and in f32), since the rows are read directly.
-        (Some(scale), _) if direct => {
-            let words = &b.words[region.first_panel * k * b.row_words()..];
-            scratch.resize(panels * k * NR, 0.0);
-            for (index, gated) in scratch.chunks_exact_mut(NR).enumerate() {
-                b.unpack_row(&words[index * b.row_words()..], gated);
-                let factor = scale[index % k];
-                for value in gated {
-                    *value *= factor;
+    match a_scale {
+        // The region's panels of `b`, gated, since the rows are read directly.
+        Some(scale) if direct => {
+            let values = &b.words[region.first_panel * k * NR..region.end_panel * k * NR];
+            let mut gated = std::mem::take(scratch);
+            gated.resize(values.len(), 0.0);
+            for ((gated, row), &factor) in gated
+                .chunks_exact_mut(NR)
+                .zip(values.chunks_exact(NR))
+                .zip(scale[..k].iter().cycle())
+            {
+                for (gated, &value) in gated.iter_mut().zip(row) {
+                    *gated = value * factor;
                 }
             }
             // Nothing is packed: the rows are read in place, and not gated.
@@ -93,22 +109,12 @@ pub(super) unsafe fn blocked<const MR: usize, I: Isa>(isa: I, product: RegionPro
                 },
                 ..blocks
             };
-            // SAFETY: passed on from the caller; `scratch` holds the region's panels.
-            unsafe {
-                blocks.run::<MR, I, F32Words>(isa, scratch, region.first_panel, &mut Vec::new())
-            }
+            // SAFETY: passed on from the caller; `gated` holds the region's panels.
+            unsafe { blocks.run::<MR, I, W>(isa, &gated, region.first_panel, scratch) };
+            *scratch = gated;
         }
         // SAFETY: passed on from the caller.
-        (_, None) => unsafe { blocks.run::<MR, I, F32Words>(isa, b.words, 0, scratch) },
-        (_, Some(lanes)) => {
-            assert_eq!(
-                lanes,
-                I::LANES,
-                "bf16 pairs laid out for another register width"
-            );
-            // SAFETY: passed on from the caller; the pairs are laid out for `I`'s registers.
-            unsafe { blocks.run::<MR, I, Bf16Words>(isa, b.words, 0, scratch) }
-        }
+        _ => unsafe { blocks.run::<MR, I, W>(isa, b.words, 0, scratch) },
     }
 }
 

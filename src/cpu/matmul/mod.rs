@@ -17,8 +17,11 @@
 pub(crate) mod kernel;
 pub(crate) mod pack;
 
+use std::marker::PhantomData;
+
 use rayon::prelude::*;
 
+use pack::{Bf16Words, F32Words, PanelWords};
 pub(crate) use pack::{NR, Packed, Weights};
 
 use crate::cpu::isa::{Detected, Isa, Kernel};
@@ -143,7 +146,22 @@ impl<'a> RegionProduct<'a> {
     }
 }
 
-impl Kernel for RegionProduct<'_> {
+impl RegionProduct<'_> {
+    /// Runs the product with `isa`, compiled once for each kind of panel words: a kernel
+    /// with both kinds' loops in one function had LLVM inline less of them, and the f32
+    /// forwards were 4-5% slower.
+    fn run(self, isa: Detected) {
+        match self.operands.b.bf16_lanes {
+            None => isa.run(ProductOf::<F32Words>(self, PhantomData)),
+            Some(_) => isa.run(ProductOf::<Bf16Words>(self, PhantomData)),
+        }
+    }
+}
+
+/// A [`RegionProduct`] whose panels are `W` words: the unit [`Detected::run`] compiles.
+struct ProductOf<'a, W>(RegionProduct<'a>, PhantomData<W>);
+
+impl<W: PanelWords> Kernel for ProductOf<'_, W> {
     type Output = ();
 
     #[inline(always)]
@@ -151,9 +169,9 @@ impl Kernel for RegionProduct<'_> {
         // SAFETY: `new`'s caller vouched for the region; `new` checked `a` and `b`.
         unsafe {
             match I::TILE_ROWS {
-                12 => kernel::blocked::<12, I>(isa, self),
-                6 => kernel::blocked::<6, I>(isa, self),
-                _ => kernel::blocked::<4, I>(isa, self),
+                12 => kernel::blocked::<12, I, W>(isa, self.0),
+                6 => kernel::blocked::<6, I, W>(isa, self.0),
+                _ => kernel::blocked::<4, I, W>(isa, self.0),
             }
         }
     }
@@ -195,7 +213,7 @@ pub(crate) fn serial(
     };
     // SAFETY: the region is all of `c`, borrowed mutably for the call.
     let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
-    isa.run(product);
+    product.run(isa);
 }
 
 /// Splits `c` (`samples` samples of equal row counts, `n` columns a row) into row blocks
@@ -398,7 +416,7 @@ pub(crate) fn parallel(
             // SAFETY: tasks write disjoint (row block, panel group) regions of `c`, which
             // this function borrows mutably until they all end.
             let product = unsafe { RegionProduct::new(operands, epilogue, region, scratch) };
-            isa.run(product);
+            product.run(isa);
         });
 }
 
@@ -579,7 +597,8 @@ mod tests {
     fn bf16_weights_give_the_products_of_the_rounded_weights_exactly() {
         // Widening a bf16 weight gives the rounded f32 exactly, and the kernels take the same
         // steps in the same order whatever they load, so the products must be equal to the
-        // bit: plain, gated with rows packed (many panels) and with panels gated (few
+        // bit; gated, to rounding (bf16 panels are never gated themselves: their rows
+        // are). Plain, gated with rows packed (many panels) and where f32 gates panels (few
         // panels, many rows), in one slice of k and in several; one row (the classifier at
         // batch 1); last panels of one and of two registers' live columns.
         let round = |value: f32| half::bf16::from_f32(value).to_f32();
@@ -619,9 +638,11 @@ mod tests {
                     };
                     let (got, want) = (product(&bf16), product(&rounded));
                     for (index, (got, want)) in got.iter().zip(&want).enumerate() {
-                        assert_eq!(
-                            got.to_bits(),
-                            want.to_bits(),
+                        // Gated, f32 panels over few panels are scaled where bf16 ones
+                        // scale the rows: the same values, rounded once elsewhere.
+                        let exact = got.to_bits() == want.to_bits();
+                        assert!(
+                            exact || (gates.is_some() && (got - want).abs() <= 1e-5),
                             "{isa:?} {rows}x{k}x{n} gated {} value {index}: {got} vs {want}",
                             gates.is_some()
                         );

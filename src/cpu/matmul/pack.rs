@@ -109,25 +109,6 @@ pub(crate) struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    /// One panel row's `NR` values, from its words `words`, into `out`.
-    pub(crate) fn unpack_row(self, words: &[f32], out: &mut [f32]) {
-        match self.bf16_lanes {
-            None => out[..NR].copy_from_slice(&words[..NR]),
-            Some(lanes) => {
-                for (group, out) in words[..NR / 2]
-                    .chunks_exact(lanes)
-                    .zip(out.chunks_mut(2 * lanes))
-                {
-                    let (low, high) = out.split_at_mut(lanes);
-                    for ((low, high), word) in low.iter_mut().zip(high).zip(group) {
-                        *low = f32::from_bits(word.to_bits() << 16);
-                        *high = f32::from_bits(word.to_bits() & 0xffff_0000);
-                    }
-                }
-            }
-        }
-    }
-
     /// Words a panel row of `NR` columns takes.
     pub(crate) fn row_words(self) -> usize {
         match self.bf16_lanes {
