@@ -513,16 +513,10 @@ mod x86 {
             steps: usize,
             sums: &mut [[__m256; R]; MR],
         ) -> bool {
-            // The 6 x 2 tile only (its 12 registers, row by row).
-            if MR != 6 {
-                return false;
-            }
-            let Ok(registers) = <&mut [__m256; 12]>::try_from(sums.as_flattened_mut()) else {
-                return false;
-            };
             // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
-            unsafe { avx2_tile_steps::<false>(rows, b, b_stride, steps, registers.each_mut()) };
-            true
+            unsafe {
+                six_by_two_tile::<MR, false>(rows, b, b_stride, steps, sums.as_flattened_mut())
+            }
         }
 
         #[inline(always)]
@@ -534,18 +528,36 @@ mod x86 {
             steps: usize,
             sums: &mut [[__m256; R]; MR],
         ) -> bool {
-            // As `tile_steps`.
-            if MR != 6 {
-                return false;
-            }
-            let Ok(registers) = <&mut [__m256; 12]>::try_from(sums.as_flattened_mut()) else {
-                return false;
-            };
-            let b = b.cast::<f32>();
+            let (b, sums) = (b.cast::<f32>(), sums.as_flattened_mut());
             // SAFETY: `self` proves AVX2 and FMA; the rest is the caller's word.
-            unsafe { avx2_tile_steps::<true>(rows, b, b_stride, steps, registers.each_mut()) };
-            true
+            unsafe { six_by_two_tile::<MR, true>(rows, b, b_stride, steps, sums) }
         }
+    }
+
+    /// [`avx2_tile_steps`] for an `MR`-row tile's sums if they are the 6 x 2 tile's 12
+    /// registers (row by row); false, untouched, otherwise. Both of [`Avx2Fma`]'s tile loops go through it.
+    ///
+    /// # Safety
+    ///
+    /// As [`avx2_tile_steps`].
+    #[inline(always)]
+    unsafe fn six_by_two_tile<const MR: usize, const BF16: bool>(
+        rows: RowBases,
+        b: *const f32,
+        b_stride: usize,
+        steps: usize,
+        sums: &mut [__m256],
+    ) -> bool {
+        // The 6 x 2 tile only (not 12 x 1, which has as many registers).
+        if MR != 6 {
+            return false;
+        }
+        let Ok(registers) = <&mut [__m256; 12]>::try_from(sums) else {
+            return false;
+        };
+        // SAFETY: passed on from the caller.
+        unsafe { avx2_tile_steps::<BF16>(rows, b, b_stride, steps, registers.each_mut()) };
+        true
     }
 
     /// [`Avx2Fma`]'s [`Isa::tile_steps`] and [`Isa::tile_steps_bf16`] for its 6 x 2 tile,
