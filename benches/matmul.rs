@@ -18,6 +18,19 @@
 //! | 7x7 | head | 49 x 320 -> 1280 |
 //! | 1x1 | classifier (no activation) | 1 x 1280 -> 1000 |
 //!
+//! and EfficientNetV2-S's deep 1x1 layers at 384x384, where it trails ONNX Runtime most
+//! (`v2s` in the names):
+//!
+//! | map | layer | rows (pixels) x k -> n |
+//! |---|---|---|
+//! | 24x24 | stage 5 expansion | 576 x 160 -> 960 |
+//! | 24x24 | stage 5 projection (+ residual) | 576 x 960 -> 160 |
+//! | 12x12 | stage 6 expansion | 144 x 256 -> 1536 |
+//! | 12x12 | stage 6 projection (+ residual) | 144 x 1536 -> 256 |
+//!
+//! Each shape runs three ways: `engine` (f32 weights), `engine-bf16` (the same weights
+//! rounded to bf16, as `Precision::Bf16Weights` packs them) and `gemm+pass`.
+//!
 //! The `activation` group times the epilogue pass alone over B0's largest SiLU map
 //! (56x56x144, stage 3's expansion), with and without SiLU: the difference is SiLU's cost
 //! per value, which criterion prints as throughput.
@@ -82,6 +95,10 @@ fn pointwise(c: &mut Criterion) {
         ("7x7 expand", 49, 192, 1152, true, false),
         ("7x7 head", 49, 320, 1280, true, false),
         ("classifier", 1, 1280, 1000, false, false),
+        ("v2s 24x24 expand", 576, 160, 960, true, false),
+        ("v2s 24x24 project", 576, 960, 160, false, true),
+        ("v2s 12x12 expand", 144, 256, 1536, true, false),
+        ("v2s 12x12 project", 144, 1536, 256, false, true),
     ];
     for (name, m, k, n, silu, has_residual) in shapes {
         let a = values(m * k, 1);
@@ -90,22 +107,37 @@ fn pointwise(c: &mut Criterion) {
         let residual = has_residual.then(|| values(m * n, 4));
         let residual = residual.as_deref();
         let packed = PackedWeights::new(k, n, &weights);
+        let bf16 = PackedWeights::bf16(k, n, &weights);
         let mut ours = vec![0.0; m * n];
         let mut theirs = vec![0.0; m * n];
-        // The two agree (to float rounding) before either is timed.
+        // The two agree (to float rounding) before either is timed, and bf16 weights move
+        // the values by their rounding only.
         packed.product(&a, &bias, silu, residual, &mut ours);
         gemm_crate(m, k, n, &a, &weights, &mut theirs);
         epilogue_pass(&mut theirs, &bias, silu, residual);
-        let worst = ours
-            .iter()
-            .zip(&theirs)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < 1e-3, "{name}: the two products differ by {worst}");
+        let worst = |x: &[f32], y: &[f32]| {
+            x.iter()
+                .zip(y)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0f32, f32::max)
+        };
+        let differ = worst(&ours, &theirs);
+        assert!(differ < 1e-3, "{name}: the two products differ by {differ}");
+        let mut rounded = vec![0.0; m * n];
+        bf16.product(&a, &bias, silu, residual, &mut rounded);
+        let largest = theirs.iter().fold(0.0f32, |most, x| most.max(x.abs()));
+        let moved = worst(&ours, &rounded);
+        assert!(
+            moved > 0.0 && moved < 0.02 * largest,
+            "{name}: bf16 weights moved the values by {moved} (largest {largest})"
+        );
 
         let id = format!("{m}x{k}x{n}");
         group.bench_function(BenchmarkId::new(format!("{name}/engine"), &id), |b| {
             in_pool(|| b.iter(|| packed.product(&a, &bias, silu, residual, &mut ours)))
+        });
+        group.bench_function(BenchmarkId::new(format!("{name}/engine-bf16"), &id), |b| {
+            in_pool(|| b.iter(|| bf16.product(&a, &bias, silu, residual, &mut rounded)))
         });
         group.bench_function(BenchmarkId::new(format!("{name}/gemm+pass"), &id), |b| {
             in_pool(|| {

@@ -46,6 +46,17 @@ impl PackedWeights {
         }
     }
 
+    /// Packs `weights` (`[k][n]`, row-major) rounded to bf16, as
+    /// [`Precision::Bf16Weights`](crate::Precision::Bf16Weights) packs them.
+    pub fn bf16(k: usize, n: usize, weights: &[f32]) -> Self {
+        assert_eq!(weights.len(), k * n, "weights are k x n");
+        let isa = Detected::new();
+        Self {
+            packed: Packed::bf16(k, n, isa.lanes(), |row, column| weights[row * n + column]),
+            isa,
+        }
+    }
+
     /// `c = silu(a * w + bias) + residual`, as the plan runs an expansion (without
     /// `residual`) or a projection (with it, and no activation when `silu` is false), over
     /// rayon's pool: `a` is `[rows][k]`, `c` and `residual` `[rows][n]`.
