@@ -63,7 +63,7 @@ pub type PretrainedModel = Classifier;
 impl Classifier {
     /// Prepares `model` for inference (an [`EfficientNet`] through
     /// [`EfficientNet::for_inference`]), refuses weights holding NaN or infinity
-    /// ([`EfficientNet::check_finite`]) and keeps it with its transform and class names.
+    /// ([`InferenceModel::check_finite`]) and keeps it with its transform and class names.
     ///
     /// An error ([`Error::ClassNames`]) if `classes` is neither empty nor one name per
     /// output.
@@ -73,7 +73,7 @@ impl Classifier {
         classes: Vec<String>,
     ) -> Result<Self, Error> {
         let model = model.into();
-        model.network().check_finite()?;
+        model.check_finite()?;
         preprocess.validate()?;
         let outputs = model.config().num_classes;
         if !classes.is_empty() && classes.len() != outputs {

@@ -47,6 +47,10 @@ pub struct InferenceModel {
     plan: Option<Arc<crate::cpu::Plan>>,
     /// What the plan's weights were packed in.
     precision: Precision,
+    /// The folded network's parameters holding NaN or infinity, found before the plan took
+    /// its weights ([`EfficientNet::non_finite_parameters`]): reading them again from
+    /// `network` would unpack every weight.
+    non_finite: Vec<String>,
 }
 
 /// What the CPU engine keeps a planned model's weights in
@@ -94,11 +98,26 @@ impl InferenceModel {
     /// [`new`](Self::new) with the CPU engine's weights in `precision`.
     pub fn with_precision(model: EfficientNet, precision: Precision) -> Self {
         let network = model.fold_batch_norms();
+        let non_finite = network.non_finite_parameters();
+        #[cfg(feature = "flex")]
+        {
+            let plan = crate::cpu::Plan::new(&network, precision).map(Arc::new);
+            let network = match &plan {
+                Some(plan) => crate::cpu::Plan::hollow(plan, network),
+                None => network,
+            };
+            Self {
+                plan,
+                network,
+                precision,
+                non_finite,
+            }
+        }
+        #[cfg(not(feature = "flex"))]
         Self {
-            #[cfg(feature = "flex")]
-            plan: crate::cpu::Plan::new(&network, precision).map(Arc::new),
             network,
             precision,
+            non_finite,
         }
     }
 
@@ -123,8 +142,32 @@ impl InferenceModel {
     }
 
     /// The folded network, read-only: its config, parameters and devices.
+    ///
+    /// Where the CPU engine runs the model ([`is_planned`](Self::is_planned)), the weights
+    /// it packed (the convolutions run as products, and the classifier) are not kept twice:
+    /// in the network they are lazy parameters, unpacked from the plan when first read
+    /// (then kept), equal to the folded weights (with [`Precision::Bf16Weights`], to the
+    /// rounded ones the engine runs). Running the network itself or saving it reads them.
     pub fn network(&self) -> &EfficientNet {
         &self.network
+    }
+
+    /// The folded network's parameters holding NaN or infinity, by Burn path
+    /// ([`EfficientNet::non_finite_parameters`]), without unpacking the planned weights.
+    pub fn non_finite_parameters(&self) -> &[String] {
+        &self.non_finite
+    }
+
+    /// [`Error::NonFiniteWeights`] if any weight is NaN or infinite
+    /// ([`EfficientNet::check_finite`]).
+    pub fn check_finite(&self) -> Result<(), Error> {
+        if self.non_finite.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::NonFiniteWeights {
+                parameters: self.non_finite.clone(),
+            })
+        }
     }
 
     /// The config the network was built from.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::max_abs_diff;
 use efficientnet_burn::{
@@ -255,5 +255,80 @@ fn planned_endpoints_match_the_unplanned_ones() {
             assert!(diff <= 1e-5, "endpoint {index}: {diff}");
         }
         assert!(planned.endpoints_at(x, &[9]).is_err());
+    }
+}
+
+/// Every float parameter's values, in the module's order.
+#[derive(Default)]
+struct Values(Vec<Vec<f32>>);
+
+impl ModuleVisitor for Values {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0
+            .push(param.val().into_data().try_to_vec::<f32>().unwrap());
+    }
+}
+
+fn values(model: &EfficientNet) -> Vec<Vec<f32>> {
+    let mut values = Values::default();
+    model.visit(&mut values);
+    values.0
+}
+
+#[test]
+fn a_planned_network_keeps_its_packed_weights_once_and_gives_them_back_folded() {
+    let device = Device::flex();
+    let round = |value: f32| half::bf16::from_f32(value).to_f32();
+    // B0 (MBConv, a stem read from NCHW) and V2 (Fused-MBConv with and without projection).
+    for config in [
+        slim(),
+        EfficientNetConfig::v2_b0().with_width(0.3).with_depth(0.5),
+    ] {
+        let model = config.init(&device).valid();
+        let folded = model.clone().fold_batch_norms();
+        let want = values(&folded);
+        for precision in Precision::ALL {
+            let planned = model.clone().for_inference_with(precision);
+            let network = planned.network();
+            // The packed weights are in the plan only, until something reads the network's.
+            assert!(!network.stem.conv.weight.is_initialized(), "{precision:?}");
+            assert!(!network.head.conv.weight.is_initialized(), "{precision:?}");
+            assert!(!network.classifier.weight.is_initialized(), "{precision:?}");
+            assert!(planned.check_finite().is_ok());
+            let got = values(network);
+            assert_eq!(got.len(), want.len());
+            let mut rounded = 0;
+            for (index, (got, want)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(got.len(), want.len(), "parameter {index}");
+                for (&got, &want) in got.iter().zip(want) {
+                    let exact = got.to_bits() == want.to_bits();
+                    let is_rounded = got.to_bits() == round(want).to_bits();
+                    match precision {
+                        Precision::F32 => assert!(exact, "parameter {index}: {got} vs {want}"),
+                        _ => assert!(exact || is_rounded, "parameter {index}: {got} vs {want}"),
+                    }
+                    rounded += usize::from(!exact);
+                }
+            }
+            // bf16 weights come back rounded (and only those the engine packs).
+            assert_eq!(rounded > 0, precision == Precision::Bf16Weights);
+            // Saved from the plan, the weights load back as the folded ones.
+            if precision == Precision::F32 {
+                let path = std::env::temp_dir().join(format!(
+                    "efficientnet-burn-planned-{}-{}.bpk",
+                    std::process::id(),
+                    config.stages.len()
+                ));
+                planned.save_burnpack(&path).unwrap();
+                let again = config
+                    .init(&device)
+                    .fold_batch_norms()
+                    .load_burnpack(&path)
+                    .unwrap();
+                // (Burn maps the file: it goes after the values are read.)
+                assert_eq!(values(&again), want);
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
     }
 }

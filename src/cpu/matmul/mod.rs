@@ -653,6 +653,29 @@ mod tests {
     }
 
     #[test]
+    fn packed_weights_read_back_as_packed() {
+        // Every layout: f32 panels, and bf16 pairs for each instruction set's registers;
+        // last panels part-filled, and one column.
+        let round = |value: f32| half::bf16::from_f32(value).to_f32();
+        for isa in Detected::all() {
+            for (k, n) in [(1, 1), (3, 17), (5, 40), (2, 100)] {
+                let weights = matrix(k, n, 5);
+                let f32_panels = Packed::new(k, n, |r, c| weights[r * n + c]);
+                let bf16 = Packed::bf16(k, n, isa.lanes(), |r, c| weights[r * n + c]);
+                for (r, c) in (0..k).flat_map(|r| (0..n).map(move |c| (r, c))) {
+                    let value = weights[r * n + c];
+                    assert_eq!(f32_panels.value(r, c).to_bits(), value.to_bits());
+                    assert_eq!(
+                        bf16.value(r, c).to_bits(),
+                        round(value).to_bits(),
+                        "{isa:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn input_scaling_gates_each_samples_channels() {
         // Two samples; sample 0's channels gated to 0 but for the first three, sample 1's
         // by factors around 1. The shapes take every way of applying a gate: packed rows (few

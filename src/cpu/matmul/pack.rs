@@ -91,6 +91,31 @@ impl Packed {
         self.n
     }
 
+    /// The value packed for `row < k`, `column < n` (in bf16, the rounded value).
+    pub(crate) fn value(&self, row: usize, column: usize) -> f32 {
+        assert!(
+            row < self.k && column < self.n,
+            "({row}, {column}) outside {}x{}",
+            self.k,
+            self.n
+        );
+        let (panel, lane) = (column / NR, column % NR);
+        match self.bf16_lanes {
+            None => self.values[(panel * self.k + row) * NR + lane],
+            Some(lanes) => {
+                let (group, within) = (lane / (2 * lanes), lane % (2 * lanes));
+                let word = group * lanes + within % lanes;
+                let bits = self.values[(panel * self.k + row) * (NR / 2) + word].to_bits();
+                let half = if within < lanes {
+                    bits & 0xffff
+                } else {
+                    bits >> 16
+                };
+                f32::from_bits(half << 16)
+            }
+        }
+    }
+
     /// The packed words, panel after panel, and how to read them.
     pub(crate) fn data(&self) -> Weights<'_> {
         Weights {

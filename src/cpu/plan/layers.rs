@@ -1,13 +1,17 @@
 //! The plan's layers, read once from a folded [`EfficientNet`]: weights packed for the
 //! kernels, biases and activations beside them.
 //!
-//! This is the one place the engine reads the model, and it only reads: the public fields
-//! of the building blocks (each convolution's weight, bias, stride, padding, activation),
-//! copied out, so that nothing the model does later can reach the plan.
+//! This is the one place the engine reads the model: the public fields of the building
+//! blocks (each convolution's weight, bias, stride, padding, activation), copied out, so
+//! that nothing the model does later can reach the plan. It is also where the packed
+//! weights go back into the model's layout ([`Conv::weight_values`]), for an
+//! [`InferenceModel`](crate::InferenceModel)'s network, whose weights the plan then holds
+//! alone ([`lazy_weight`]).
 
+use burn::module::Param;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use super::super::applies;
 use crate::cpu::depthwise::Depthwise;
@@ -155,6 +159,48 @@ impl Conv {
     pub(crate) fn in_channels(&self) -> usize {
         self.weights.k() / (self.kernel * self.kernel)
     }
+
+    /// The weights in the model's layout, `[out][in][k][k]` (as [`read`](Self::read) found
+    /// them; rounded, if packed in bf16).
+    pub(crate) fn weight_values(&self) -> Vec<f32> {
+        let (taps, inputs, out) = (
+            self.kernel * self.kernel,
+            self.in_channels(),
+            self.weights.n(),
+        );
+        let mut values = Vec::with_capacity(out * inputs * taps);
+        for column in 0..out {
+            for channel in 0..inputs {
+                for tap in 0..taps {
+                    let row = match self.input {
+                        Layout::Nhwc => tap * inputs + channel,
+                        Layout::Nchw => channel * taps + tap,
+                    };
+                    values.push(self.weights.value(row, column));
+                }
+            }
+        }
+        values
+    }
+}
+
+/// Replaces `param`'s tensor with a lazy parameter of the same id, shape and device whose
+/// values `values` gives when it is first read: the plan keeps the weights, packed, and the
+/// model unpacks them only if it runs or is saved.
+pub(crate) fn lazy_weight<const D: usize>(
+    param: &mut Param<Tensor<D>>,
+    values: impl FnOnce() -> Vec<f32> + Send + Sync + 'static,
+) {
+    let (shape, device) = (param.lazy_shape(), param.lazy_device());
+    let id = param.id;
+    let values_shape = shape.clone();
+    *param = Param::uninitialized(
+        id,
+        move |device, _| Tensor::from_data(TensorData::new(values(), values_shape), device),
+        device,
+        false,
+        shape,
+    );
 }
 
 /// A folded depthwise layer (one input channel per group, square kernel and stride) on the
@@ -318,6 +364,34 @@ impl Block {
     }
 }
 
+impl Block {
+    /// The block's products in the order [`model_convs`] gives the model's layers.
+    pub(crate) fn convs(&self) -> Vec<&Conv> {
+        match self {
+            Block::MBConv {
+                expand, project, ..
+            } => expand.iter().chain([project]).collect(),
+            Block::FusedMBConv { conv, project, .. } => [conv].into_iter().chain(project).collect(),
+        }
+    }
+}
+
+/// A model block's layers that [`Block::read`] packs as products, in [`Block::convs`]'s
+/// order.
+pub(crate) fn model_convs(block: &mut ModelBlock) -> Vec<&mut ConvBnAct> {
+    match block {
+        ModelBlock::MBConv(block) => block
+            .expand
+            .iter_mut()
+            .chain([&mut block.project])
+            .collect(),
+        ModelBlock::FusedMBConv(block) => [&mut block.conv]
+            .into_iter()
+            .chain(block.project.as_mut())
+            .collect(),
+    }
+}
+
 /// The classifier (`[inputs, classes]` in Burn) packed as a `inputs x classes` product, and
 /// its bias.
 pub(crate) fn read_classifier(
@@ -335,4 +409,17 @@ pub(crate) fn read_classifier(
         None => vec![0.0; classes],
     };
     Some((packed, bias))
+}
+
+/// The classifier's weights in Burn's layout, `[inputs][classes]` (rounded, if packed in
+/// bf16).
+pub(crate) fn classifier_values(packed: &Packed) -> Vec<f32> {
+    let (inputs, classes) = (packed.k(), packed.n());
+    let mut values = Vec::with_capacity(inputs * classes);
+    for row in 0..inputs {
+        for column in 0..classes {
+            values.push(packed.value(row, column));
+        }
+    }
+    values
 }

@@ -32,6 +32,7 @@ pub(crate) mod pool;
 mod run;
 
 use std::fmt;
+use std::sync::Arc;
 
 use burn::tensor::Tensor;
 
@@ -40,7 +41,9 @@ use super::isa::Detected;
 use super::matmul::Packed;
 use crate::inference::Precision;
 use crate::model::efficientnet::EfficientNet;
-use layers::{Block, Conv, Layout, Packing, read_classifier};
+use layers::{
+    Block, Conv, Layout, Packing, classifier_values, lazy_weight, model_convs, read_classifier,
+};
 use pool::BufferPool;
 
 /// A folded model's weights, packed for the CPU kernels, and the buffers its forwards reuse.
@@ -97,6 +100,34 @@ impl Plan {
             classifier_bias,
             pool: BufferPool::default(),
         })
+    }
+
+    /// `network`, the folded model `plan` was read from, with every weight the plan packed
+    /// (the convolutions run as products and the classifier) replaced by a lazy parameter
+    /// that unpacks it from the plan when first read: until the network itself runs or is
+    /// saved, those weights are in memory once, packed.
+    pub(crate) fn hollow(plan: &Arc<Plan>, mut network: EfficientNet) -> EfficientNet {
+        let at = Arc::clone(plan);
+        lazy_weight(&mut network.stem.conv.weight, move || {
+            at.stem.weight_values()
+        });
+        let at = Arc::clone(plan);
+        lazy_weight(&mut network.head.conv.weight, move || {
+            at.head.weight_values()
+        });
+        let at = Arc::clone(plan);
+        lazy_weight(&mut network.classifier.weight, move || {
+            classifier_values(&at.classifier)
+        });
+        for (index, block) in network.stages.iter_mut().flatten().enumerate() {
+            for (part, layer) in model_convs(block).into_iter().enumerate() {
+                let at = Arc::clone(plan);
+                lazy_weight(&mut layer.conv.weight, move || {
+                    at.blocks[index].convs()[part].weight_values()
+                });
+            }
+        }
+        network
     }
 
     /// Whether the plan runs `input`: an f32 flex tensor of the model's channels, no size
