@@ -68,7 +68,7 @@ pub enum Precision {
     /// and sums in f32. The depthwise and squeeze-excitation weights and the biases stay
     /// f32. A weight keeps 8 significant bits (a relative error up to 2^-9), so logits move
     /// by about 1e-2 of their spread: on the real Lite0 checkpoint and the fixture photos,
-    /// the top-5 classes are those of f32 (`tests/precision.rs`). On CPUs whose products
+    /// the top-5 classes are those of f32 (`tests/real_weights.rs`). On CPUs whose products
     /// wait on their weights (small maps, the classifier at batch 1) it is faster; on
     /// others level (`docs/performance.md`). Not yet AVX512_BF16's bf16 dot products: the
     /// arithmetic is f32 on every CPU.

@@ -25,7 +25,8 @@
 //!
 //! A plan is immutable: it owns copies of the weights, and
 //! [`InferenceModel`](crate::InferenceModel), which owns the plan, offers no way to change
-//! them.
+//! them. The weights it packs are then the only copy: the `InferenceModel`'s network reads
+//! them back from the plan, lazily ([`Plan::hollow`]).
 
 pub(crate) mod layers;
 pub(crate) mod pool;
