@@ -362,9 +362,7 @@ impl Block {
             },
         })
     }
-}
 
-impl Block {
     /// The block's products in the order [`model_convs`] gives the model's layers.
     pub(crate) fn convs(&self) -> Vec<&Conv> {
         match self {
