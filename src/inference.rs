@@ -48,9 +48,9 @@ pub struct InferenceModel {
     /// What the plan's weights were packed in.
     precision: Precision,
     /// The folded network's parameters holding NaN or infinity, found before the plan took
-    /// its weights ([`EfficientNet::non_finite_parameters`]): reading them again from
-    /// `network` would unpack every weight.
-    non_finite: Vec<String>,
+    /// its weights ([`EfficientNet::non_finite_parameters`]), where `network`'s are lazy:
+    /// reading them again would unpack every weight. `None` where `network` holds them.
+    non_finite: Option<Vec<String>>,
 }
 
 /// What the CPU engine keeps a planned model's weights in
@@ -98,13 +98,17 @@ impl InferenceModel {
     /// [`new`](Self::new) with the CPU engine's weights in `precision`.
     pub fn with_precision(model: EfficientNet, precision: Precision) -> Self {
         let network = model.fold_batch_norms();
-        let non_finite = network.non_finite_parameters();
         #[cfg(feature = "flex")]
         {
             let plan = crate::cpu::Plan::new(&network, precision).map(Arc::new);
-            let network = match &plan {
-                Some(plan) => crate::cpu::Plan::hollow(plan, network),
-                None => network,
+            // Only f32 plans hold the weights as they are: a network given back bf16 weights
+            // would lose their low bits for good (a classifier planned again in f32, say).
+            let (network, non_finite) = match &plan {
+                Some(plan) if precision == Precision::F32 => {
+                    let non_finite = network.non_finite_parameters();
+                    (crate::cpu::Plan::hollow(plan, network), Some(non_finite))
+                }
+                _ => (network, None),
             };
             Self {
                 plan,
@@ -117,7 +121,7 @@ impl InferenceModel {
         Self {
             network,
             precision,
-            non_finite,
+            non_finite: None,
         }
     }
 
@@ -143,31 +147,30 @@ impl InferenceModel {
 
     /// The folded network, read-only: its config, parameters and devices.
     ///
-    /// Where the CPU engine runs the model ([`is_planned`](Self::is_planned)), the weights
-    /// it packed (the convolutions run as products, and the classifier) are not kept twice:
-    /// in the network they are lazy parameters, unpacked from the plan when first read
-    /// (then kept), equal to the folded weights (with [`Precision::Bf16Weights`], to the
-    /// rounded ones the engine runs). Running the network itself or saving it reads them.
+    /// Where the CPU engine runs the model ([`is_planned`](Self::is_planned)) with f32
+    /// weights, the weights it packed (the convolutions run as products, and the
+    /// classifier) are not kept twice: in the network they are lazy parameters, unpacked
+    /// from the plan, equal to the folded weights to the bit, when first read (then kept).
+    /// Running the network itself or saving it reads them. With
+    /// [`Precision::Bf16Weights`] the network keeps its f32 weights: the plan holds only
+    /// their rounding.
     pub fn network(&self) -> &EfficientNet {
         &self.network
     }
 
     /// The folded network's parameters holding NaN or infinity, by Burn path
     /// ([`EfficientNet::non_finite_parameters`]), without unpacking the planned weights.
-    pub fn non_finite_parameters(&self) -> &[String] {
-        &self.non_finite
+    pub fn non_finite_parameters(&self) -> Vec<String> {
+        match &self.non_finite {
+            Some(found) => found.clone(),
+            None => self.network.non_finite_parameters(),
+        }
     }
 
     /// [`Error::NonFiniteWeights`] if any weight is NaN or infinite
     /// ([`EfficientNet::check_finite`]).
     pub fn check_finite(&self) -> Result<(), Error> {
-        if self.non_finite.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::NonFiniteWeights {
-                parameters: self.non_finite.clone(),
-            })
-        }
+        crate::model::efficientnet::refuse_non_finite(self.non_finite_parameters())
     }
 
     /// The config the network was built from.

@@ -349,12 +349,7 @@ impl EfficientNet {
 
     /// [`Error::NonFiniteWeights`] if any weight is NaN or infinite.
     pub fn check_finite(&self) -> Result<(), Error> {
-        let parameters = self.non_finite_parameters();
-        if parameters.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::NonFiniteWeights { parameters })
-        }
+        refuse_non_finite(self.non_finite_parameters())
     }
 
     /// Trainable parameters (batch-norm running statistics excluded), which is the figure
@@ -385,6 +380,16 @@ fn enter(path: &mut Vec<String>, name: &str, container_type: &str) {
 fn exit(path: &mut Vec<String>, container_type: &str) {
     if !container_type.starts_with("Enum:") {
         path.pop();
+    }
+}
+
+/// [`Error::NonFiniteWeights`] naming `parameters`, if there are any
+/// ([`EfficientNet::check_finite`], [`InferenceModel::check_finite`]).
+pub(crate) fn refuse_non_finite(parameters: Vec<String>) -> Result<(), Error> {
+    if parameters.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteWeights { parameters })
     }
 }
 
